@@ -1,0 +1,1 @@
+"""Joins a telemetry snapshot with the model: roofline position, $/token, alerts."""

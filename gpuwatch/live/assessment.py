@@ -1,0 +1,112 @@
+"""What the faces show: the live assessment of one snapshot.
+
+CONTRACT between live (producer) and tui/exporter (consumers): add fields, do not rename.
+Every figure that can be estimated carries a Provenance so that no face presents an
+estimate as a measurement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Provenance(StrEnum):
+    MEASURED = "measured"  # GPM DRAM/tensor activity (Hopper+), NVML energy counter
+    DERIVED = "derived"  # engine tokens/s x the model's FLOPs and bytes per token
+    MODELLED = "modelled"  # declared workload projected on the roofline
+    UNKNOWN = "unknown"
+
+
+class BoundKind(StrEnum):
+    MEMORY = "memory"
+    COMPUTE = "compute"
+    INTERCONNECT = "interconnect"
+    THROTTLED = "throttled"  # held back by power cap or thermal slowdown
+    IDLE = "idle"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class RooflinePosition:
+    peak_bandwidth_bytes_s: float
+    peak_flops: float  # compute ceiling for the workload's dtype, at spec clocks
+    current_peak_flops: float  # compute ceiling scaled by live SM clock / spec boost clock
+    ridge_flop_per_byte: float
+    attained_bandwidth_bytes_s: float | None
+    attained_flops: float | None
+    arithmetic_intensity_flop_per_byte: float | None
+    attainable_flops: float | None  # min(current compute roof, AI x bandwidth)
+    headroom_ratio: float | None  # attained / attainable, 0..1
+    bandwidth_provenance: Provenance
+    flops_provenance: Provenance
+    dtype: str = "fp16"
+
+
+@dataclass(frozen=True)
+class Bound:
+    kind: BoundKind
+    throttle_reasons: tuple[str, ...] = ()  # names from telemetry.sample.reason_names
+    clock_loss_ratio: float | None = None  # 1 - live SM clock / max SM clock, while throttled
+    detail: str = ""  # one sentence for the faces
+
+
+@dataclass(frozen=True)
+class CostSplit:
+    capex_usd_per_h: float
+    power_usd_per_h: float
+    hosting_usd_per_h: float
+
+    @property
+    def total_usd_per_h(self) -> float:
+        return self.capex_usd_per_h + self.power_usd_per_h + self.hosting_usd_per_h
+
+
+@dataclass(frozen=True)
+class Alternative:
+    gpu_id: str
+    gpu_name: str
+    tokens_per_s: float
+    usd_per_mtok: float
+    fits: bool
+
+
+@dataclass(frozen=True)
+class CostView:
+    live_usd_per_mtok: float | None  # live power x prices / live tokens/s
+    projected_usd_per_mtok: float | None  # roofline model of the declared workload
+    tokens_per_joule: float | None
+    cost_per_hour: CostSplit
+    cloud_usd_per_mtok: float | None
+    alternatives: tuple[Alternative, ...] = ()
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: str  # "throttle_started", "throttle_ended", "temperature_near_slowdown", "throughput_below_model"
+    gpu_index: int
+    severity: str  # "info" | "warning" | "critical"
+    message: str
+    timestamp_s: float
+
+
+@dataclass(frozen=True)
+class GpuAssessment:
+    index: int
+    gpu_id: str | None  # catalog id, None when the card is not in the catalog
+    roofline: RooflinePosition | None
+    bound: Bound
+    cost: CostView | None
+    tokens_per_s: float | None
+    tokens_per_s_provenance: Provenance
+    modelled_tokens_per_s: float | None = None
+
+
+@dataclass(frozen=True)
+class BoxAssessment:
+    timestamp_s: float
+    gpus: tuple[GpuAssessment, ...]
+    tokens_per_s: float | None
+    usd_per_mtok: float | None
+    tokens_per_joule: float | None
+    alerts: tuple[Alert, ...] = field(default_factory=tuple)  # raised by THIS snapshot
