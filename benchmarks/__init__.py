@@ -1,0 +1,1 @@
+"""gpuwatch benchmarks: python -m benchmarks [--tiny]."""

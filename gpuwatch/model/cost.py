@@ -1,0 +1,220 @@
+"""Cost: owning (capex amortised + power + hosting) vs renting, $ per 1M tokens, training cost.
+
+Owned hardware costs money every wall-clock hour whether busy or not; tokens are only produced in
+the busy share (``utilisation_ratio``). Power is drawn at ``power_w`` while busy and ``idle_power_w``
+otherwise, times the facility PUE. Capex is the whole server: the GPUs plus
+``server_overhead_ratio`` x their price for chassis, CPUs, RAM, network and integration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpuwatch.model.catalog import GpuSpec
+from gpuwatch.model.errors import ModelInputError
+from gpuwatch.model.roofline import ArrayLike, as_result, peak_flops
+
+HOURS_PER_YEAR = 365 * 24  # the article's amortisation convention (no leap days)
+
+
+@dataclass(frozen=True)
+class HourlyCost:
+    capex_usd_per_h: ArrayLike
+    power_usd_per_h: ArrayLike
+    hosting_usd_per_h: ArrayLike
+    total_usd_per_h: ArrayLike
+
+
+def _ratio(name: str, value: ArrayLike) -> np.ndarray:
+    arr = np.asarray(value, float)
+    if np.any(arr <= 0) or np.any(arr > 1):
+        raise ModelInputError(f"{name} must be in (0, 1], got {value!r}")
+    return arr
+
+
+def _nonneg(name: str, value: ArrayLike) -> np.ndarray:
+    arr = np.asarray(value, float)
+    if np.any(arr < 0):
+        raise ModelInputError(f"{name} must be >= 0, got {value!r}")
+    return arr
+
+
+def cost_per_hour(
+    *,
+    gpu_capex_usd: ArrayLike,
+    power_w: ArrayLike,
+    service_life_years: ArrayLike = 3.0,
+    server_overhead_ratio: ArrayLike = 0.0,
+    utilisation_ratio: ArrayLike = 1.0,
+    idle_power_w: ArrayLike | None = None,
+    pue: ArrayLike = 1.0,
+    electricity_usd_per_kwh: ArrayLike = 0.12,
+    hosting_usd_per_h: ArrayLike = 0.0,
+) -> HourlyCost:
+    """Per wall-clock hour. ``idle_power_w=None`` charges ``power_w`` all hours (the worst case)."""
+    u = _ratio("utilisation_ratio", utilisation_ratio)
+    life = np.asarray(service_life_years, float)
+    if np.any(life <= 0):
+        raise ModelInputError(f"service_life_years must be > 0, got {service_life_years!r}")
+    capex = _nonneg("gpu_capex_usd", gpu_capex_usd) * (
+        1.0 + _nonneg("server_overhead_ratio", server_overhead_ratio)
+    )
+    busy_w = _nonneg("power_w", power_w)
+    idle_w = busy_w if idle_power_w is None else _nonneg("idle_power_w", idle_power_w)
+    mean_w = u * busy_w + (1.0 - u) * idle_w
+    if np.any(np.asarray(pue, float) < 1):
+        raise ModelInputError(f"pue must be >= 1, got {pue!r}")
+    capex_h = capex / (life * HOURS_PER_YEAR)
+    power_h = (
+        mean_w / 1000.0 * np.asarray(pue, float) * _nonneg("electricity_usd_per_kwh", electricity_usd_per_kwh)
+    )
+    hosting_h = _nonneg("hosting_usd_per_h", hosting_usd_per_h)
+    total = capex_h + power_h + hosting_h
+    return HourlyCost(
+        as_result(capex_h), as_result(power_h), as_result(hosting_h + 0 * total), as_result(total)
+    )
+
+
+def usd_per_mtok(
+    *,
+    tokens_per_s: ArrayLike,
+    utilisation_ratio: ArrayLike,
+    gpu_capex_usd: ArrayLike,
+    power_w: ArrayLike,
+    service_life_years: ArrayLike = 3.0,
+    server_overhead_ratio: ArrayLike = 0.0,
+    idle_power_w: ArrayLike | None = None,
+    pue: ArrayLike = 1.0,
+    electricity_usd_per_kwh: ArrayLike = 0.12,
+    hosting_usd_per_h: ArrayLike = 0.0,
+) -> ArrayLike:
+    """$ per 1M tokens of an owned box: hourly cost over the tokens its busy share produces."""
+    tps = np.asarray(tokens_per_s, float)
+    if np.any(tps <= 0):
+        raise ModelInputError(f"tokens_per_s must be > 0, got {tokens_per_s!r}")
+    hc = cost_per_hour(
+        gpu_capex_usd=gpu_capex_usd,
+        power_w=power_w,
+        service_life_years=service_life_years,
+        server_overhead_ratio=server_overhead_ratio,
+        utilisation_ratio=utilisation_ratio,
+        idle_power_w=idle_power_w,
+        pue=pue,
+        electricity_usd_per_kwh=electricity_usd_per_kwh,
+        hosting_usd_per_h=hosting_usd_per_h,
+    )
+    tokens_per_h = tps * np.asarray(utilisation_ratio, float) * 3600.0
+    return as_result(np.asarray(hc.total_usd_per_h) / tokens_per_h * 1e6)
+
+
+def cloud_usd_per_mtok(
+    *, tokens_per_s: ArrayLike, cloud_usd_per_h: ArrayLike, utilisation_ratio: ArrayLike = 1.0
+) -> ArrayLike:
+    """Rented: pay every hour held; ``utilisation_ratio`` = busy share of the held hours."""
+    tps = np.asarray(tokens_per_s, float)
+    if np.any(tps <= 0):
+        raise ModelInputError(f"tokens_per_s must be > 0, got {tokens_per_s!r}")
+    u = _ratio("utilisation_ratio", utilisation_ratio)
+    return as_result(_nonneg("cloud_usd_per_h", cloud_usd_per_h) / (tps * u * 3600.0) * 1e6)
+
+
+@dataclass(frozen=True)
+class BuyVsRent:
+    own_usd_per_h: ArrayLike  # per wall-clock hour, owning (amortised over the service life)
+    rent_usd_per_h: ArrayLike  # per wall-clock hour, renting only the busy hours
+    breakeven_utilisation_ratio: ArrayLike  # above it owning is cheaper over the service life (inf: never)
+    breakeven_months: (
+        ArrayLike  # at this utilisation, months until the purchase has paid for itself (inf: never)
+    )
+    owning_wins: bool | np.ndarray  # over the service life at this utilisation
+
+
+def buy_vs_rent(
+    *,
+    cloud_usd_per_h: ArrayLike,
+    utilisation_ratio: ArrayLike,
+    gpu_capex_usd: ArrayLike,
+    power_w: ArrayLike,
+    service_life_years: ArrayLike = 3.0,
+    server_overhead_ratio: ArrayLike = 0.0,
+    idle_power_w: ArrayLike | None = None,
+    pue: ArrayLike = 1.0,
+    electricity_usd_per_kwh: ArrayLike = 0.12,
+    hosting_usd_per_h: ArrayLike = 0.0,
+) -> BuyVsRent:
+    """Renting = cloud $/h for the busy hours only; owning = capex up front plus running costs every hour.
+
+    Break-even utilisation solves capex/life + hosting + P(u) = cloud x u, with P linear in u;
+    break-even months solves capex = months x (cloud x u - hosting - P(u)).
+    """
+    u = _ratio("utilisation_ratio", utilisation_ratio)
+    kw = dict(
+        gpu_capex_usd=gpu_capex_usd,
+        power_w=power_w,
+        service_life_years=service_life_years,
+        server_overhead_ratio=server_overhead_ratio,
+        idle_power_w=idle_power_w,
+        pue=pue,
+        electricity_usd_per_kwh=electricity_usd_per_kwh,
+        hosting_usd_per_h=hosting_usd_per_h,
+    )
+    own = cost_per_hour(utilisation_ratio=u, **kw)
+    at_idle = cost_per_hour(utilisation_ratio=1e-12, **kw)
+    at_busy = cost_per_hour(utilisation_ratio=1.0, **kw)
+    cloud = _nonneg("cloud_usd_per_h", cloud_usd_per_h)
+    fixed = np.asarray(at_idle.total_usd_per_h, float)  # capex share + hosting + idle power
+    slope = np.asarray(at_busy.power_usd_per_h, float) - np.asarray(at_idle.power_usd_per_h, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u_star = np.where(cloud > slope, fixed / (cloud - slope), np.inf)
+        u_star = np.where(u_star <= 1.0, u_star, np.inf)
+        running = np.asarray(own.total_usd_per_h, float) - np.asarray(own.capex_usd_per_h, float)
+        margin_h = cloud * u - running
+        capex_total = (
+            np.asarray(own.capex_usd_per_h, float) * np.asarray(service_life_years, float) * HOURS_PER_YEAR
+        )
+        months = np.where(
+            margin_h > 0, capex_total / np.where(margin_h > 0, margin_h, 1.0) / (HOURS_PER_YEAR / 12), np.inf
+        )
+    rent = cloud * u
+    wins = np.asarray(own.total_usd_per_h, float) < rent
+    return BuyVsRent(
+        own_usd_per_h=own.total_usd_per_h,
+        rent_usd_per_h=as_result(rent),
+        breakeven_utilisation_ratio=as_result(u_star),
+        breakeven_months=as_result(months),
+        owning_wins=bool(wins) if wins.ndim == 0 else wins,
+    )
+
+
+@dataclass(frozen=True)
+class TrainingCost:
+    flops: ArrayLike  # 6 x N x D
+    gpu_hours: ArrayLike
+    wall_clock_h: ArrayLike  # on ``count`` GPUs
+    usd: ArrayLike | None  # None without a $/GPU-hour
+
+
+def training_cost(
+    *,
+    params: ArrayLike,
+    tokens: ArrayLike,
+    gpu: GpuSpec,
+    mfu_ratio: ArrayLike = 0.4,
+    dtype: str = "bf16",
+    count: int = 1,
+    usd_per_gpu_h: ArrayLike | None = None,
+) -> TrainingCost:
+    """6·N·D FLOPs (forward 2, backward 4 per parameter and token) at an MFU of the dense peak."""
+    n = np.asarray(params, float)
+    d = np.asarray(tokens, float)
+    if np.any(n <= 0) or np.any(d <= 0):
+        raise ModelInputError("params and tokens must be > 0")
+    mfu = _ratio("mfu_ratio", mfu_ratio)
+    if count < 1:
+        raise ModelInputError(f"GPU count must be >= 1, got {count}")
+    flops = 6.0 * n * d
+    gpu_h = flops / (mfu * peak_flops(gpu, dtype)) / 3600.0
+    usd = None if usd_per_gpu_h is None else as_result(gpu_h * np.asarray(usd_per_gpu_h, float))
+    return TrainingCost(as_result(flops), as_result(gpu_h), as_result(gpu_h / count), usd)

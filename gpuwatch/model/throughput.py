@@ -1,0 +1,279 @@
+"""Prefill and decode step times, tokens/s, time per output token and time to first token.
+
+Decode step of a batch B at context C (per stream, tokens already in the KV cache):
+  bytes = weights read + B x C x KV bytes/token           (GQA: KV heads, not attention heads)
+  FLOPs = B x (2 x active params + 4 x layers x C x heads x head_dim)
+          (2 FLOP per weight MAC; attention QK^T and AV are 2 x 2 x heads x head_dim x C per layer)
+  time  = max(bytes / effective bandwidth, FLOPs / effective tensor peak)
+          + layers x engine per-layer overhead + tensor-parallel all-reduces (not overlapped)
+Weights read per step: the token-embedding table is excluded (one row per token is gathered) unless
+tied to the LM head. MoE: all shared weights plus the experts the batch touches; with uniform
+top-k routing of B tokens over E experts the expected number touched is E x (1 - (1 - k/E)^B).
+FLOPs use the active parameters.
+Prefill of P prompt tokens per stream: FLOPs = B x (P x 2 x active + 2 x layers x heads x head_dim x P^2)
+(causal attention: half of the P x P score matrix), bytes = weights once + the KV cache written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpuwatch.model import llm, memory
+from gpuwatch.model.catalog import GpuSpec
+from gpuwatch.model.engine_profiles import DEFAULT_ENGINE, EngineProfile, get_engine_profile
+from gpuwatch.model.errors import ModelInputError
+from gpuwatch.model.llm import ModelSpec
+from gpuwatch.model.parallel import Link, allreduce_time_s, default_link
+from gpuwatch.model.quant import QuantFormat
+from gpuwatch.model.roofline import ArrayLike, as_result, bound_codes, bound_names
+
+ACTIVATION_BYTES = 2.0  # fp16/bf16 activations cross the links
+
+
+def _quant(quant: QuantFormat | str) -> QuantFormat:
+    from gpuwatch.model.quant import get_quant
+
+    return get_quant(quant) if isinstance(quant, str) else quant
+
+
+def weight_bytes(model: ModelSpec, quant: QuantFormat | str) -> float:
+    """All weights as stored (MODEL-CORE's accounting of scales and higher-precision tensors)."""
+    return float(memory.weight_bytes(model, _quant(quant)))
+
+
+def expected_experts_touched(model: ModelSpec, batch: ArrayLike) -> ArrayLike:
+    """E x (1 - (1 - k/E)^B): distinct experts B tokens hit under uniform top-k routing."""
+    e, k = model.num_experts, model.experts_per_token
+    b = np.asarray(batch, float)
+    if e <= 1:
+        return as_result(np.ones_like(b))
+    return as_result(e * (1.0 - (1.0 - k / e) ** b))
+
+
+def _fractions(model: ModelSpec) -> tuple[float, float]:
+    """(embedding-table share, routed-expert share) of all parameters."""
+    total = float(model.total_params)
+    emb = 0.0 if model.tie_word_embeddings else float(llm.param_breakdown(model).embedding)
+    e, k = model.num_experts, model.experts_per_token
+    expert = 0.0
+    if e > 1 and e > k:
+        expert = (model.total_params - model.active_params) / (e - k) * e
+    return emb / total, expert / total
+
+
+def weight_bytes_read(model: ModelSpec, quant: QuantFormat | str, batch: ArrayLike) -> ArrayLike:
+    """Weight bytes one forward step over ``batch`` tokens streams from DRAM."""
+    w = weight_bytes(model, quant)
+    f_emb, f_exp = _fractions(model)
+    touched = np.asarray(expected_experts_touched(model, batch), float)
+    e = max(model.num_experts, 1)
+    return as_result(w * (1.0 - f_emb - f_exp) + w * f_exp * touched / e)
+
+
+def attention_width(model: ModelSpec) -> int:
+    return model.num_attention_heads * model.head_dim
+
+
+def flops_per_token(model: ModelSpec, context_tokens: ArrayLike) -> ArrayLike:
+    """Decode FLOPs of one token: 2 x active params + 4 x layers x context x heads x head_dim."""
+    c = np.asarray(context_tokens, float)
+    return as_result(2.0 * model.active_params + 4.0 * model.num_layers * c * attention_width(model))
+
+
+def kv_bytes_per_token(model: ModelSpec, kv_dtype: str = "fp16") -> float:
+    return float(memory.kv_cache_bytes_per_token(model, kv_dtype))
+
+
+def bytes_per_decode_step(
+    model: ModelSpec,
+    quant: QuantFormat | str,
+    batch: ArrayLike,
+    context_tokens: ArrayLike,
+    *,
+    kv_dtype: str = "fp16",
+) -> ArrayLike:
+    """Weights read plus every stream's KV cache at its current context."""
+    b = np.asarray(batch, float)
+    c = np.asarray(context_tokens, float)
+    return as_result(
+        np.asarray(weight_bytes_read(model, quant, b)) + b * c * kv_bytes_per_token(model, kv_dtype)
+    )
+
+
+@dataclass(frozen=True)
+class ThroughputEstimate:
+    decode_step_s: ArrayLike  # one decode step of the whole batch
+    time_per_output_token_s: ArrayLike  # = decode_step_s: each stream gets one token per step
+    decode_tokens_per_s: ArrayLike  # aggregate over the batch
+    decode_tokens_per_s_per_stream: ArrayLike
+    prefill_tokens_per_s: ArrayLike  # prompt tokens/s while prefilling
+    time_to_first_token_s: ArrayLike  # prefill of batch x prompt_tokens (all prompts arrive together)
+    bound: str | np.ndarray  # decode: "memory" | "compute" | "interconnect"
+    prefill_bound: str | np.ndarray
+    flops_per_decode_step: ArrayLike  # whole batch, all GPUs
+    bytes_per_decode_step: ArrayLike  # whole batch, all GPUs
+    comm_s_per_decode_step: ArrayLike
+    arithmetic_intensity_flop_per_byte: ArrayLike
+    effective_bandwidth_bytes_s: ArrayLike  # per GPU, after the engine profile
+    effective_peak_flops: ArrayLike  # per GPU, after the engine profile
+    engine: str
+    count: int
+    parallel: str
+
+
+def _check_positive(name: str, value: ArrayLike) -> np.ndarray:
+    arr = np.asarray(value, float)
+    if np.any(~np.isfinite(arr)) or np.any(arr < 1):
+        raise ModelInputError(f"{name} must be >= 1, got {value!r}")
+    return arr
+
+
+def _hop_s(tokens: np.ndarray, model: ModelSpec, link: Link) -> np.ndarray:
+    """One pipeline-stage hand-off of the activations of ``tokens`` tokens."""
+    return tokens * model.hidden_size * ACTIVATION_BYTES / link.bandwidth_bytes_s + link.latency_s
+
+
+def step_times(
+    model: ModelSpec,
+    *,
+    weights_read_decode: ArrayLike,
+    weights_read_prefill: ArrayLike,
+    kv_per_token_bytes: float,
+    effective_bandwidth_bytes_s: ArrayLike,
+    effective_peak_flops: ArrayLike,
+    per_layer_overhead_s: float,
+    batch: ArrayLike,
+    context_tokens: ArrayLike,
+    prompt_tokens: ArrayLike,
+    count: int,
+    parallel: str,
+    link: Link,
+) -> dict[str, np.ndarray]:
+    """The array kernel every estimate (scalar or swept) goes through; all inputs broadcast."""
+    b = np.asarray(batch, float)
+    c = np.asarray(context_tokens, float)
+    p = np.asarray(prompt_tokens, float)
+    bw = np.asarray(effective_bandwidth_bytes_s, float)
+    peak = np.asarray(effective_peak_flops, float)
+    n = float(count)
+    layers = model.num_layers
+    overhead = layers * per_layer_overhead_s
+
+    dec_bytes = np.asarray(weights_read_decode, float) + b * c * kv_per_token_bytes
+    dec_flops = b * np.asarray(flops_per_token(model, c))
+    pre_tokens = b * p
+    pre_flops = pre_tokens * 2.0 * model.active_params + b * 2.0 * layers * attention_width(model) * p**2
+    pre_bytes = np.asarray(weights_read_prefill, float) + pre_tokens * kv_per_token_bytes
+
+    if parallel == "tp" or n == 1:
+        mem_s = dec_bytes / (n * bw)
+        cmp_s = dec_flops / (n * peak)
+        comm_s = 2 * layers * np.asarray(allreduce_time_s(b * model.hidden_size * ACTIVATION_BYTES, n, link))
+        step = np.maximum(mem_s, cmp_s) + overhead + comm_s
+        pre_mem = pre_bytes / (n * bw)
+        pre_cmp = pre_flops / (n * peak)
+        pre_comm = (
+            2
+            * layers
+            * np.asarray(allreduce_time_s(pre_tokens * model.hidden_size * ACTIVATION_BYTES, n, link))
+        )
+        pre_s = np.maximum(pre_mem, pre_cmp) + overhead + pre_comm
+    elif parallel == "pp":
+        # stages hold layers/n each. The batch is split into m = min(B, n) micro-batches that circulate
+        # through the stages; token t+1 of a micro-batch needs token t from the last stage, so one decode
+        # step of every micro-batch takes n stage slots whatever m is: with B < n stages idle
+        # (n - m)/n of the time. Every micro-batch re-reads the stage's weights.
+        m = np.minimum(b, n)
+        stage_mem = (np.asarray(weights_read_decode, float) + b / m * c * kv_per_token_bytes) / (n * bw)
+        stage_cmp = dec_flops / m / (n * peak)
+        comm_s = (n - 1) * _hop_s(b / m, model, link)
+        mem_s = n * stage_mem
+        cmp_s = n * stage_cmp
+        step = n * (np.maximum(stage_mem, stage_cmp) + overhead / n) + comm_s
+        pre_mem = pre_bytes / (n * bw)
+        pre_cmp = pre_flops / (n * peak)
+        # one prompt batch: stages run one after another (no overlap without chunking)
+        pre_comm = (n - 1) * _hop_s(pre_tokens, model, link)
+        pre_s = n * (np.maximum(pre_mem, pre_cmp) + overhead / n) + pre_comm
+    else:
+        raise ModelInputError(f"unknown parallel mode {parallel!r}; use tp or pp")
+    return {
+        "step_s": step,
+        "memory_s": mem_s,
+        "compute_s": cmp_s,
+        "comm_s": comm_s,
+        "prefill_s": pre_s,
+        "prefill_memory_s": pre_mem,
+        "prefill_compute_s": pre_cmp,
+        "prefill_comm_s": pre_comm,
+        "decode_bytes": dec_bytes,
+        "decode_flops": dec_flops,
+        "prefill_tokens": pre_tokens,
+    }
+
+
+def estimate_throughput(
+    model: ModelSpec,
+    quant: QuantFormat | str,
+    gpu: GpuSpec,
+    batch: ArrayLike = 1,
+    context_tokens: ArrayLike = 2048,
+    *,
+    prompt_tokens: ArrayLike | None = None,
+    engine: str | EngineProfile = DEFAULT_ENGINE,
+    count: int = 1,
+    parallel: str = "tp",
+    link: Link | None = None,
+    kv_dtype: str = "fp16",
+) -> ThroughputEstimate:
+    """Serving estimate for ``count`` identical GPUs under an engine profile."""
+    q = _quant(quant)
+    prof = get_engine_profile(engine)
+    b = _check_positive("batch", batch)
+    c = np.asarray(context_tokens, float)
+    if np.any(c < 0):
+        raise ModelInputError(f"context_tokens must be >= 0, got {context_tokens!r}")
+    p = c if prompt_tokens is None else _check_positive("prompt_tokens", prompt_tokens)
+    if count < 1:
+        raise ModelInputError(f"GPU count must be >= 1, got {count}")
+    bw_eff = prof.bandwidth_ratio(gpu.memory_type) * gpu.memory_bandwidth_bytes_s
+    peak_eff = prof.prefill_peak_ratio(gpu.memory_type) * gpu.peak(prof.matmul_dtype(q.compute_dtype, gpu))
+    r = step_times(
+        model,
+        weights_read_decode=weight_bytes_read(model, q, b),
+        weights_read_prefill=weight_bytes_read(model, q, b * p),
+        kv_per_token_bytes=kv_bytes_per_token(model, kv_dtype),
+        effective_bandwidth_bytes_s=bw_eff,
+        effective_peak_flops=peak_eff,
+        per_layer_overhead_s=prof.per_layer_overhead_s,
+        batch=b,
+        context_tokens=c,
+        prompt_tokens=p,
+        count=count,
+        parallel=parallel,
+        link=default_link(gpu) if link is None else link,
+    )
+    step = r["step_s"]
+    return ThroughputEstimate(
+        decode_step_s=as_result(step),
+        time_per_output_token_s=as_result(step),
+        decode_tokens_per_s=as_result(b / step),
+        decode_tokens_per_s_per_stream=as_result(1.0 / step),
+        prefill_tokens_per_s=as_result(r["prefill_tokens"] / r["prefill_s"]),
+        time_to_first_token_s=as_result(r["prefill_s"]),
+        bound=bound_names(bound_codes(r["compute_s"], r["memory_s"], r["comm_s"])),
+        prefill_bound=bound_names(
+            bound_codes(r["prefill_compute_s"], r["prefill_memory_s"], r["prefill_comm_s"])
+        ),
+        flops_per_decode_step=as_result(r["decode_flops"]),
+        bytes_per_decode_step=as_result(r["decode_bytes"]),
+        comm_s_per_decode_step=as_result(np.broadcast_to(r["comm_s"], np.shape(step)).copy()),
+        arithmetic_intensity_flop_per_byte=as_result(r["decode_flops"] / r["decode_bytes"]),
+        effective_bandwidth_bytes_s=bw_eff,
+        effective_peak_flops=peak_eff,
+        engine=prof.name,
+        count=count,
+        parallel=parallel,
+    )
