@@ -1,0 +1,182 @@
+"""GPU catalog: sourced figures, lookups the live layer relies on, and user TOML overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gpuwatch.model.catalog import DTYPE_KEYS, all_gpus, get_gpu, gpu_ids, load_user_gpus, reset_user_gpus
+from gpuwatch.model.errors import ModelInputError, UnknownIdError
+
+REQUIRED_IDS = {
+    "rtx3090", "rtx4090", "rtx5090", "a10", "a10g", "l4", "l40s", "a100-40gb-pcie", "a100-80gb-pcie",
+    "a100-40gb-sxm", "a100-80gb-sxm", "h100-pcie", "h100-sxm", "h200", "b200", "mi300x",
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _clean_user_gpus() -> Iterator[None]:
+    reset_user_gpus()
+    yield
+    reset_user_gpus()
+
+
+def test_catalog_has_every_gpu_the_issue_names() -> None:
+    assert set(gpu_ids()) >= REQUIRED_IDS
+    assert len(all_gpus()) >= 16
+
+
+@pytest.mark.parametrize("gpu", all_gpus(), ids=lambda g: g.id)
+def test_every_gpu_is_complete_and_sourced(gpu) -> None:  # type: ignore[no-untyped-def]
+    assert set(gpu.peak_flops) <= set(DTYPE_KEYS)
+    for dtype in ("fp16", "fp16acc", "bf16", "int8", "fp32"):
+        assert gpu.peak(dtype) > 0
+    # fp16 with fp16 accumulate is never slower than with fp32 accumulate; GeForce is exactly 2x
+    ratio = gpu.peak("fp16acc") / gpu.peak("fp16")
+    assert ratio == pytest.approx(2.0 if gpu.segment == "geforce" else 1.0, rel=1e-3)  # whitepaper rounding
+    for key in ("peak_flops", "memory_bandwidth_bytes_s", "tdp_w", "list_price_usd"):
+        assert gpu.sources.get(key), f"{gpu.id}: no source for {key}"
+    assert gpu.planning_only == (gpu.vendor != "nvidia")
+    if not gpu.planning_only:
+        assert gpu.nvml_names and gpu.pci_device_ids
+
+
+def test_datasheet_figures_the_articles_get_wrong() -> None:
+    h100 = get_gpu("h100-sxm")
+    # article 002 lists 312 dense BF16 for the H100 (the A100 figure); datasheet: 1979 sparse -> 989.5 dense
+    assert h100.peak("bf16") == pytest.approx(989.5e12)
+    assert get_gpu("a100-80gb-sxm").peak("bf16") == pytest.approx(312e12)
+    rtx4090 = get_gpu("rtx4090")
+    # 330 vs 82.6 in the articles are fp16-accumulate tensor and fp32 CUDA cores; fp32-accumulate tensor is
+    # 165.2
+    assert rtx4090.peak("fp16acc") == pytest.approx(330.3e12)
+    assert rtx4090.peak("fp16") == pytest.approx(165.2e12)
+    assert rtx4090.peak("fp32") == pytest.approx(82.6e12)
+    assert rtx4090.peak("fp8") == pytest.approx(330.3e12)  # whitepaper v2.02 correction (FP32 accumulate)
+
+
+def test_ridge_points_match_article_000() -> None:
+    # article 000: 4090 ~330 FLOP/byte (fp16-accumulate peak over 1008 GB/s), H100 ~295
+    rtx4090, h100 = get_gpu("rtx4090"), get_gpu("h100-sxm")
+    assert rtx4090.peak("fp16acc") / rtx4090.memory_bandwidth_bytes_s == pytest.approx(330, rel=0.02)
+    assert h100.peak("fp16") / h100.memory_bandwidth_bytes_s == pytest.approx(295, rel=0.01)
+
+
+def test_memory_and_interconnect_units() -> None:
+    h100 = get_gpu("h100-sxm")
+    assert h100.memory_gib == 80
+    assert h100.nvlink_bytes_s == pytest.approx(900e9)
+    assert h100.pcie_gen == 5
+    rtx4090 = get_gpu("rtx4090")
+    assert rtx4090.nvlink_bytes_s is None and rtx4090.nvlink_bridge_bytes_s is None
+    assert rtx4090.pcie_bytes_s == pytest.approx(31.5e9, rel=0.01)  # PCIe 4.0 x16, one direction
+    # a bridge is optional hardware: kept apart from always-present NVLink
+    assert get_gpu("rtx3090").nvlink_bytes_s is None
+    assert get_gpu("rtx3090").nvlink_bridge_bytes_s == pytest.approx(112.5e9)
+    assert get_gpu("rtx4090").list_price_usd == 1599
+    assert get_gpu("h100-sxm").list_price_usd is None
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("NVIDIA GeForce RTX 4090", "rtx4090"),
+        ("nvidia geforce rtx 4090", "rtx4090"),
+        ("NVIDIA H100 80GB HBM3", "h100-sxm"),
+        ("NVIDIA H100 PCIe", "h100-pcie"),
+        ("NVIDIA A100-SXM4-80GB", "a100-80gb-sxm"),
+        ("NVIDIA A100-SXM4-40GB", "a100-40gb-sxm"),
+        ("NVIDIA A100-PCIE-40GB", "a100-40gb-pcie"),
+        ("NVIDIA A100 80GB PCIe", "a100-80gb-pcie"),
+        ("NVIDIA L4", "l4"),
+        ("NVIDIA L40S", "l40s"),
+        ("NVIDIA A10G", "a10g"),
+        ("NVIDIA H200", "h200"),
+        ("NVIDIA B200", "b200"),
+        ("NVIDIA GeForce RTX 3090", "rtx3090"),
+        ("NVIDIA GeForce RTX 5090", "rtx5090"),
+        ("H100-SXM", "h100-sxm"),
+        (0x268410DE, "rtx4090"),
+        (0x233010DE, "h100-sxm"),
+        (0x2684, "rtx4090"),
+        ("0x233010de", "h100-sxm"),
+    ],
+)
+def test_lookup_by_nvml_name_id_and_pci_id(key: str | int, expected: str) -> None:
+    assert get_gpu(key).id == expected
+
+
+def test_unknown_gpu_lists_close_matches() -> None:
+    with pytest.raises(UnknownIdError, match=r"unknown GPU 'rtx4080'; did you mean .*rtx4090"):
+        get_gpu("rtx4080")
+    with pytest.raises(UnknownIdError, match="0xdeadbeef"):
+        get_gpu(0xDEADBEEF)
+
+
+def test_user_toml_partially_overrides_and_adds(tmp_path: Path) -> None:
+    path = tmp_path / "gpus.toml"
+    path.write_text(
+        """
+[gpu.rtx4090]
+tdp_w = 300                       # power-limited card
+list_price_usd = 1800
+[gpu.rtx4090.peak_tflops]
+fp16 = 150.0
+
+[gpu.my-card]
+name = "Lab Card 9000"
+vendor = "nvidia"
+architecture = "ada"
+segment = "workstation"
+memory_gib = 48
+memory_type = "GDDR6"
+memory_bandwidth_gb_s = 960
+memory_bus_width_bits = 384
+tdp_w = 300
+boost_clock_mhz = 2500
+pcie_gen = 4
+pcie_lanes = 16
+nvml_names = ["NVIDIA Lab Card 9000"]
+[gpu.my-card.peak_tflops]
+fp16 = 182.0
+fp32 = 91.0
+"""
+    )
+    loaded = load_user_gpus(path)
+    assert {g.id for g in loaded} == {"rtx4090", "my-card"}
+    rtx4090 = get_gpu("NVIDIA GeForce RTX 4090")
+    assert rtx4090.tdp_w == 300 and rtx4090.list_price_usd == 1800
+    assert rtx4090.peak("fp16") == pytest.approx(150e12)
+    assert rtx4090.peak("fp16acc") == pytest.approx(330.3e12)  # untouched keys keep the datasheet figure
+    assert rtx4090.memory_gib == 24
+    card = get_gpu("NVIDIA Lab Card 9000")
+    assert card.memory_bytes == 48 * 2**30 and card.memory_bandwidth_bytes_s == pytest.approx(960e9)
+    assert [g.id for g in all_gpus()][-1] == "my-card"
+    reset_user_gpus()
+    assert get_gpu("rtx4090").tdp_w == 450
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[gpu.rtx4090]\ntdp_w = -5\n", r"gpu\.rtx4090\.tdp_w: expected a positive number"),
+        ("[gpu.rtx4090]\ntdp_w = 'lots'\n", r"gpu\.rtx4090\.tdp_w"),
+        ("[gpu.rtx4090]\nwatts = 300\n", r"gpu\.rtx4090\.watts: unknown key"),
+        ("[gpu.rtx4090.peak_tflops]\nfp4 = 1.0\n", r"gpu\.rtx4090\.peak_tflops\.fp4: unknown dtype"),
+        ("[gpu.newcard]\nname = 'x'\n", r"gpu\.newcard\.vendor: missing"),
+        ("[gpu.rtx4090\n", "not valid TOML"),
+    ],
+)
+def test_bad_user_toml_names_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "gpus.toml"
+    path.write_text(text)
+    with pytest.raises(ModelInputError, match=message):
+        load_user_gpus(path)
+    assert get_gpu("rtx4090").tdp_w == 450  # nothing registered from a bad file
+
+
+def test_missing_user_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelInputError, match="cannot read GPU file"):
+        load_user_gpus(tmp_path / "nope.toml")
