@@ -141,6 +141,14 @@ class GpuSample:
     remap_failure: bool | None = None
     xid_errors_total: int = 0
     last_xid: int | None = None
+    #: ECC error counts since the last driver reload (volatile); None on cards without ECC (GeForce)
+    ecc_errors_corrected_total: int | None = None
+    ecc_errors_uncorrected_total: int | None = None
+    #: a page retirement waits for a reboot (pre-Ampere; N/A on Ampere+, which remap rows instead)
+    retired_pages_pending: bool | None = None
+    #: driver-requested recovery action (NVML_FI_DEV_GET_GPU_RECOVERY_ACTION, r570+):
+    #: a NVML_GPU_RECOVERY_ACTION_* value: 0 none, 1 GPU reset, 2 node reboot, 3 drain P2P, 4 drain and reset
+    recovery_action: int | None = None
     # processes and GPM
     processes: tuple[ProcessSample, ...] | None = None
     gpm: GpmSample | None = None

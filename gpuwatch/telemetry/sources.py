@@ -1,0 +1,58 @@
+"""open_source: the one place that decides where snapshots come from (replay, simulator, real NVML)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pynvml as N
+
+from gpuwatch.telemetry.poller import NvmlPoller, NvmlUnavailable, SimSpec, unavailable_message
+from gpuwatch.telemetry.source import SnapshotSource
+
+__all__ = ["NvmlUnavailable", "describe_sim", "open_source"]
+
+
+def describe_sim(devices: str, scenario: str | None) -> str:
+    """E.g. "simulated NVML: 2x rtx4090, 1x h100-sxm (scenario decode)"; UserError on a bad spec."""
+    from gpuwatch.telemetry.simulated import parse_devices
+
+    counts = Counter(parse_devices(devices))
+    cards = ", ".join(f"{n}x {dev}" for dev, n in counts.items())
+    return f"simulated NVML: {cards} (scenario {scenario or 'decode'})"
+
+
+def open_source(
+    *,
+    sim: str | None,
+    scenario: str | None,
+    time_scale: float,
+    seed: int,
+    replay: str | None,
+    replay_speed: float,
+    interval_s: float | None,
+    isolate: bool = False,
+    faults: str | None = None,
+) -> SnapshotSource:
+    """A source, not yet started. Real NVML is probed now so a missing driver fails here, in one line."""
+    interval = 1.0 if interval_s is None else interval_s
+    if replay:
+        from gpuwatch.telemetry.recording import ReplaySource
+
+        return ReplaySource(replay, speed=replay_speed)
+    if sim:
+        spec = SimSpec(devices=sim, scenario=scenario, seed=seed, time_scale=time_scale, faults=faults)
+        description = describe_sim(sim, scenario)
+        if isolate:
+            return NvmlPoller(interval_s=interval, isolate=True, sim=spec, description=description)
+        from gpuwatch.telemetry.simulated import uninstall
+
+        simulated = spec.install()
+        return NvmlPoller(
+            interval_s=interval, clock=simulated.now_s, sim=spec, description=description, on_stop=uninstall
+        )
+    try:
+        N.nvmlInit()
+    except N.NVMLError as exc:
+        raise NvmlUnavailable(unavailable_message(exc)) from None
+    N.nvmlShutdown()
+    return NvmlPoller(interval_s=interval, isolate=isolate)

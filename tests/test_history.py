@@ -1,0 +1,110 @@
+"""History: ring buffers per GPU and reading, and counter rates that never span a gap."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gpuwatch.telemetry.history import READINGS, History
+from gpuwatch.telemetry.sample import GpmSample, GpuSample, Snapshot, Unavailable
+
+
+def snap(ts: float, energy_j: float | None, power_w: float | None = 300.0, *, lost: bool = False) -> Snapshot:
+    gpu = GpuSample(
+        index=0,
+        uuid="GPU-0",
+        name="NVIDIA GeForce RTX 4090",
+        pci_bus_id="00000000:01:00.0",
+        lost=lost,
+        energy_j=energy_j,
+        power_w=power_w,
+        gpm=GpmSample(interval_s=1.0, dram_bandwidth_util_ratio=0.5),
+        clock_event_seconds_total={"sw_power_cap": ts / 10},
+    )
+    return Snapshot(timestamp_s=ts, source="sim", gpus=(gpu,))
+
+
+def test_series_is_chronological_and_bounded_to_capacity() -> None:
+    h = History(capacity=5)
+    for t in range(8):
+        h.append(snap(float(t), energy_j=100.0 * t))
+    ts, values = h.series(0, "energy_j")
+    assert ts.tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]
+    assert values.tolist() == [300.0, 400.0, 500.0, 600.0, 700.0]
+
+
+def test_absent_reading_is_nan_not_zero() -> None:
+    h = History()
+    h.append(snap(0.0, energy_j=None, power_w=None))
+    _, power = h.series(0, "power_w")
+    assert math.isnan(power[0])
+
+
+def test_nested_readings_are_recorded() -> None:
+    h = History()
+    h.append(snap(20.0, energy_j=1.0))
+    assert h.series(0, "gpm.dram_bandwidth_util_ratio")[1].tolist() == [0.5]
+    assert h.series(0, "clock_event_seconds_total.sw_power_cap")[1].tolist() == [2.0]
+
+
+def test_energy_rate_is_average_power() -> None:
+    h = History()
+    for t in range(11):
+        h.append(snap(1000.0 + t, energy_j=5000.0 + 450.0 * t))
+    assert h.rate(0, "energy_j", window_s=5.0) == pytest.approx(450.0)
+    assert h.rate(0, "energy_j", window_s=60.0) == pytest.approx(450.0)
+
+
+def test_rate_needs_two_points() -> None:
+    h = History()
+    assert h.rate(0, "energy_j", 10.0) is None
+    h.append(snap(0.0, energy_j=1.0))
+    assert h.rate(0, "energy_j", 10.0) is None
+
+
+def test_rate_does_not_span_a_gap_or_a_counter_reset() -> None:
+    h = History()
+    for t in range(5):
+        h.append(snap(float(t), energy_j=1000.0 + 100.0 * t))
+    h.mark_gap(4.5)
+    # after the gap the counter restarted (driver reload): a spanning rate would be negative
+    for t in range(5, 8):
+        h.append(snap(float(t), energy_j=10.0 + 200.0 * (t - 5)))
+    assert h.rate(0, "energy_j", window_s=100.0) == pytest.approx(200.0)
+    h2 = History()
+    for t, e in enumerate([100.0, 200.0, 300.0, 5.0, 55.0, 105.0]):
+        h2.append(snap(float(t), energy_j=e))
+    assert h2.rate(0, "energy_j", window_s=100.0) == pytest.approx(50.0)
+
+
+def test_lost_gpu_is_a_nan_row_with_lost_flag() -> None:
+    h = History()
+    h.append(snap(0.0, energy_j=1.0))
+    h.append(
+        Snapshot(
+            timestamp_s=1.0,
+            source="sim",
+            gpus=(
+                GpuSample(
+                    index=0,
+                    uuid="GPU-0",
+                    name="x",
+                    pci_bus_id="",
+                    lost=True,
+                    unavailable={"energy_j": Unavailable.GPU_LOST},
+                ),
+            ),
+        )
+    )
+    _, energy = h.series(0, "energy_j")
+    _, lost = h.series(0, "lost")
+    assert np.isnan(energy[1]) and lost.tolist() == [0.0, 1.0]
+
+
+def test_unknown_reading_names_the_known_ones() -> None:
+    with pytest.raises(KeyError, match="energy_j"):
+        History().series(0, "energy")
+    assert "energy_j" in READINGS
+    assert History().series(3, "energy_j")[0].size == 0

@@ -1,0 +1,206 @@
+"""The real poller over the simulated NVML: readings per scenario, flags, unsupported calls, fallbacks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+sim_mod = pytest.importorskip("gpuwatch.telemetry.simulated", reason="simulated NVML not available yet")
+if not hasattr(sim_mod, "install"):
+    pytest.skip(
+        "gpuwatch.telemetry.simulated.install not available yet (SIM in progress)", allow_module_level=True
+    )
+
+from gpuwatch.telemetry.poller import NvmlPoller, SimSpec  # noqa: E402
+from gpuwatch.telemetry.sample import ClockEventReason, Snapshot, Unavailable  # noqa: E402
+
+SimFactory = Callable[..., tuple[object, NvmlPoller]]
+
+
+@pytest.fixture
+def box() -> Iterator[SimFactory]:
+    """Install a manual-clock simulated box and open a poller over it (driven with poll_once)."""
+    pollers: list[NvmlPoller] = []
+
+    def make(devices: str, **kw: object) -> tuple[object, NvmlPoller]:
+        sim = sim_mod.install(devices, manual_clock=True, **kw)
+        poller = NvmlPoller(interval_s=0.5, clock=sim.now_s, sim=SimSpec(devices), backoff_initial_s=2.0)
+        poller.start(background=False)
+        pollers.append(poller)
+        return sim, poller
+
+    yield make
+    for p in pollers:
+        p.stop()
+    sim_mod.uninstall()
+
+
+def run(sim: object, poller: NvmlPoller, seconds: int, step_s: float = 1.0) -> list[Snapshot]:
+    snaps = []
+    for _ in range(int(seconds / step_s)):
+        sim.advance(step_s)  # type: ignore[attr-defined]
+        snaps.append(poller.poll_once())
+    return snaps
+
+
+SCENARIOS = ("idle", "decode", "decode-batched", "prefill", "training", "failing-fan", "power-capped")
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_scenario_gives_consistent_readings(box: SimFactory, scenario: str) -> None:
+    sim, poller = box("rtx4090,h100-sxm", scenario=scenario)
+    snaps = run(sim, poller, 30)  # t=30 s: inside a decode request, not in a gap between requests
+    first, last = snaps[0], snaps[-1]
+    assert [g.name for g in last.gpus] == ["NVIDIA GeForce RTX 4090", "NVIDIA H100 80GB HBM3"]
+    for a, b in zip(first.gpus, last.gpus, strict=True):
+        assert not b.lost
+        # energy is an exact integral: its delta over time is the mean power, between idle and the limit
+        mean_power_w = (b.energy_j - a.energy_j) / (last.timestamp_s - first.timestamp_s)
+        assert 10.0 < mean_power_w <= b.power_limit_max_w * 1.02
+        assert b.power_w is not None and 0 < b.power_w <= b.power_limit_w * 1.05
+        assert b.temperature_c is not None and 15.0 < b.temperature_c < b.shutdown_temperature_c
+        assert b.slowdown_margin_c == pytest.approx(b.slowdown_temperature_c - b.temperature_c)
+        assert 0 < b.sm_clock_hz <= b.sm_clock_max_hz
+        assert 0 < b.memory_used_bytes <= b.memory_total_bytes
+        assert 0.0 <= b.sm_busy_ratio <= 1.0 and 0.0 <= b.memory_controller_busy_ratio <= 1.0
+        assert b.clock_event_reasons is not None and b.performance_state is not None
+        assert b.pcie_link_gen is not None and b.pcie_link_width_max is not None
+    g4090, h100 = last.gpus
+    # GeForce: no GPM, no memory temperature; Hopper: GPM over the poll interval, no fan
+    assert g4090.gpm is None and g4090.unavailable["gpm"] is Unavailable.NOT_SUPPORTED
+    assert g4090.memory_temperature_c is None
+    assert g4090.unavailable["memory_temperature_c"] is Unavailable.NOT_SUPPORTED
+    assert h100.fan_speed_ratio is None and h100.unavailable["fan_speed_ratio"] is Unavailable.NOT_SUPPORTED
+    assert g4090.fan_speed_ratio is not None
+    assert h100.gpm is not None and h100.gpm.interval_s == pytest.approx(1.0)
+    assert h100.gpm.dram_bandwidth_util_ratio is not None and 0.0 <= h100.gpm.dram_bandwidth_util_ratio <= 1.0
+    if scenario == "idle":
+        assert all(g.clock_event_reasons & ClockEventReason.GPU_IDLE for g in last.gpus)
+        assert all(g.sm_busy_ratio < 0.05 for g in last.gpus)
+        assert h100.gpm.dram_bandwidth_util_ratio < 0.05
+    if scenario == "decode":
+        # memory-bound: GPM measures DRAM bandwidth well above the tensor-pipe share
+        assert h100.gpm.dram_bandwidth_util_ratio > 0.5
+        assert h100.gpm.tensor_util_ratio < 0.3
+    if scenario in ("decode", "decode-batched", "training"):
+        assert g4090.processes and g4090.processes[0].name and g4090.processes[0].used_memory_bytes > 0
+
+
+def test_power_capped_card_sets_the_flag_and_counts_violation_time(box: SimFactory) -> None:
+    sim, poller = box("rtx4090", scenario="power-capped")
+    snaps = run(sim, poller, 30)
+    gpu = snaps[-1].gpus[0]
+    assert gpu.power_limit_w == pytest.approx(0.6 * gpu.power_limit_default_w, rel=0.05)
+    assert gpu.clock_event_reasons & ClockEventReason.SW_POWER_CAP
+    assert gpu.throttling and "sw_power_cap" in gpu.throttle_reason_names
+    assert gpu.sm_clock_hz < gpu.sm_clock_max_hz
+    # violation counter is in ns in NVML, seconds here: it grows by ~ the time spent capped
+    before = snaps[-11].gpus[0].clock_event_seconds_total["sw_power_cap"]
+    after = gpu.clock_event_seconds_total["sw_power_cap"]
+    assert 5.0 < after - before <= 10.0 + 1e-6
+
+
+def test_failing_fan_heats_into_thermal_slowdown(box: SimFactory) -> None:
+    sim, poller = box("rtx4090", scenario="failing-fan")
+    snaps = run(sim, poller, 600, step_s=5.0)
+    temps = [s.gpus[0].temperature_c for s in snaps]
+    assert temps[-1] > temps[0] + 20
+    gpu = snaps[-1].gpus[0]
+    assert gpu.fan_speed_ratio == pytest.approx(0.2, abs=0.02)
+    assert gpu.clock_event_reasons & (ClockEventReason.SW_THERMAL | ClockEventReason.HW_THERMAL)
+    assert gpu.slowdown_margin_c is not None and gpu.slowdown_margin_c < 10
+    assert (
+        gpu.clock_event_seconds_total["sw_thermal"] + gpu.clock_event_seconds_total.get("hw_thermal", 0) > 0
+    )
+
+
+def test_peak_bandwidth_from_nvml_clock_and_bus_width(box: SimFactory) -> None:
+    _, poller = box("rtx4090,h100-sxm")
+    g4090, h100 = poller.poll_once().gpus
+    assert g4090.memory_bus_width_bits == 384
+    assert g4090.peak_memory_bandwidth_bytes_s == pytest.approx(1008e9, rel=0.01)
+    assert h100.peak_memory_bandwidth_bytes_s == pytest.approx(3.35e12, rel=0.01)
+
+
+def test_not_supported_is_probed_once_not_every_poll(box: SimFactory) -> None:
+    sim, poller = box("h100-sxm")
+    run(sim, poller, 5)
+    # the passive H100 answers NOT_SUPPORTED to the fan count once; no fan call is made again
+    fan_calls = {k: v for k, v in sim.calls.items() if "Fan" in k}
+    assert fan_calls == {"nvmlDeviceGetNumFans": 1}
+    sim.inject("not_supported", 0, call="nvmlDeviceGetPowerManagementLimit")  # unused call: no effect
+    sim.inject("not_supported", 0, call="nvmlDeviceGetUtilizationRates")
+    before = sim.calls.get("nvmlDeviceGetUtilizationRates", 0)
+    snaps = run(sim, poller, 5)
+    assert sim.calls.get("nvmlDeviceGetUtilizationRates", 0) == before + 1
+    assert all(s.gpus[0].sm_busy_ratio is None for s in snaps)
+    assert snaps[-1].gpus[0].unavailable["sm_busy_ratio"] is Unavailable.NOT_SUPPORTED
+    assert snaps[-1].gpus[0].power_w is not None  # everything else still read
+
+
+def test_no_permission_costs_only_that_reading(box: SimFactory) -> None:
+    sim, poller = box("rtx4090", faults="noperm:0:processes")
+    gpu = run(sim, poller, 2)[-1].gpus[0]
+    assert gpu.processes is None and gpu.unavailable["processes"] is Unavailable.NO_PERMISSION
+    assert gpu.temperature_c is not None and gpu.energy_j is not None
+
+
+def test_old_driver_falls_back_to_older_symbols(box: SimFactory) -> None:
+    sim, poller = box("rtx4090,h100-sxm", driver="r470")
+    g4090, h100 = run(sim, poller, 3)[-1].gpus
+    dev = poller.reader.devices[0]
+    assert g4090.temperature_c is not None
+    assert dev.fallbacks["temperature_c"] == "nvmlDeviceGetTemperature"
+    assert g4090.clock_event_reasons is not None
+    assert dev.fallbacks["clock_event_reasons"] == "nvmlDeviceGetCurrentClocksThrottleReasons"
+    # no nvmlDeviceGetMemoryBusWidth on r470: the catalog supplies bus width and peak bandwidth
+    assert g4090.memory_bus_width_bits == 384
+    assert g4090.peak_memory_bandwidth_bytes_s == pytest.approx(1008e9, rel=0.01)
+    assert h100.gpm is None and h100.unavailable["gpm"] is Unavailable.FUNCTION_NOT_FOUND
+
+
+def test_xid_events_are_counted_per_gpu(box: SimFactory) -> None:
+    sim, poller = box("rtx4090,rtx4090")
+    poller.poll_once()
+    sim.emit_xid(1, 79)
+    sim.emit_xid(1, 48)
+    for _ in range(50):  # the event thread wakes within its 200 ms wait
+        sim.advance(0.1)
+        snap = poller.poll_once()
+        if snap.gpus[1].xid_errors_total == 2:
+            break
+    assert snap.gpus[1].xid_errors_total == 2 and snap.gpus[1].last_xid == 48
+    assert snap.gpus[0].xid_errors_total == 0
+
+
+def test_lost_gpu_is_marked_others_polled_and_recovers_after_backoff(box: SimFactory) -> None:
+    sim, poller = box("rtx4090,rtx4090,rtx4090", scenario="decode")
+    before = run(sim, poller, 2)[-1]
+    sim.inject("gpu_lost", 1)
+    snaps = run(sim, poller, 6)
+    lost = snaps[-1].gpus[1]
+    assert (
+        lost.lost and lost.temperature_c is None and lost.unavailable["temperature_c"] is Unavailable.GPU_LOST
+    )
+    assert (lost.uuid, lost.pci_bus_id) == (before.gpus[1].uuid, before.gpus[1].pci_bus_id)  # identity kept
+    assert lost.name == "NVIDIA GeForce RTX 4090"
+    energies = [s.gpus[0].energy_j for s in snaps]
+    assert energies == sorted(energies) and energies[-1] > energies[0]  # others keep being polled
+    assert not snaps[-1].gpus[2].lost
+    sim.inject("clear", 1)
+    recovered = run(sim, poller, 20)
+    assert not recovered[-1].gpus[1].lost and recovered[-1].gpus[1].temperature_c is not None
+    # back-off: not re-initialised on the very next poll after the fault cleared
+    assert recovered[0].gpus[1].lost
+
+
+def test_timestamps_follow_the_simulated_clock(box: SimFactory) -> None:
+    sim, poller = box("rtx4090")
+    snaps = run(sim, poller, 3)
+    assert [s.timestamp_s - snaps[0].timestamp_s for s in snaps] == [0.0, 1.0, 2.0]
+    assert snaps[-1].timestamp_s == sim.now_s()
+    assert snaps[-1].source == "sim" and snaps[-1].driver_version
+    # history rate of the energy counter equals the mean power
+    rate = poller.history.rate(0, "energy_j", 10.0)
+    assert rate is not None and 20.0 < rate < 600.0
