@@ -1,0 +1,88 @@
+"""LiveSession: what both faces hold — a snapshot source, the engines' readings and the assessment.
+
+The assessment is computed once per snapshot, on the source's poll thread, so that a TUI redraw or
+a Prometheus scrape only ever reads a finished (snapshot, assessment) pair and never waits on NVML,
+an engine's HTTP endpoint or the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from collections.abc import Callable
+
+from gpuwatch.live.assessment import BoxAssessment
+from gpuwatch.live.assessor import Assessor
+from gpuwatch.live.config import LiveConfig, load_config
+from gpuwatch.telemetry.engines import EngineWatcher
+from gpuwatch.telemetry.sample import Snapshot
+from gpuwatch.telemetry.source import SnapshotSource
+
+log = logging.getLogger(__name__)
+
+
+class LiveSession:
+    def __init__(
+        self, source: SnapshotSource, config: LiveConfig, engines: EngineWatcher | None = None
+    ) -> None:
+        self.source = source
+        self.config = config
+        self.engines = engines
+        self.assessor = Assessor(config)
+        self._lock = threading.Lock()  # serialises assess(): the assessor's alert state is ordered
+        self._latest: tuple[Snapshot, BoxAssessment] | None = None
+        self._listeners: list[Callable[[Snapshot, BoxAssessment], None]] = []
+        source.add_listener(self.on_snapshot)
+
+    @property
+    def description(self) -> str:
+        return self.source.description
+
+    def start(self) -> None:
+        if self.engines is not None:
+            self.engines.start()
+        self.source.start()
+
+    def stop(self) -> None:
+        self.source.stop()
+        if self.engines is not None:
+            self.engines.stop()
+
+    def latest(self) -> tuple[Snapshot, BoxAssessment] | None:
+        return self._latest
+
+    def add_listener(self, fn: Callable[[Snapshot, BoxAssessment], None]) -> None:
+        self._listeners.append(fn)
+
+    def on_snapshot(self, snap: Snapshot) -> None:
+        """Assess one snapshot and tell the listeners (the source calls this; tests may too)."""
+        readings = self.engines.latest() if self.engines is not None else ()
+        with self._lock:
+            assessment = self.assessor.assess(snap, self.source.history, readings)
+            self._latest = (snap, assessment)
+        for fn in list(self._listeners):
+            try:
+                fn(snap, assessment)
+            except Exception:  # a face's bug must not stop the assessment of the next snapshot
+                log.exception("live session listener failed")
+
+
+def open_session(args: argparse.Namespace, *, isolate: bool = False) -> LiveSession:
+    """The session the CLI's source, engine, workload, config and price options describe (not started)."""
+    from gpuwatch.telemetry.sources import open_source
+
+    config = load_config(getattr(args, "config", None), args)
+    source = open_source(
+        sim=getattr(args, "sim", None),
+        scenario=getattr(args, "scenario", None),
+        time_scale=getattr(args, "time_scale", 1.0),
+        seed=getattr(args, "seed", 0),
+        replay=getattr(args, "replay", None),
+        replay_speed=getattr(args, "replay_speed", 1.0),
+        interval_s=config.interval_s,
+        isolate=isolate,
+        faults=getattr(args, "faults", None),
+    )
+    engines = EngineWatcher(config.engine_urls, interval_s=config.interval_s) if config.engine_urls else None
+    return LiveSession(source, config, engines)

@@ -1,0 +1,240 @@
+"""The assessor on hand-built snapshots: provenance, bound, cost, each against the model by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from gpuwatch.live.assessment import BoundKind, BoxAssessment, Provenance
+from gpuwatch.live.assessor import Assessor
+from gpuwatch.live.config import LiveConfig, Prices, parse_workload
+from gpuwatch.model import cost
+from gpuwatch.model.catalog import get_gpu
+from gpuwatch.model.llm import get_model
+from gpuwatch.model.memory import inference_memory
+from gpuwatch.model.quant import get_quant
+from gpuwatch.model.throughput import bytes_per_decode_step, estimate_throughput, flops_per_token
+from gpuwatch.telemetry.engines import EngineReading
+from gpuwatch.telemetry.history import History
+from gpuwatch.telemetry.sample import ClockEventReason, GpmSample, GpuSample, Snapshot
+
+RTX4090 = get_gpu("rtx4090")
+H100 = get_gpu("h100-sxm")
+PRICES = Prices(
+    electricity_usd_per_kwh=0.2,
+    pue=1.1,
+    server_capex_usd=3000,
+    service_life_years=3,
+    hosting_usd_per_h=0.05,
+    cloud_usd_per_gpu_h=0.7,
+    utilisation_ratio=0.7,
+)
+
+
+def config(workload: str | None = "llama-3-8b:fp16:batch=8:context=4096") -> LiveConfig:
+    return LiveConfig(prices=PRICES, workload=parse_workload(workload) if workload else None)
+
+
+def sample(gpu: str = "rtx4090", index: int = 0, **changes: Any) -> GpuSample:
+    """A busy, cool card at its spec boost clock; ``changes`` override any reading."""
+    spec = get_gpu(gpu)
+    base = GpuSample(
+        index=index,
+        uuid=f"GPU-{index}",
+        name=spec.nvml_names[0],
+        pci_bus_id=f"0:{index}",
+        sm_clock_hz=spec.boost_clock_hz,
+        sm_clock_max_hz=spec.boost_clock_hz * 1.2,
+        power_w=300.0,
+        sm_busy_ratio=0.95,
+        clock_event_reasons=0,
+        temperature_c=60.0,
+        slowdown_margin_c=25.0,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def assess(
+    cfg: LiveConfig, *samples: GpuSample, engines: tuple[EngineReading, ...] = (), t: float = 1000.0
+) -> BoxAssessment:
+    snap = Snapshot(t, "sim", samples)
+    history = History()
+    history.append(snap)
+    return Assessor(cfg).assess(snap, history, engines)
+
+
+def engine(generation: float, prompt: float = 0.0, running: float | None = 8) -> EngineReading:
+    return EngineReading("http://e/metrics", "vllm", 1000.0, generation, prompt, running, None)
+
+
+def test_modelled_decode_on_a_4090_is_memory_bound_with_headroom() -> None:
+    box = assess(config(), sample())
+    g = box.gpus[0]
+    est = estimate_throughput(get_model("llama-3-8b"), get_quant("fp16"), RTX4090, 8, 4096)
+    r = g.roofline
+    assert r is not None
+    assert r.bandwidth_provenance == r.flops_provenance == Provenance.MODELLED
+    assert r.attained_bandwidth_bytes_s == pytest.approx(est.bytes_per_decode_step / est.decode_step_s)
+    assert r.attained_flops == pytest.approx(est.flops_per_decode_step / est.decode_step_s)
+    assert r.arithmetic_intensity_flop_per_byte == pytest.approx(est.arithmetic_intensity_flop_per_byte)
+    assert r.arithmetic_intensity_flop_per_byte is not None and r.attained_bandwidth_bytes_s is not None
+    assert r.arithmetic_intensity_flop_per_byte < r.ridge_flop_per_byte
+    headroom = r.attained_bandwidth_bytes_s / RTX4090.memory_bandwidth_bytes_s
+    assert r.headroom_ratio == pytest.approx(headroom)
+    assert g.bound.kind == BoundKind.MEMORY
+    assert f"{1 - headroom:.0%} headroom" in g.bound.detail
+    assert g.tokens_per_s == pytest.approx(est.decode_tokens_per_s)
+    assert g.tokens_per_s_provenance == Provenance.MODELLED
+
+
+def test_engine_tokens_derive_the_roofline_position() -> None:
+    box = assess(config(), sample(), engines=(engine(400.0, prompt=1000.0, running=8),))
+    g = box.gpus[0]
+    m = get_model("llama-3-8b")
+    r = g.roofline
+    assert r is not None
+    assert (r.bandwidth_provenance, r.flops_provenance) == (Provenance.DERIVED, Provenance.DERIVED)
+    # 400 tokens/s at batch 8 = 50 decode steps/s, each reading weights + 8 x 4096 tokens of KV
+    assert r.attained_bandwidth_bytes_s == pytest.approx(
+        50 * bytes_per_decode_step(m, get_quant("fp16"), 8, 4096)
+    )
+    assert r.attained_flops == pytest.approx(400 * flops_per_token(m, 4096) + 1000 * flops_per_token(m, 2048))
+    assert g.tokens_per_s == 400.0
+    assert g.tokens_per_s_provenance == Provenance.MEASURED
+    assert box.tokens_per_s == 400.0
+    assert box.tokens_per_joule == pytest.approx(400.0 / 300.0)
+
+
+def test_gpm_figures_are_measured_and_beat_the_engine() -> None:
+    gpm = GpmSample(interval_s=1.0, dram_bandwidth_util_ratio=0.3, tensor_util_ratio=0.8)
+    s = sample(
+        "h100-sxm", sm_clock_hz=H100.boost_clock_hz * 0.9, gpm=gpm, peak_memory_bandwidth_bytes_s=3.35e12
+    )
+    g = assess(config(), s, engines=(engine(2000.0),)).gpus[0]
+    r = g.roofline
+    assert r is not None
+    assert (r.bandwidth_provenance, r.flops_provenance) == (Provenance.MEASURED, Provenance.MEASURED)
+    assert r.attained_bandwidth_bytes_s == pytest.approx(0.3 * 3.35e12)
+    assert r.current_peak_flops == pytest.approx(0.9 * H100.peak("fp16"))
+    assert r.attained_flops == pytest.approx(0.8 * 0.9 * H100.peak("fp16"))
+    assert g.bound.kind == BoundKind.COMPUTE
+
+
+def test_memory_controller_busy_is_never_taken_for_bandwidth() -> None:
+    g = assess(config(workload=None), sample(memory_controller_busy_ratio=0.9)).gpus[0]
+    assert g.roofline is not None
+    assert g.roofline.attained_bandwidth_bytes_s is None
+    assert g.roofline.bandwidth_provenance == Provenance.UNKNOWN
+    assert g.bound.kind == BoundKind.UNKNOWN
+
+
+def test_throttled_bound_names_reasons_and_clock_loss() -> None:
+    s = sample(
+        sm_clock_hz=1.5e9,
+        sm_clock_max_hz=3.0e9,
+        clock_event_reasons=ClockEventReason.HW_THERMAL | ClockEventReason.SW_THERMAL,
+    )
+    g = assess(config(), s).gpus[0]
+    assert g.bound.kind == BoundKind.THROTTLED
+    assert g.bound.throttle_reasons == ("sw_thermal", "hw_thermal")
+    assert g.bound.clock_loss_ratio == pytest.approx(0.5)
+    assert "50% lost" in g.bound.detail
+
+
+def test_idle_card_is_idle_not_throttled() -> None:
+    s = sample(sm_busy_ratio=0.0, clock_event_reasons=ClockEventReason.GPU_IDLE)
+    g = assess(config(), s).gpus[0]
+    assert g.bound.kind == BoundKind.IDLE
+    assert g.tokens_per_s is None
+    assert g.cost is not None and g.cost.live_usd_per_mtok is None
+
+
+def test_busy_pcie_link_is_an_interconnect_bound() -> None:
+    s = sample(pcie_rx_bytes_s=0.9 * RTX4090.pcie_bytes_s)
+    g = assess(config(), s).gpus[0]
+    assert g.bound.kind == BoundKind.INTERCONNECT
+    assert "PCIe" in g.bound.detail
+
+
+def test_cost_against_the_model_by_hand() -> None:
+    box = assess(config(), sample(power_w=320.0), engines=(engine(500.0),))
+    c = box.gpus[0].cost
+    assert c is not None
+    kw = dict(
+        gpu_capex_usd=3000.0,
+        server_overhead_ratio=0.0,
+        service_life_years=3,
+        utilisation_ratio=0.7,
+        pue=1.1,
+        electricity_usd_per_kwh=0.2,
+        hosting_usd_per_h=0.05,
+    )
+    assert c.live_usd_per_mtok == pytest.approx(cost.usd_per_mtok(tokens_per_s=500.0, power_w=320.0, **kw))
+    modelled = estimate_throughput(
+        get_model("llama-3-8b"), get_quant("fp16"), RTX4090, 8, 4096
+    ).decode_tokens_per_s
+    assert c.projected_usd_per_mtok == pytest.approx(
+        cost.usd_per_mtok(tokens_per_s=modelled, power_w=450.0, **kw)
+    )
+    assert c.cost_per_hour.capex_usd_per_h == pytest.approx(3000 / (3 * 8760))
+    assert c.cost_per_hour.power_usd_per_h == pytest.approx(0.320 * 1.1 * 0.2)
+    assert c.cost_per_hour.hosting_usd_per_h == pytest.approx(0.05)
+    assert c.tokens_per_joule == pytest.approx(500.0 / 320.0)
+    assert c.cloud_usd_per_mtok == pytest.approx(0.7 / (modelled * 3600) * 1e6)
+    assert box.usd_per_mtok == pytest.approx(c.live_usd_per_mtok)
+
+
+def test_energy_counter_beats_the_power_reading() -> None:
+    cfg = config()
+    a = Assessor(cfg)
+    history = History()
+    box = None
+    for t, energy in ((0.0, 0.0), (1.0, 250.0), (2.0, 500.0)):
+        snap = Snapshot(t, "sim", (sample(power_w=400.0, energy_j=energy),))
+        history.append(snap)
+        box = a.assess(snap, history, (engine(500.0),))
+    assert box is not None and box.tokens_per_joule == pytest.approx(500.0 / 250.0)
+
+
+def test_alternatives_price_the_same_workload() -> None:
+    cfg = dataclasses.replace(
+        config(), alternatives=("rtx5090", "h100-sxm"), gpu_prices={"h100-sxm": 30000.0}
+    )
+    c = assess(cfg, sample()).gpus[0].cost
+    assert c is not None
+    assert [a.gpu_id for a in c.alternatives] == ["rtx5090", "h100-sxm"]
+    h100 = c.alternatives[1]
+    est = estimate_throughput(get_model("llama-3-8b"), get_quant("fp16"), H100, 8, 4096)
+    assert h100.tokens_per_s == pytest.approx(est.decode_tokens_per_s)
+    assert h100.usd_per_mtok == pytest.approx(
+        cost.usd_per_mtok(
+            tokens_per_s=est.decode_tokens_per_s,
+            power_w=700.0,
+            gpu_capex_usd=30000.0,
+            service_life_years=3,
+            utilisation_ratio=0.7,
+            pue=1.1,
+            electricity_usd_per_kwh=0.2,
+            hosting_usd_per_h=0.05,
+        )
+    )
+    assert h100.fits
+
+
+def test_default_alternatives_skip_the_card_itself_and_unpriced_cards() -> None:
+    c = assess(config(), sample()).gpus[0].cost
+    assert c is not None
+    assert [a.gpu_id for a in c.alternatives] == ["rtx5090", "rtx3090"]
+    need = inference_memory(get_model("llama-3-8b"), "fp16", 8, 4096)
+    assert [a.fits for a in c.alternatives] == [need.fits(get_gpu("rtx5090")), need.fits(get_gpu("rtx3090"))]
+
+
+def test_a_card_outside_the_catalog_and_a_lost_card() -> None:
+    unknown = dataclasses.replace(sample(index=0), name="NVIDIA Future GPU 9000")
+    lost = GpuSample(index=1, uuid="GPU-1", name=RTX4090.nvml_names[0], pci_bus_id="0:1", lost=True)
+    box = assess(config(), unknown, lost)
+    assert box.gpus[0].gpu_id is None and box.gpus[0].roofline is None
+    assert "not in the catalog" in box.gpus[0].bound.detail
+    assert box.gpus[1].bound.kind == BoundKind.UNKNOWN and box.gpus[1].bound.detail == "GPU lost"

@@ -1,0 +1,185 @@
+"""The live config: TOML file + command-line overrides; a bad value is one line naming key, value, allowed."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from gpuwatch.commands.common import add_source_options
+from gpuwatch.errors import UserError
+from gpuwatch.live.config import (
+    ConfigError,
+    LiveConfig,
+    Workload,
+    add_price_options,
+    load_config,
+    parse_workload,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "gpuwatch" / "live" / "config_example.toml"
+
+
+def write(tmp_path: Path, text: str) -> str:
+    p = tmp_path / "config.toml"
+    p.write_text(text)
+    return str(p)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser()
+    add_source_options(p)
+    add_price_options(p)
+    return p
+
+
+def test_the_shipped_example_loads_and_says_what_it_says() -> None:
+    config = load_config(str(EXAMPLE))
+    assert config.prices.electricity_usd_per_kwh == 0.30
+    assert config.prices.pue == 1.0
+    assert config.prices.server_capex_usd == 3200
+    assert config.workload == Workload("llama-3-8b", "fp16", batch=8, context_tokens=4096)
+    assert config.engine_urls == ("http://127.0.0.1:8000/metrics",)
+    assert config.alternatives == ("rtx5090", "h100-sxm")
+    assert config.gpu_prices == {"h100-sxm": 30000.0}
+    assert config.alerts.temperature_margin_c == 5
+
+
+def test_missing_default_file_gives_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gpuwatch.live.config.default_config_path", lambda: tmp_path / "absent.toml")
+    assert load_config(None) == LiveConfig()
+
+
+def test_an_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(str(tmp_path / "nope.toml"))
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "value", "allowed"),
+    [
+        ("[prices]\npue = 0.8\n", "prices.pue", "0.8", ">= 1"),
+        ("[prices]\nutilisation_ratio = 1.5\n", "prices.utilisation_ratio", "1.5", "<= 1"),
+        (
+            '[prices]\nelectricity_usd_per_kwh = "cheap"\n',
+            "prices.electricity_usd_per_kwh",
+            "'cheap'",
+            "a number",
+        ),
+        ('[workload]\nmodel = "llama3-8b"\nquant = "fp16"\n', "workload.model", "'llama3-8b'", "llama-3-8b"),
+        ('[workload]\nmodel = "llama-3-8b"\nquant = "fp16"\nbatch = 0\n', "workload.batch", "0", ">= 1"),
+        ("interval_s = 0\n", "interval_s", "0", ">= 0.05"),
+        (
+            'engine_urls = ["ftp://host/metrics"]\n',
+            "engine_urls",
+            "['ftp://host/metrics']",
+            "http://127.0.0.1:8000",
+        ),
+        ('engine_urls = ["host:port"]\n', "engine_urls", "['host:port']", "http://127.0.0.1:8000"),
+        ('alternatives = ["h100"]\n', "alternatives", "['h100']", "h100-sxm"),
+        ("[alerts]\nthroughput_shortfall_ratio = 2\n", "alerts.throughput_shortfall_ratio", "2", "<= 1"),
+    ],
+)
+def test_bad_values_name_key_value_and_what_is_allowed(
+    tmp_path: Path, text: str, key: str, value: str, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"{key} = {value}" in message
+    assert allowed in message
+    assert isinstance(info.value, UserError)  # the CLI prints it as one line, exit 2
+
+
+@pytest.mark.parametrize(
+    ("text", "typo"),
+    [
+        ("[prices]\nelectricty_usd_per_kwh = 0.2\n", "prices.electricty_usd_per_kwh"),
+        ("intervall_s = 2\n", "intervall_s"),
+    ],
+)
+def test_unknown_keys_are_errors_listing_the_known_ones(tmp_path: Path, text: str, typo: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert f"unknown key {typo!r}" in str(info.value)
+    assert "known keys:" in str(info.value)
+
+
+def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML") as info:
+        load_config(write(tmp_path, "[prices\npue = 1\n"))
+    assert "\n" not in str(info.value)
+
+
+def test_command_line_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "interval_s = 5\n[prices]\npue = 1.5\nelectricity_usd_per_kwh = 0.4\n")
+    args = parser().parse_args(
+        [
+            "--config",
+            path,
+            "--pue",
+            "1.2",
+            "--interval",
+            "0.5",
+            "--workload",
+            "mistral-7b:q4_K_M:batch=4",
+            "--engine",
+            "http://a:1/metrics",
+            "--engine",
+            "b:2",
+            "--compare",
+            "rtx3090,rtx5090",
+        ]
+    )
+    config = load_config(args.config, args)
+    assert config.prices.pue == 1.2
+    assert config.prices.electricity_usd_per_kwh == 0.4  # not overridden: the file's value stays
+    assert config.interval_s == 0.5
+    assert config.workload == Workload("mistral-7b", "q4_K_M", batch=4, context_tokens=2048)
+    assert config.engine_urls == ("http://a:1/metrics", "b:2")
+    assert config.alternatives == ("rtx3090", "rtx5090")
+
+
+def test_a_bad_command_line_value_names_the_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gpuwatch.live.config.default_config_path", lambda: tmp_path / "absent.toml")
+    with pytest.raises(
+        ConfigError, match=r"^--utilisation = '0' is not allowed: expected a number > 0 and <= 1$"
+    ):
+        load_config(None, parser().parse_args(["--utilisation", "0"]))
+
+
+def test_workload_spec() -> None:
+    assert parse_workload("llama-3-8b:fp16:batch=8:context=4096") == Workload("llama-3-8b", "fp16", 8, 4096)
+    assert parse_workload("LLAMA-2-7B:int4:engine=llama.cpp") == Workload(
+        "llama-2-7b", "int4-awq", 1, 2048, engine_profile="llama.cpp"
+    )
+    assert (
+        parse_workload("llama-3-8b:fp16:batch=8:context=4096").spec == "llama-3-8b:fp16:batch=8:context=4096"
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ("llama-3-8b", "expected MODEL:QUANT"),
+        ("llama-3-8b:fp16:batch=x", "--workload batch = 'x' is not allowed: expected a whole number >= 1"),
+        ("llama-3-8b:fp16:beam=2", "unknown part 'beam=2'"),
+        ("llama-3-8b:fp7", "--workload = 'fp7' is not allowed"),
+    ],
+)
+def test_bad_workload_spec(spec: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_workload(spec)
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_an_unpriced_alternative_says_how_to_price_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'a100-80gb-sxm' has no list price .* \[gpu_prices\]"):
+        load_config(write(tmp_path, 'alternatives = ["a100-80gb-sxm"]\n'))
+    priced = load_config(
+        write(tmp_path, 'alternatives = ["a100-80gb-sxm"]\n[gpu_prices]\na100-80gb-sxm = 15000\n')
+    )
+    assert priced.gpu_prices == {"a100-80gb-sxm": 15000.0}
