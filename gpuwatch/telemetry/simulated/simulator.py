@@ -1,0 +1,268 @@
+"""The simulated box: devices, clock, faults, event sets, and installing it beneath pynvml."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pynvml
+
+from gpuwatch.errors import UserError
+from gpuwatch.model.catalog import get_gpu
+from gpuwatch.telemetry.simulated.faults import ALL_DEVICES, Fault, FaultState, expand_call, parse_faults
+from gpuwatch.telemetry.simulated.physics import Counters, SimDevice
+from gpuwatch.telemetry.simulated.profiles import (
+    DRIVER_PROFILES,
+    DriverProfile,
+    canonical_id,
+    device_profile,
+    simulatable_ids,
+    split_device_spec,
+)
+from gpuwatch.telemetry.simulated.scenarios import ALL_SCENARIOS
+
+#: Simulated time starts here (2026-01-01T00:00:00Z) so runs are reproducible.
+EPOCH_S = 1_767_225_600.0
+MAX_DEVICES = 256
+
+
+def parse_devices(spec: str | Sequence[str]) -> list[str]:
+    """``"h100-sxm,2xrtx4090"`` -> ``["h100-sxm", "rtx4090", "rtx4090"]``; UserError on a bad spec."""
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    for part in parts:
+        try:
+            entries = split_device_spec(part)
+        except ValueError as e:
+            raise UserError(
+                f"--sim {part!r}: {e}; use e.g. rtx4090, 8xrtx4090 or h100-sxm,2xrtx4090"
+            ) from None
+        for count, key in entries:
+            cid = canonical_id(key)
+            if cid is None:
+                import difflib
+
+                known = simulatable_ids()
+                close = difflib.get_close_matches(key.lower(), known, n=4, cutoff=0.4)
+                hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
+                raise UserError(f"--sim: unknown GPU {key!r}; {hint}")
+            if count < 1:
+                raise UserError(f"--sim {part!r}: a count must be at least 1")
+            out.extend([cid] * count)
+    if not out:
+        raise UserError("--sim: no devices given; use e.g. rtx4090 or 2xh100-sxm")
+    if len(out) > MAX_DEVICES:
+        raise UserError(f"--sim: {len(out)} devices is more than the {MAX_DEVICES} NVML can enumerate")
+    return out
+
+
+@dataclass
+class EventSet:
+    registrations: dict[int, int] = field(default_factory=dict)  # device index -> event type mask
+    queue: deque[tuple[int, int, int]] = field(default_factory=deque)  # (device, event type, data)
+
+
+@dataclass
+class GpmSampleSlot:
+    device: int | None = None
+    elapsed_s: float = 0.0
+    counters: Counters | None = None
+
+
+class SimulatedNvml:
+    """A box of simulated cards. Every public method is thread-safe (one re-entrant lock)."""
+
+    def __init__(
+        self,
+        devices: str | Sequence[str],
+        *,
+        scenario: str | Sequence[str] = "decode",
+        seed: int = 0,
+        time_scale: float = 1.0,
+        manual_clock: bool = False,
+        driver: str = "r580",
+        faults: str | None = None,
+    ) -> None:
+        ids = parse_devices(devices)
+        names = [scenario] * len(ids) if isinstance(scenario, str) else list(scenario)
+        if len(names) != len(ids):
+            raise UserError(
+                f"--scenario: {len(names)} scenarios given for {len(ids)} devices; give one or one each"
+            )
+        for name in names:
+            _check_scenario(name)
+        if driver not in DRIVER_PROFILES:
+            raise UserError(f"driver profile {driver!r} unknown; use one of {', '.join(DRIVER_PROFILES)}")
+        if not time_scale > 0:
+            raise UserError(f"--time-scale must be > 0, got {time_scale}")
+        self.seed = seed
+        self.time_scale = float(time_scale)
+        self.manual_clock = manual_clock
+        self.driver: DriverProfile = DRIVER_PROFILES[driver]
+        self.lock = threading.RLock()
+        self.events_cv = threading.Condition(self.lock)
+        self.devices: list[SimDevice] = [
+            SimDevice(i, get_gpu(dev_id), device_profile(dev_id), ALL_SCENARIOS[names[i]], seed)
+            for i, dev_id in enumerate(ids)
+        ]
+        self.faults = FaultState(parse_faults(faults))
+        self.process_pid = os.getpid()
+        self.init_refcount = 0
+        self.event_sets: dict[int, EventSet] = {}
+        self.gpm_samples: dict[int, GpmSampleSlot] = {}
+        self._next_object = 0x6A000000
+        self._elapsed_s = 0.0
+        self._t0 = time.monotonic()
+        self.calls: dict[str, int] = {}  # symbol -> call count (for tests and the overhead benchmark)
+
+    # --- clock --------------------------------------------------------------------------------------
+    def elapsed_s(self) -> float:
+        """Simulated seconds since the start."""
+        if self.manual_clock:
+            return self._elapsed_s
+        return (time.monotonic() - self._t0) * self.time_scale
+
+    def now_s(self) -> float:
+        """Simulated wall-clock time (epoch seconds)."""
+        return EPOCH_S + self.elapsed_s()
+
+    def advance(self, seconds: float) -> None:
+        """Manual clock: move simulated time forward and integrate the physics."""
+        if not self.manual_clock:
+            raise RuntimeError("advance() needs install(..., manual_clock=True)")
+        if seconds < 0:
+            raise ValueError("cannot advance by a negative time")
+        with self.lock:
+            self._elapsed_s += seconds
+            self.sync()
+
+    def sync(self) -> float:
+        """Bring every device up to the current simulated time; deliver due Xid events. Returns elapsed."""
+        with self.lock:
+            now = self.elapsed_s()
+            for d in self.devices:
+                d.advance_to(now)
+            for device, xid in self.faults.due_xids(now):
+                self._deliver_xid(device, xid)
+            return now
+
+    # --- control ------------------------------------------------------------------------------------
+    def set_scenario(self, index: int, name: str) -> None:
+        _check_scenario(name)
+        with self.lock:
+            self.sync()
+            self.devices[index].set_scenario(ALL_SCENARIOS[name])
+
+    def inject(
+        self, kind: str, index: int | None = None, call: str | None = None, latency_s: float = 0.0
+    ) -> None:
+        """Switch a fault on now: gpu_lost | not_supported (for ``call``) | slow | crash | clear."""
+        with self.lock:
+            at = self.sync()
+            dev = ALL_DEVICES if index is None else index
+            if kind == "gpu_lost":
+                if index is None:
+                    raise ValueError("gpu_lost needs a device index")
+                self.faults.add(Fault("lost", index, at))
+            elif kind == "not_supported":
+                if call is None:
+                    raise ValueError("not_supported needs call= (a pynvml C symbol name)")
+                self.faults.add(Fault("notsup", dev, at, calls=expand_call(call)))
+            elif kind == "slow":
+                self.faults.add(Fault("slow", index, at, latency_s=latency_s))
+            elif kind == "crash":
+                self.faults.add(Fault("crash", index, at))
+            elif kind == "clear":
+                self.faults.clear(index)
+            else:
+                raise ValueError(
+                    f"unknown fault kind {kind!r}; use gpu_lost, not_supported, slow, crash, clear"
+                )
+            self.sync()
+
+    def emit_xid(self, index: int, xid: int) -> None:
+        """Deliver an Xid (critical error) event for device ``index`` to every event set registered for it."""
+        with self.lock:
+            self._deliver_xid(index, xid)
+
+    def _deliver_xid(self, index: int, xid: int) -> None:
+        for es in self.event_sets.values():
+            if es.registrations.get(index, 0) & pynvml.nvmlEventTypeXidCriticalError:
+                es.queue.append((index, pynvml.nvmlEventTypeXidCriticalError, xid))
+        self.events_cv.notify_all()
+
+    def new_object_address(self) -> int:
+        self._next_object += 0x40
+        return self._next_object
+
+    def describe(self) -> str:
+        from collections import Counter
+
+        counts = Counter(d.profile.id for d in self.devices)
+        devs = ", ".join(f"{n}x {k}" if n > 1 else k for k, n in counts.items())
+        scen = sorted({d.scenario.name for d in self.devices})
+        return f"simulated NVML: {devs} (scenario {', '.join(scen)})"
+
+
+def _check_scenario(name: str) -> None:
+    if name not in ALL_SCENARIOS:
+        raise UserError(f"--scenario {name!r} unknown; use one of {', '.join(ALL_SCENARIOS)}")
+
+
+# --- installing beneath pynvml ---
+
+_installed: SimulatedNvml | None = None
+
+
+def install(
+    devices: str | Sequence[str],
+    *,
+    scenario: str | Sequence[str] = "decode",
+    seed: int = 0,
+    time_scale: float = 1.0,
+    manual_clock: bool = False,
+    driver: str = "r580",
+    faults: str | None = None,
+) -> SimulatedNvml:
+    """Put a simulated library beneath the real pynvml; call before ``pynvml.nvmlInit()``.
+
+    pynvml keeps the loaded CDLL in its module global ``nvmlLib`` and caches each C function it looked
+    up in ``_nvmlGetFunctionPointer_cache``; replacing the first and clearing the second means every
+    pynvml wrapper (argument packing, struct versions, NVMLError mapping) still runs on top of ours.
+    """
+    from gpuwatch.telemetry.simulated.fakelib import FakeNvmlLib
+
+    global _installed
+    sim = SimulatedNvml(
+        devices,
+        scenario=scenario,
+        seed=seed,
+        time_scale=time_scale,
+        manual_clock=manual_clock,
+        driver=driver,
+        faults=faults,
+    )
+    with pynvml.libLoadLock:
+        pynvml.nvmlLib = FakeNvmlLib(sim)
+        pynvml._nvmlGetFunctionPointer_cache.clear()
+        pynvml._nvmlLib_refcount = 0
+    _installed = sim
+    return sim
+
+
+def uninstall() -> None:
+    """Restore pynvml's own loader: the next nvmlInit loads the real libnvidia-ml.so.1."""
+    global _installed
+    with pynvml.libLoadLock:
+        pynvml.nvmlLib = None
+        pynvml._nvmlGetFunctionPointer_cache.clear()
+        pynvml._nvmlLib_refcount = 0
+    _installed = None
+
+
+def installed() -> SimulatedNvml | None:
+    return _installed
