@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from gpuwatch import __version__
 from gpuwatch.commands.common import add_source_options
 from gpuwatch.errors import UserError
-from gpuwatch.live.config import add_price_options
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
 
 #: sub-command name -> module under gpuwatch.commands (each has register(subparsers) and run(args))
@@ -23,8 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="What your NVIDIA GPUs are doing, and what it costs. With no sub-command, opens the TUI.",
     )
     parser.add_argument("--version", action="version", version=f"gpuwatch {__version__}")
-    add_source_options(parser)
-    add_price_options(parser)
+    add_source_options(parser, with_prices=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         importlib.import_module(f"gpuwatch.commands.{name}").register(sub)
