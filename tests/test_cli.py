@@ -18,6 +18,8 @@ def test_version_prints_package_version(capsys) -> None:
 
 
 def test_help_lists_subcommands() -> None:
-    out = subprocess.run([sys.executable, "-m", "gpuwatch", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "gpuwatch", "--help"], capture_output=True, text=True, check=True
+    )
     for name in ("plan", "exporter", "record", "doctor"):
         assert name in out.stdout
