@@ -29,6 +29,11 @@ def add_source_options(
         "--time-scale", type=float, default=1.0, metavar="X", help="simulated seconds per real second"
     )
     g.add_argument("--seed", type=int, default=0, help="seed of the simulation")
+    g.add_argument(
+        "--faults",
+        metavar="SCHEDULE",
+        help="with --sim: inject faults, e.g. lost:1@30,xid:0:79@60",
+    )
     g.add_argument("--replay", metavar="FILE", help="replay a file written by `gpuwatch record`")
     g.add_argument("--replay-speed", type=float, default=1.0, metavar="X", help="replay X times faster")
     g.add_argument(

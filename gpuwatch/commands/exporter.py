@@ -1,16 +1,89 @@
-"""`gpuwatch exporter`."""
+"""`gpuwatch exporter`: serve the live session as Prometheus metrics.
+
+NVML runs in a child process (``isolate=True``): a crash inside libnvidia-ml, as when a card falls off
+the bus, kills only that child; the poller restarts it and the exporter keeps answering scrapes, with
+the restart counted in ``gpuwatch_poll_errors_total{kind="nvml_child_restart"}``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
+import threading
+from types import FrameType
 from typing import Any
+
+from gpuwatch.commands.common import add_source_options
+from gpuwatch.errors import UserError
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("exporter", help="(not yet available)")
+    p = sub.add_parser(
+        "exporter",
+        help="Prometheus exporter: GPU readings, roofline position, tokens/s and $/1M tokens",
+        description="Serve /metrics for Prometheus (OpenMetrics when asked) and a landing page at /. "
+        "Metrics are named gpuwatch_*; see grafana/ for dashboards and alert rules.",
+    )
+    from gpuwatch.exporter.server import DEFAULT_LISTEN
+
+    p.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        default=DEFAULT_LISTEN,
+        help="address to serve on: HOST:PORT, :PORT (all interfaces) or [IPV6]:PORT "
+        f"(default {DEFAULT_LISTEN}; port 0 picks a free one)",
+    )
+    p.add_argument(
+        "--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (needs --tls-key)"
+    )
+    p.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    p.add_argument(
+        "--process-metrics",
+        action="store_true",
+        help="also publish per-process GPU memory with pid and process name labels (off by default: "
+        "process names can be sensitive and each process adds series)",
+    )
+    add_source_options(p, with_prices=True, subcommand=True)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("gpuwatch exporter: not yet available in this build")
-    return 1
+    from prometheus_client import ProcessCollector
+    from prometheus_client.registry import CollectorRegistry
+
+    from gpuwatch.exporter.collector import GpuwatchCollector
+    from gpuwatch.exporter.server import ExporterServer, make_app, parse_listen
+    from gpuwatch.live.session import open_session
+
+    host, port = parse_listen(args.listen)
+    for option, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if path is not None and not os.path.isfile(path):
+            raise UserError(f"{option} {path}: no such file")
+    session = open_session(args, isolate=True)  # no driver and no --sim: NvmlUnavailable, one line
+    registry = CollectorRegistry()
+    registry.register(
+        GpuwatchCollector(
+            session, process_metrics=args.process_metrics, source_description=session.description
+        )
+    )
+    ProcessCollector(registry=registry)  # the exporter's own CPU and memory
+    server = ExporterServer(
+        make_app(registry, session.description), host, port, tls_cert=args.tls_cert, tls_key=args.tls_key
+    )
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()  # shutdown() waits for serve_forever
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    session.start()
+    print(f"gpuwatch exporter: serving {server.url} ({session.description})", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        session.stop()
+    return 0

@@ -88,7 +88,10 @@ class SimulatedNvml:
         faults: str | None = None,
     ) -> None:
         ids = parse_devices(devices)
-        names = [scenario] * len(ids) if isinstance(scenario, str) else list(scenario)
+        # "a,b" from the command line is one scenario per device, like a sequence
+        names = scenario.split(",") if isinstance(scenario, str) else list(scenario)
+        if len(names) == 1:
+            names *= len(ids)
         if len(names) != len(ids):
             raise UserError(
                 f"--scenario: {len(names)} scenarios given for {len(ids)} devices; give one or one each"

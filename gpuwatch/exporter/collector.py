@@ -1,0 +1,724 @@
+"""The Prometheus face of a live session: a custom collector over the latest snapshot and assessment.
+
+A scrape only reads what the poll thread already produced (``LiveSession.latest()`` never blocks),
+so a slow or wedged NVML never stalls Prometheus, and the poll interval is independent of the scrape
+interval. A reading the card cannot give is *omitted*, never published as NaN or 0: absent series are
+what PromQL's ``absent()`` and dashboards' "no data" understand, and ``gpuwatch_reading_supported``
+says which readings each GPU lacks. Counters that must survive between scrapes (polls, errors by
+kind) are accumulated by a session listener, because each snapshot carries only its own poll's errors.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from gpuwatch import __version__
+from gpuwatch.live.assessment import BoundKind, BoxAssessment, GpuAssessment
+from gpuwatch.telemetry.sample import ClockEventReason, GpuSample, Snapshot, Unavailable, reason_names
+
+#: labels every per-GPU series carries; nothing high-cardinality (process metrics are opt-in)
+GPU_LABELS = ("gpu", "uuid")
+
+#: unavailability reasons that mean "this card/driver cannot give it" rather than "failed this poll"
+_UNSUPPORTED = frozenset(
+    {Unavailable.NOT_SUPPORTED, Unavailable.FUNCTION_NOT_FOUND, Unavailable.NO_PERMISSION}
+)
+
+
+class SessionLike(Protocol):
+    """What the collector needs from ``gpuwatch.live.session.LiveSession``."""
+
+    def latest(self) -> tuple[Snapshot, BoxAssessment] | None: ...
+
+    def add_listener(self, fn: Callable[[Snapshot, BoxAssessment], None]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One GpuSample field published as one gauge (or counter) per GPU."""
+
+    field: str
+    metric: str
+    help: str
+    unit: str = ""
+    counter: bool = False
+
+
+#: plain per-GPU readings; the metric name carries the base unit (Prometheus naming conventions)
+READINGS: tuple[Reading, ...] = (
+    Reading("temperature_c", "gpuwatch_temperature_celsius", "GPU core temperature.", "celsius"),
+    Reading(
+        "memory_temperature_c",
+        "gpuwatch_memory_temperature_celsius",
+        "Memory (HBM) temperature; absent where the card does not report it (GeForce).",
+        "celsius",
+    ),
+    Reading(
+        "slowdown_margin_c",
+        "gpuwatch_slowdown_margin_celsius",
+        "Distance to the nearest thermal slowdown threshold (Ada and newer report margins).",
+        "celsius",
+    ),
+    Reading(
+        "power_w", "gpuwatch_power_watts", "Board power draw (1 s average on Ampere+ except GA100).", "watts"
+    ),
+    Reading("power_instant_w", "gpuwatch_power_instant_watts", "Instantaneous board power draw.", "watts"),
+    Reading(
+        "power_limit_w", "gpuwatch_power_limit_watts", "Enforced power limit, after all limiters.", "watts"
+    ),
+    Reading("power_limit_min_w", "gpuwatch_power_limit_min_watts", "Lowest settable power limit.", "watts"),
+    Reading("power_limit_max_w", "gpuwatch_power_limit_max_watts", "Highest settable power limit.", "watts"),
+    Reading("power_limit_default_w", "gpuwatch_power_limit_default_watts", "Default power limit.", "watts"),
+    Reading(
+        "energy_j",
+        "gpuwatch_energy_joules",
+        "Energy consumed since the driver was last loaded (NVML's exact integral).",
+        "joules",
+        counter=True,
+    ),
+    Reading("memory_used_bytes", "gpuwatch_memory_used_bytes", "Device memory in use.", "bytes"),
+    Reading("memory_total_bytes", "gpuwatch_memory_total_bytes", "Device memory in total.", "bytes"),
+    Reading("memory_bus_width_bits", "gpuwatch_memory_bus_width_bits", "Memory bus width in bits."),
+    Reading(
+        "sm_busy_ratio",
+        "gpuwatch_sm_busy_ratio",
+        "Share of the sample period in which at least one kernel ran (NVML utilization.gpu), 0..1.",
+        "ratio",
+    ),
+    Reading(
+        "memory_controller_busy_ratio",
+        "gpuwatch_memory_controller_busy_ratio",
+        "Share of the sample period in which device memory was read or written, 0..1. A duty cycle, "
+        "NOT a share of bandwidth: see gpuwatch_memory_bandwidth_attained_bytes_per_second.",
+        "ratio",
+    ),
+    Reading(
+        "pcie_link_gen",
+        "gpuwatch_pcie_link_generation",
+        "Current PCIe link generation (down-trains at idle).",
+    ),
+    Reading(
+        "pcie_link_gen_max",
+        "gpuwatch_pcie_link_generation_max",
+        "Highest PCIe generation of device and host.",
+    ),
+    Reading("pcie_link_width", "gpuwatch_pcie_link_width_lanes", "Current PCIe link width.", "lanes"),
+    Reading("pcie_link_width_max", "gpuwatch_pcie_link_width_max_lanes", "Highest PCIe link width.", "lanes"),
+    Reading(
+        "fan_speed_ratio",
+        "gpuwatch_fan_speed_ratio",
+        "Intended fan speed, 0..1 (may exceed 1); absent on passively cooled cards.",
+        "ratio",
+    ),
+    Reading("performance_state", "gpuwatch_performance_state", "Performance state (0 = P0, fastest .. 15)."),
+    Reading(
+        "remap_pending", "gpuwatch_row_remap_pending", "1 while a memory row remap waits for a GPU reset."
+    ),
+    Reading(
+        "remap_failure", "gpuwatch_row_remap_failure", "1 when a memory row remap failed (an RMA criterion)."
+    ),
+    Reading(
+        "retired_pages_pending",
+        "gpuwatch_retired_pages_pending",
+        "1 while a retired memory page waits for a reboot (pre-Ampere cards).",
+    ),
+    Reading(
+        "recovery_action",
+        "gpuwatch_recovery_action",
+        "Recovery action the driver requests: 0 none, 1 GPU reset, 2 node reboot, 3 drain P2P, "
+        "4 drain and reset.",
+    ),
+    Reading(
+        "last_xid",
+        "gpuwatch_xid_last_code",
+        "Code of the most recent XID error seen since the exporter started.",
+    ),
+)
+
+#: per-GPU readings published with a distinguishing label: (field, label value)
+_THRESHOLDS = (
+    ("slowdown_temperature_c", "slowdown"),
+    ("shutdown_temperature_c", "shutdown"),
+    ("max_operating_temperature_c", "max_operating"),
+)
+_CLOCKS = (("sm_clock_hz", "sm"), ("memory_clock_hz", "memory"), ("graphics_clock_hz", "graphics"))
+_MAX_CLOCKS = (
+    ("sm_clock_max_hz", "sm"),
+    ("memory_clock_max_hz", "memory"),
+    ("graphics_clock_max_hz", "graphics"),
+)
+_PCIE = (("pcie_tx_bytes_s", "tx"), ("pcie_rx_bytes_s", "rx"))
+_REMAPPED = (("remapped_rows_correctable", "correctable"), ("remapped_rows_uncorrectable", "uncorrectable"))
+_ECC = (("ecc_errors_corrected_total", "corrected"), ("ecc_errors_uncorrected_total", "uncorrected"))
+
+#: GPM ratios (Hopper+): GpmSample field -> metric
+_GPM_RATIOS = (
+    (
+        "dram_bandwidth_util_ratio",
+        "gpuwatch_gpm_dram_bandwidth_utilisation_ratio",
+        "DRAM bandwidth used vs peak.",
+    ),
+    ("sm_util_ratio", "gpuwatch_gpm_sm_utilisation_ratio", "Share of SMs busy."),
+    ("sm_occupancy_ratio", "gpuwatch_gpm_sm_occupancy_ratio", "Resident warps vs the SMs' maximum."),
+    ("tensor_util_ratio", "gpuwatch_gpm_tensor_utilisation_ratio", "Any tensor pipe busy."),
+    (
+        "hmma_tensor_util_ratio",
+        "gpuwatch_gpm_hmma_tensor_utilisation_ratio",
+        "Half-precision tensor pipe busy.",
+    ),
+    ("fp16_util_ratio", "gpuwatch_gpm_fp16_utilisation_ratio", "Non-tensor FP16 pipe busy."),
+    ("fp32_util_ratio", "gpuwatch_gpm_fp32_utilisation_ratio", "Non-tensor FP32 pipe busy."),
+)
+
+#: metric -> the GpuSample fields it is published from (what ``gpuwatch_reading_supported`` names)
+METRIC_READINGS: dict[str, tuple[str, ...]] = {
+    **{r.metric + ("_total" if r.counter else ""): (r.field,) for r in READINGS},
+    "gpuwatch_temperature_threshold_celsius": tuple(f for f, _ in _THRESHOLDS),
+    "gpuwatch_clock_hertz": tuple(f for f, _ in _CLOCKS),
+    "gpuwatch_clock_max_hertz": tuple(f for f, _ in _MAX_CLOCKS),
+    "gpuwatch_pcie_throughput_bytes_per_second": tuple(f for f, _ in _PCIE),
+    "gpuwatch_remapped_rows_total": tuple(f for f, _ in _REMAPPED),
+    "gpuwatch_ecc_errors_total": tuple(f for f, _ in _ECC),
+    "gpuwatch_clock_event_reason_active": ("clock_event_reasons",),
+    "gpuwatch_throttled": ("clock_event_reasons",),
+    "gpuwatch_clock_event_seconds_total": ("clock_event_seconds_total",),
+}
+
+#: every reading ``gpuwatch_reading_supported`` reports on (GpuSample field names)
+SUPPORT_READINGS: tuple[str, ...] = (
+    *(r.field for r in READINGS if r.field != "last_xid"),  # no XID yet is not "unsupported"
+    *(f for f, _ in _THRESHOLDS + _CLOCKS + _MAX_CLOCKS + _PCIE + _REMAPPED + _ECC),
+    "peak_memory_bandwidth_bytes_s",
+    "clock_event_reasons",
+    "clock_event_seconds_total",
+    "gpm",
+    "processes",
+)
+
+_REASONS = tuple(r for r in ClockEventReason if r.name)
+
+#: error kinds published as 0 before they first happen, so rate() and the rules see a series from the
+#: start: the poller's child-process restarts (NVML crashed) and GPUs whose reading went stale
+BASELINE_ERROR_KINDS = ("nvml_child_restart", "stale")
+
+
+class _Families:
+    """Metric families created on first use, yielded in first-use order, empty ones never."""
+
+    def __init__(self) -> None:
+        self._families: dict[str, Metric] = {}
+
+    def gauge(self, name: str, doc: str, labels: Mapping[str, str], value: float, unit: str = "") -> None:
+        fam = self._families.get(name)
+        if fam is None:
+            fam = GaugeMetricFamily(name, doc, labels=list(labels), unit=unit)
+            self._families[name] = fam
+        assert isinstance(fam, GaugeMetricFamily)
+        fam.add_metric(list(labels.values()), value)
+
+    def counter(self, name: str, doc: str, labels: Mapping[str, str], value: float, unit: str = "") -> None:
+        fam = self._families.get(name)
+        if fam is None:
+            fam = CounterMetricFamily(name, doc, labels=list(labels), unit=unit)
+            self._families[name] = fam
+        assert isinstance(fam, CounterMetricFamily)
+        fam.add_metric(list(labels.values()), value)
+
+    def info(self, name: str, doc: str, labels: Mapping[str, str]) -> None:
+        fam = self._families.get(name)
+        if fam is None:
+            fam = InfoMetricFamily(name, doc, labels=[])
+            self._families[name] = fam
+        assert isinstance(fam, InfoMetricFamily)
+        fam.add_metric([], dict(labels))
+
+    def __iter__(self) -> Iterator[Metric]:
+        return iter(self._families.values())
+
+
+def _number(value: object) -> float | None:
+    """A reading as a float; None, NaN and non-numbers are absent (never published)."""
+    if value is None or isinstance(value, str):
+        return None
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float):
+        f = float(value)
+        return None if f != f else f  # NaN never reaches the exposition
+    return None
+
+
+class GpuwatchCollector(Collector):
+    """Reads the session's latest (snapshot, assessment); accumulates health counters per snapshot."""
+
+    def __init__(
+        self,
+        session: SessionLike,
+        *,
+        process_metrics: bool = False,
+        source_description: str = "",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._session = session
+        self._process_metrics = process_metrics
+        self._source_description = source_description
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._polls_total = 0
+        self._errors_total: Counter[str] = Counter()
+        self._alerts_total: Counter[tuple[str, str]] = Counter()
+        self._last_poll_wall_s: float | None = None
+        self._started_wall_s = clock()
+        session.add_listener(self.observe)
+
+    def observe(self, snap: Snapshot, assessment: BoxAssessment) -> None:
+        """Session listener (poll thread): count the poll, its errors and the live alerts it raised."""
+        with self._lock:
+            self._polls_total += 1
+            self._errors_total.update({k: v for k, v in snap.errors.items() if v > 0})
+            self._alerts_total.update((a.kind, a.severity) for a in assessment.alerts)
+            self._last_poll_wall_s = self._clock()
+
+    def describe(self) -> Iterable[Metric]:
+        # Registering must not call collect() (it would read the session before the first poll).
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        fams = _Families()
+        latest = self._session.latest()
+        self._collect_health(fams, latest[0] if latest else None)
+        if latest is not None:
+            snap, box = latest
+            by_index = {a.index: a for a in box.gpus}
+            for g in snap.gpus:
+                labels = {"gpu": str(g.index), "uuid": g.uuid}
+                self._collect_gpu(fams, snap, g, labels)
+                assessment = by_index.get(g.index)
+                if assessment is not None and not g.lost:
+                    self._collect_assessment(fams, g, assessment, labels)
+            self._collect_box(fams, box)
+        return list(fams)
+
+    # -- exporter health -------------------------------------------------------------------------
+    def _collect_health(self, fams: _Families, snap: Snapshot | None) -> None:
+        with self._lock:
+            polls = self._polls_total
+            errors = dict(self._errors_total)
+            alerts = dict(self._alerts_total)
+            last_wall = self._last_poll_wall_s
+        fams.info(
+            "gpuwatch_exporter",
+            "The exporter: version and where its readings come from.",
+            {
+                "version": __version__,
+                "source": snap.source if snap else "",
+                "description": self._source_description,
+                "nvml_version": (snap.nvml_version or "") if snap else "",
+            },
+        )
+        fams.gauge(
+            "gpuwatch_exporter_start_time_seconds",
+            "Wall-clock time the exporter started (Unix epoch).",
+            {},
+            self._started_wall_s,
+            "seconds",
+        )
+        fams.counter("gpuwatch_polls", "Snapshots received from the poller.", {}, polls)
+        for kind in sorted(set(errors) | set(BASELINE_ERROR_KINDS)):
+            fams.counter(
+                "gpuwatch_poll_errors",
+                "Errors while polling, by kind (NVML error class, poller crash, ...).",
+                {"kind": kind},
+                errors.get(kind, 0),
+            )
+        if last_wall is not None:
+            fams.gauge(
+                "gpuwatch_last_successful_poll_timestamp_seconds",
+                "Wall-clock time the last snapshot arrived (Unix epoch); time() minus this is staleness.",
+                {},
+                last_wall,
+                "seconds",
+            )
+        if snap is not None:
+            fams.gauge(
+                "gpuwatch_snapshot_timestamp_seconds",
+                "Timestamp of the latest snapshot on the source's own clock (simulated or replayed time).",
+                {},
+                snap.timestamp_s,
+                "seconds",
+            )
+            if snap.poll_duration_s is not None:
+                fams.gauge(
+                    "gpuwatch_poll_duration_seconds",
+                    "How long the last poll of all GPUs took.",
+                    {},
+                    snap.poll_duration_s,
+                    "seconds",
+                )
+        for (kind, severity), n in sorted(alerts.items()):
+            fams.counter(
+                "gpuwatch_live_alerts",
+                "Findings raised by the live assessment (the same ones the TUI shows).",
+                {"kind": kind, "severity": severity},
+                n,
+            )
+
+    # -- one GPU's readings ----------------------------------------------------------------------
+    def _collect_gpu(self, fams: _Families, snap: Snapshot, g: GpuSample, labels: dict[str, str]) -> None:
+        fams.info(
+            "gpuwatch_gpu",
+            "Identity of each GPU: name, UUID, PCI bus id, driver.",
+            {
+                **labels,
+                "name": g.name,
+                "pci_bus_id": g.pci_bus_id,
+                "driver_version": snap.driver_version or "",
+            },
+        )
+        fams.gauge(
+            "gpuwatch_gpu_up",
+            "1 while the GPU answers; 0 once it is lost (fallen off the bus): its readings are then absent.",
+            labels,
+            0.0 if g.lost else 1.0,
+        )
+        if g.lost:
+            return
+        for field in SUPPORT_READINGS:
+            fams.gauge(
+                "gpuwatch_reading_supported",
+                "1 if this GPU and driver give the reading, 0 if not (its series is then omitted).",
+                {**labels, "reading": field},
+                0.0 if _unsupported(g, field) else 1.0,
+            )
+        for r in READINGS:
+            value = _number(getattr(g, r.field))
+            if value is None:
+                continue
+            if r.counter:
+                fams.counter(r.metric, r.help, labels, value, r.unit)
+            else:
+                fams.gauge(r.metric, r.help, labels, value, r.unit)
+        self._labelled(
+            fams,
+            g,
+            labels,
+            _THRESHOLDS,
+            "threshold",
+            "gpuwatch_temperature_threshold_celsius",
+            "Temperature thresholds (slowdown, shutdown, max operating).",
+            "celsius",
+        )
+        self._labelled(fams, g, labels, _CLOCKS, "clock", "gpuwatch_clock_hertz", "Current clocks.", "hertz")
+        self._labelled(
+            fams,
+            g,
+            labels,
+            _MAX_CLOCKS,
+            "clock",
+            "gpuwatch_clock_max_hertz",
+            "Maximum clocks as NVML reports them (not the spec boost clock).",
+            "hertz",
+        )
+        self._labelled(
+            fams,
+            g,
+            labels,
+            _PCIE,
+            "direction",
+            "gpuwatch_pcie_throughput_bytes_per_second",
+            "PCIe throughput (NVML samples a 20 ms window: noisy).",
+            "bytes_per_second",
+        )
+        self._labelled(
+            fams,
+            g,
+            labels,
+            _REMAPPED,
+            "kind",
+            "gpuwatch_remapped_rows",
+            "Memory rows remapped, by error kind.",
+            "",
+            counter=True,
+        )
+        self._labelled(
+            fams,
+            g,
+            labels,
+            _ECC,
+            "kind",
+            "gpuwatch_ecc_errors",
+            "ECC errors since the driver was loaded (volatile), by kind.",
+            "",
+            counter=True,
+        )
+        peak = _number(g.peak_memory_bandwidth_bytes_s)
+        if peak is not None:
+            fams.gauge(
+                "gpuwatch_memory_bandwidth_peak_bytes_per_second",
+                "Peak DRAM bandwidth: 2 x max memory clock x bus width, or the catalog figure.",
+                labels,
+                peak,
+                "bytes_per_second",
+            )
+        self._collect_throttle(fams, g, labels)
+        fams.counter(
+            "gpuwatch_xid_errors",
+            "XID errors seen since the exporter started.",
+            labels,
+            float(g.xid_errors_total),
+        )
+        if g.gpm is not None:
+            for field, metric, doc in _GPM_RATIOS:
+                value = _number(getattr(g.gpm, field))
+                if value is not None:
+                    fams.gauge(metric, f"GPM (Hopper+): {doc} 0..1.", labels, value, "ratio")
+            for field, direction in (("pcie_tx_bytes_s", "tx"), ("pcie_rx_bytes_s", "rx")):
+                value = _number(getattr(g.gpm, field))
+                if value is not None:
+                    fams.gauge(
+                        "gpuwatch_gpm_pcie_throughput_bytes_per_second",
+                        "GPM PCIe throughput.",
+                        {**labels, "direction": direction},
+                        value,
+                        "bytes_per_second",
+                    )
+            for field, direction in (("nvlink_tx_bytes_s", "tx"), ("nvlink_rx_bytes_s", "rx")):
+                value = _number(getattr(g.gpm, field))
+                if value is not None:
+                    fams.gauge(
+                        "gpuwatch_nvlink_throughput_bytes_per_second",
+                        "NVLink throughput (GPM).",
+                        {**labels, "direction": direction},
+                        value,
+                        "bytes_per_second",
+                    )
+        if self._process_metrics and g.processes is not None:
+            for p in g.processes:
+                if p.used_memory_bytes is None:
+                    continue
+                fams.gauge(
+                    "gpuwatch_process_memory_used_bytes",
+                    "Device memory per process (opt-in: --process-metrics; process names can be sensitive).",
+                    {**labels, "pid": str(p.pid), "process": p.name or ""},
+                    float(p.used_memory_bytes),
+                    "bytes",
+                )
+
+    @staticmethod
+    def _labelled(
+        fams: _Families,
+        g: GpuSample,
+        labels: dict[str, str],
+        fields: tuple[tuple[str, str], ...],
+        label: str,
+        metric: str,
+        doc: str,
+        unit: str,
+        *,
+        counter: bool = False,
+    ) -> None:
+        for field, label_value in fields:
+            value = _number(getattr(g, field))
+            if value is None:
+                continue
+            if counter:
+                fams.counter(metric, doc, {**labels, label: label_value}, value, unit)
+            else:
+                fams.gauge(metric, doc, {**labels, label: label_value}, value, unit)
+
+    @staticmethod
+    def _collect_throttle(fams: _Families, g: GpuSample, labels: dict[str, str]) -> None:
+        if g.clock_event_reasons is not None:
+            mask = g.clock_event_reasons
+            doc = "1 while the clock-event (throttle) reason is active, else 0; one series per reason."
+            for reason in _REASONS:
+                assert reason.name is not None
+                fams.gauge(
+                    "gpuwatch_clock_event_reason_active",
+                    doc,
+                    {**labels, "reason": reason.name.lower()},
+                    1.0 if mask & reason.value else 0.0,
+                )
+            known = {r.name.lower() for r in _REASONS if r.name}
+            for name in reason_names(mask):
+                if name not in known:  # bits newer than this build: keep them visible, as hex
+                    fams.gauge("gpuwatch_clock_event_reason_active", doc, {**labels, "reason": name}, 1.0)
+            fams.gauge(
+                "gpuwatch_throttled",
+                "1 while any throttling reason (power cap, thermal, HW slowdown, brake, sync boost) is on.",
+                labels,
+                1.0 if g.throttling else 0.0,
+            )
+        for counter_reason, seconds in sorted(g.clock_event_seconds_total.items()):
+            value = _number(seconds)
+            if value is not None:
+                fams.counter(
+                    "gpuwatch_clock_event_seconds",
+                    "Time clocks were held back, by reason (NVML violation counters); rate() = share.",
+                    {**labels, "reason": counter_reason},
+                    value,
+                    "seconds",
+                )
+
+    # -- the live assessment ---------------------------------------------------------------------
+    @staticmethod
+    def _collect_assessment(fams: _Families, g: GpuSample, a: GpuAssessment, labels: dict[str, str]) -> None:
+        rl = a.roofline
+        if rl is not None:
+            if g.peak_memory_bandwidth_bytes_s is None:
+                fams.gauge(
+                    "gpuwatch_memory_bandwidth_peak_bytes_per_second",
+                    "Peak DRAM bandwidth: 2 x max memory clock x bus width, or the catalog figure.",
+                    labels,
+                    rl.peak_bandwidth_bytes_s,
+                    "bytes_per_second",
+                )
+            dtype = {**labels, "dtype": rl.dtype}
+            fams.gauge(
+                "gpuwatch_roofline_peak_flop_per_second",
+                "Compute ceiling for the workload's dtype at spec clocks.",
+                dtype,
+                rl.peak_flops,
+            )
+            fams.gauge(
+                "gpuwatch_roofline_current_peak_flop_per_second",
+                "Compute ceiling scaled by the live SM clock.",
+                dtype,
+                rl.current_peak_flops,
+            )
+            fams.gauge(
+                "gpuwatch_roofline_ridge_point_flop_per_byte",
+                "Arithmetic intensity where the roofline turns from bandwidth- to compute-bound.",
+                dtype,
+                rl.ridge_flop_per_byte,
+            )
+            optional = (
+                (
+                    rl.attained_bandwidth_bytes_s,
+                    "gpuwatch_memory_bandwidth_attained_bytes_per_second",
+                    "DRAM bandwidth the work attains; provenance says measured (GPM) or derived/modelled.",
+                    {**labels, "provenance": str(rl.bandwidth_provenance)},
+                ),
+                (
+                    rl.attained_flops,
+                    "gpuwatch_roofline_attained_flop_per_second",
+                    "FLOP/s the work attains; provenance says measured, derived or modelled.",
+                    {**labels, "provenance": str(rl.flops_provenance)},
+                ),
+                (
+                    rl.arithmetic_intensity_flop_per_byte,
+                    "gpuwatch_roofline_arithmetic_intensity_flop_per_byte",
+                    "Where the work sits on the roofline's x axis.",
+                    labels,
+                ),
+                (
+                    rl.attainable_flops,
+                    "gpuwatch_roofline_attainable_flop_per_second",
+                    "Roofline ceiling at this intensity: min(compute roof, intensity x bandwidth).",
+                    labels,
+                ),
+                (
+                    rl.headroom_ratio,
+                    "gpuwatch_roofline_headroom_ratio",
+                    "Attained / attainable FLOP/s, 0..1.",
+                    labels,
+                ),
+            )
+            for value, metric, doc, lab in optional:
+                v = _number(value)
+                if v is not None:
+                    fams.gauge(metric, doc, lab, v)
+        for kind in BoundKind:
+            fams.gauge(
+                "gpuwatch_bound",
+                "1 for what currently limits the GPU (one-hot over kind).",
+                {**labels, "kind": str(kind)},
+                1.0 if a.bound.kind == kind else 0.0,
+            )
+        loss = _number(a.bound.clock_loss_ratio)
+        if loss is not None:
+            fams.gauge(
+                "gpuwatch_throttle_clock_loss_ratio",
+                "1 - live SM clock / max SM clock while throttled.",
+                labels,
+                loss,
+                "ratio",
+            )
+        tps = _number(a.tokens_per_s)
+        if tps is not None:
+            fams.gauge(
+                "gpuwatch_tokens_per_second",
+                "Generated tokens per second on this GPU.",
+                {**labels, "provenance": str(a.tokens_per_s_provenance)},
+                tps,
+            )
+        modelled = _number(a.modelled_tokens_per_s)
+        if modelled is not None:
+            fams.gauge(
+                "gpuwatch_modelled_tokens_per_second",
+                "The roofline model's ceiling for the declared workload on this GPU.",
+                labels,
+                modelled,
+            )
+        cost = a.cost
+        if cost is not None:
+            for basis, value in (
+                ("live", cost.live_usd_per_mtok),
+                ("projected", cost.projected_usd_per_mtok),
+                ("cloud", cost.cloud_usd_per_mtok),
+            ):
+                v = _number(value)
+                if v is not None:
+                    fams.gauge(
+                        "gpuwatch_usd_per_million_tokens",
+                        "US$ per 1M generated tokens: live (measured power and tokens/s), projected "
+                        "(roofline model of the declared workload) or cloud (rented GPU-hours).",
+                        {**labels, "basis": basis},
+                        v,
+                    )
+            tpj = _number(cost.tokens_per_joule)
+            if tpj is not None:
+                fams.gauge(
+                    "gpuwatch_tokens_per_joule", "Generated tokens per joule of board energy.", labels, tpj
+                )
+            split = cost.cost_per_hour
+            for component, value in (
+                ("capex", split.capex_usd_per_h),
+                ("power", split.power_usd_per_h),
+                ("hosting", split.hosting_usd_per_h),
+            ):
+                fams.gauge(
+                    "gpuwatch_cost_usd_per_hour",
+                    "What running this GPU costs per hour, by component.",
+                    {**labels, "component": component},
+                    value,
+                )
+
+    @staticmethod
+    def _collect_box(fams: _Families, box: BoxAssessment) -> None:
+        for metric, value, doc in (
+            ("gpuwatch_box_tokens_per_second", box.tokens_per_s, "Generated tokens per second, whole box."),
+            ("gpuwatch_box_usd_per_million_tokens", box.usd_per_mtok, "Live US$ per 1M tokens, whole box."),
+            ("gpuwatch_box_tokens_per_joule", box.tokens_per_joule, "Generated tokens per joule, whole box."),
+        ):
+            v = _number(value)
+            if v is not None:
+                fams.gauge(metric, doc, {}, v)
+
+
+def _unsupported(g: GpuSample, field: str) -> bool:
+    why = g.unavailable.get(field)
+    if why is not None:
+        return why in _UNSUPPORTED
+    if field == "clock_event_seconds_total":
+        return not g.clock_event_seconds_total
+    return getattr(g, field) is None

@@ -1,0 +1,502 @@
+"""The exporter's collector and HTTP server against hand-built snapshots (no NVML, no simulator)."""
+
+from __future__ import annotations
+
+import http.client
+import math
+import shutil
+import ssl
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import CollectorRegistry
+
+from gpuwatch.errors import UserError
+from gpuwatch.exporter.collector import GpuwatchCollector
+from gpuwatch.exporter.server import ExporterServer, make_app, parse_listen
+from gpuwatch.live.assessment import (
+    Alert,
+    Bound,
+    BoundKind,
+    BoxAssessment,
+    CostSplit,
+    CostView,
+    GpuAssessment,
+    Provenance,
+    RooflinePosition,
+)
+from gpuwatch.telemetry.sample import (
+    ClockEventReason,
+    GpuSample,
+    ProcessSample,
+    Snapshot,
+    Unavailable,
+)
+
+Listener = Callable[[Snapshot, BoxAssessment], None]
+
+
+class FakeSession:
+    def __init__(self, latest: tuple[Snapshot, BoxAssessment] | None = None) -> None:
+        self.value = latest
+        self.listeners: list[Listener] = []
+
+    def latest(self) -> tuple[Snapshot, BoxAssessment] | None:
+        return self.value
+
+    def add_listener(self, fn: Listener) -> None:
+        self.listeners.append(fn)
+
+    def push(self, snap: Snapshot, box: BoxAssessment) -> None:
+        self.value = (snap, box)
+        for fn in self.listeners:
+            fn(snap, box)
+
+
+def rtx4090(index: int = 0, **overrides: object) -> GpuSample:
+    values: dict[str, object] = dict(
+        index=index,
+        uuid=f"GPU-0000000{index}-4090",
+        name="NVIDIA GeForce RTX 4090",
+        pci_bus_id=f"00000000:0{index + 1}:00.0",
+        temperature_c=84.0,
+        memory_temperature_c=None,
+        slowdown_temperature_c=88.0,
+        shutdown_temperature_c=93.0,
+        slowdown_margin_c=4.0,
+        power_w=441.5,
+        power_limit_w=450.0,
+        energy_j=123456.0,
+        sm_clock_hz=2.1e9,
+        sm_clock_max_hz=3.105e9,
+        memory_clock_hz=10.501e9,
+        memory_used_bytes=20 * 2**30,
+        memory_total_bytes=24 * 2**30,
+        peak_memory_bandwidth_bytes_s=1008.1e9,
+        sm_busy_ratio=0.97,
+        memory_controller_busy_ratio=0.88,
+        pcie_tx_bytes_s=1.5e6,
+        fan_speed_ratio=1.02,
+        clock_event_reasons=int(ClockEventReason.SW_THERMAL | ClockEventReason.SW_POWER_CAP),
+        clock_event_seconds_total={"sw_thermal": 12.5, "sw_power_cap": 3.0},
+        remapped_rows_correctable=0,
+        remapped_rows_uncorrectable=0,
+        remap_pending=False,
+        remap_failure=False,
+        xid_errors_total=1,
+        last_xid=79,
+        processes=(ProcessSample(pid=4242, name="python3 serve.py", used_memory_bytes=19 * 2**30),),
+        unavailable={"memory_temperature_c": Unavailable.NOT_SUPPORTED, "gpm": Unavailable.NOT_SUPPORTED},
+    )
+    values.update(overrides)
+    return GpuSample(**values)  # type: ignore[arg-type]
+
+
+def assessment(index: int = 0) -> GpuAssessment:
+    return GpuAssessment(
+        index=index,
+        gpu_id="rtx4090",
+        roofline=RooflinePosition(
+            peak_bandwidth_bytes_s=1008.1e9,
+            peak_flops=165.2e12,
+            current_peak_flops=137.7e12,
+            ridge_flop_per_byte=163.8,
+            attained_bandwidth_bytes_s=850e9,
+            attained_flops=1.7e12,
+            arithmetic_intensity_flop_per_byte=2.0,
+            attainable_flops=2.016e12,
+            headroom_ratio=0.84,
+            bandwidth_provenance=Provenance.DERIVED,
+            flops_provenance=Provenance.DERIVED,
+        ),
+        bound=Bound(kind=BoundKind.THROTTLED, throttle_reasons=("sw_thermal",), clock_loss_ratio=0.32),
+        cost=CostView(
+            live_usd_per_mtok=0.61,
+            projected_usd_per_mtok=0.48,
+            tokens_per_joule=2.1,
+            cost_per_hour=CostSplit(capex_usd_per_h=0.12, power_usd_per_h=0.07, hosting_usd_per_h=0.0),
+            cloud_usd_per_mtok=None,
+        ),
+        tokens_per_s=940.0,
+        tokens_per_s_provenance=Provenance.MEASURED,
+        modelled_tokens_per_s=1200.0,
+    )
+
+
+def box(*gpus: GpuAssessment, alerts: tuple[Alert, ...] = ()) -> BoxAssessment:
+    return BoxAssessment(
+        timestamp_s=1.7e9,
+        gpus=gpus,
+        tokens_per_s=940.0,
+        usd_per_mtok=0.61,
+        tokens_per_joule=2.1,
+        alerts=alerts,
+    )
+
+
+def snapshot(*gpus: GpuSample, errors: dict[str, int] | None = None) -> Snapshot:
+    return Snapshot(
+        timestamp_s=1.7e9,
+        source="sim",
+        gpus=gpus,
+        driver_version="580.65.06",
+        nvml_version="13.580.65.06",
+        poll_duration_s=0.004,
+        errors=errors or {},
+    )
+
+
+def scrape(collector: GpuwatchCollector) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Exposition text -> {(sample name, sorted labels): value}, through prometheus_client's own parser."""
+    registry = CollectorRegistry()
+    registry.register(collector)
+    from prometheus_client import generate_latest
+
+    text = generate_latest(registry).decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def series(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> dict[str, float]:
+    """{label string: value} of one metric name, labels other than gpu/uuid only, for readable asserts."""
+    return {
+        ",".join(f"{k}={v}" for k, v in labels if k not in ("uuid",)): value
+        for (n, labels), value in samples.items()
+        if n == name
+    }
+
+
+def test_readings_are_published_in_base_units_with_gpu_and_uuid_labels() -> None:
+    session = FakeSession((snapshot(rtx4090()), box(assessment())))
+    samples = scrape(GpuwatchCollector(session))
+
+    key = (("gpu", "0"), ("uuid", "GPU-00000000-4090"))
+    assert samples[("gpuwatch_temperature_celsius", key)] == 84.0
+    assert samples[("gpuwatch_power_watts", key)] == 441.5
+    assert samples[("gpuwatch_power_limit_watts", key)] == 450.0
+    assert samples[("gpuwatch_energy_joules_total", key)] == 123456.0
+    assert samples[("gpuwatch_memory_used_bytes", key)] == 20 * 2**30
+    assert samples[("gpuwatch_memory_bandwidth_peak_bytes_per_second", key)] == 1008.1e9
+    assert samples[("gpuwatch_fan_speed_ratio", key)] == 1.02  # "intended" speed may exceed 1
+    assert series(samples, "gpuwatch_clock_hertz") == {
+        "clock=memory,gpu=0": 10.501e9,
+        "clock=sm,gpu=0": 2.1e9,
+    }
+    assert series(samples, "gpuwatch_temperature_threshold_celsius") == {
+        "gpu=0,threshold=shutdown": 93.0,
+        "gpu=0,threshold=slowdown": 88.0,
+    }
+    info = series(samples, "gpuwatch_gpu_info")
+    assert info == {
+        "driver_version=580.65.06,gpu=0,name=NVIDIA GeForce RTX 4090,pci_bus_id=00000000:01:00.0": 1.0
+    }
+
+
+def test_every_throttle_reason_is_its_own_zero_or_one_series_and_violation_time_is_seconds_total() -> None:
+    samples = scrape(GpuwatchCollector(FakeSession((snapshot(rtx4090()), box(assessment())))))
+    reasons = series(samples, "gpuwatch_clock_event_reason_active")
+    assert len(reasons) == len([r for r in ClockEventReason if r.name])
+    assert reasons["gpu=0,reason=sw_thermal"] == 1.0
+    assert reasons["gpu=0,reason=sw_power_cap"] == 1.0
+    assert reasons["gpu=0,reason=hw_thermal"] == 0.0
+    assert reasons["gpu=0,reason=gpu_idle"] == 0.0
+    assert series(samples, "gpuwatch_throttled") == {"gpu=0": 1.0}
+    assert series(samples, "gpuwatch_clock_event_seconds_total") == {
+        "gpu=0,reason=sw_power_cap": 3.0,
+        "gpu=0,reason=sw_thermal": 12.5,
+    }
+
+
+def test_an_unknown_throttle_bit_stays_visible_as_hex() -> None:
+    gpu = rtx4090(clock_event_reasons=0x400 | int(ClockEventReason.HW_SLOWDOWN))
+    samples = scrape(GpuwatchCollector(FakeSession((snapshot(gpu), box(assessment())))))
+    reasons = series(samples, "gpuwatch_clock_event_reason_active")
+    assert reasons["gpu=0,reason=0x400"] == 1.0
+    assert reasons["gpu=0,reason=hw_slowdown"] == 1.0
+
+
+def test_an_unsupported_reading_is_omitted_and_flagged_never_nan() -> None:
+    samples = scrape(GpuwatchCollector(FakeSession((snapshot(rtx4090()), box(assessment())))))
+    assert not any(math.isnan(v) for v in samples.values())
+    assert series(samples, "gpuwatch_memory_temperature_celsius") == {}
+    supported = series(samples, "gpuwatch_reading_supported")
+    assert supported["gpu=0,reading=memory_temperature_c"] == 0.0
+    assert supported["gpu=0,reading=temperature_c"] == 1.0
+    assert supported["gpu=0,reading=gpm"] == 0.0
+    assert not any(name.startswith("gpuwatch_gpm_") for name, _ in samples)
+
+
+def test_a_transient_error_drops_the_series_but_keeps_the_reading_supported() -> None:
+    gpu = rtx4090(power_w=None, unavailable={"power_w": Unavailable.ERROR})
+    samples = scrape(GpuwatchCollector(FakeSession((snapshot(gpu), box(assessment())))))
+    assert series(samples, "gpuwatch_power_watts") == {}
+    assert series(samples, "gpuwatch_reading_supported")["gpu=0,reading=power_w"] == 1.0
+
+
+def test_a_lost_gpu_is_visible_as_down_and_its_readings_vanish() -> None:
+    lost = GpuSample(
+        index=1, uuid="GPU-00000001-4090", name="NVIDIA GeForce RTX 4090", pci_bus_id="0:02", lost=True
+    )
+    session = FakeSession((snapshot(rtx4090(), lost), box(assessment(0), assessment(1))))
+    samples = scrape(GpuwatchCollector(session))
+    assert series(samples, "gpuwatch_gpu_up") == {"gpu=0": 1.0, "gpu=1": 0.0}
+    assert set(series(samples, "gpuwatch_temperature_celsius")) == {"gpu=0"}
+    assert set(series(samples, "gpuwatch_tokens_per_second")) == {"gpu=0,provenance=measured"}
+
+
+def test_bandwidth_and_flops_carry_their_provenance_and_busy_is_not_called_bandwidth() -> None:
+    registry = CollectorRegistry()
+    registry.register(GpuwatchCollector(FakeSession((snapshot(rtx4090()), box(assessment())))))
+    from prometheus_client import generate_latest
+
+    text = generate_latest(registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    attained = families["gpuwatch_memory_bandwidth_attained_bytes_per_second"].samples
+    assert [(s.labels["provenance"], s.value) for s in attained] == [("derived", 850e9)]
+    busy = families["gpuwatch_memory_controller_busy_ratio"]
+    assert "NOT a share of bandwidth" in busy.documentation
+    flops = families["gpuwatch_roofline_attained_flop_per_second"].samples
+    assert flops[0].labels["provenance"] == "derived"
+
+
+def test_roofline_throughput_and_cost_series() -> None:
+    samples = scrape(GpuwatchCollector(FakeSession((snapshot(rtx4090()), box(assessment())))))
+    assert series(samples, "gpuwatch_roofline_arithmetic_intensity_flop_per_byte") == {"gpu=0": 2.0}
+    assert series(samples, "gpuwatch_roofline_attainable_flop_per_second") == {"gpu=0": 2.016e12}
+    assert series(samples, "gpuwatch_roofline_headroom_ratio") == {"gpu=0": 0.84}
+    assert series(samples, "gpuwatch_roofline_peak_flop_per_second") == {"dtype=fp16,gpu=0": 165.2e12}
+    assert series(samples, "gpuwatch_usd_per_million_tokens") == {
+        "basis=live,gpu=0": 0.61,
+        "basis=projected,gpu=0": 0.48,
+    }
+    assert series(samples, "gpuwatch_tokens_per_joule") == {"gpu=0": 2.1}
+    assert series(samples, "gpuwatch_modelled_tokens_per_second") == {"gpu=0": 1200.0}
+    bound = series(samples, "gpuwatch_bound")
+    assert bound["gpu=0,kind=throttled"] == 1.0 and sum(bound.values()) == 1.0
+    assert series(samples, "gpuwatch_box_usd_per_million_tokens") == {"": 0.61}
+
+
+def test_process_memory_is_published_only_when_asked() -> None:
+    session = FakeSession((snapshot(rtx4090()), box(assessment())))
+    assert series(scrape(GpuwatchCollector(session)), "gpuwatch_process_memory_used_bytes") == {}
+    opted_in = series(
+        scrape(GpuwatchCollector(session, process_metrics=True)), "gpuwatch_process_memory_used_bytes"
+    )
+    assert opted_in == {"gpu=0,pid=4242,process=python3 serve.py": 19 * 2**30}
+
+
+def test_health_counters_accumulate_across_polls_and_staleness_uses_the_wall_clock() -> None:
+    session = FakeSession()
+    now = [1000.0]
+    collector = GpuwatchCollector(session, clock=lambda: now[0])
+    before = scrape(collector)
+    assert series(before, "gpuwatch_gpu_up") == {}  # no snapshot yet: health only
+    assert series(before, "gpuwatch_polls_total") == {"": 0.0}
+    assert series(before, "gpuwatch_last_successful_poll_timestamp_seconds") == {}
+
+    alert = Alert("throttle_started", 0, "warning", "GPU 0 throttled: sw_thermal", 1.7e9)
+    session.push(snapshot(rtx4090(), errors={"gpu_lost": 1}), box(assessment(), alerts=(alert,)))
+    now[0] = 1001.0
+    session.push(snapshot(rtx4090(), errors={"gpu_lost": 2, "timeout": 1}), box(assessment()))
+    after = scrape(collector)
+    assert series(after, "gpuwatch_polls_total") == {"": 2.0}
+    assert series(after, "gpuwatch_poll_errors_total") == {
+        "kind=gpu_lost": 3.0,
+        "kind=nvml_child_restart": 0.0,
+        "kind=stale": 0.0,
+        "kind=timeout": 1.0,
+    }
+    assert series(after, "gpuwatch_last_successful_poll_timestamp_seconds") == {"": 1001.0}
+    assert series(after, "gpuwatch_poll_duration_seconds") == {"": 0.004}
+    assert series(after, "gpuwatch_live_alerts_total") == {"kind=throttle_started,severity=warning": 1.0}
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_promtool_check_metrics_finds_nothing_to_complain_about() -> None:
+    from prometheus_client import generate_latest
+
+    lost = GpuSample(index=1, uuid="GPU-1", name="NVIDIA H100 80GB HBM3", pci_bus_id="0:02", lost=True)
+    session = FakeSession((snapshot(rtx4090(), lost), box(assessment(0))))
+    registry = CollectorRegistry()
+    collector = GpuwatchCollector(session, process_metrics=True)
+    registry.register(collector)
+    session.push(*session.value)  # type: ignore[misc]
+    text = generate_latest(registry)
+    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert result.stdout.decode().strip() == ""
+    assert result.stderr.decode().strip() == ""
+
+
+# -- the HTTP server ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server() -> Iterator[ExporterServer]:
+    registry = CollectorRegistry()
+    registry.register(GpuwatchCollector(FakeSession((snapshot(rtx4090()), box(assessment())))))
+    srv = ExporterServer(make_app(registry, "simulated NVML: 1x rtx4090"), "127.0.0.1", 0)
+    srv.start()
+    yield srv
+    srv.shutdown()
+
+
+def get(
+    srv: ExporterServer, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def test_metrics_landing_page_and_unknown_paths(server: ExporterServer) -> None:
+    status, headers, body = get(server, "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert b"gpuwatch_temperature_celsius{" in body
+    status, headers, body = get(server, "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert status == 200 and headers["content-type"].startswith("application/openmetrics-text")
+    assert body.rstrip().endswith(b"# EOF")
+    assert b"# UNIT gpuwatch_temperature_celsius celsius" in body
+    status, headers, body = get(server, "/")
+    assert status == 200 and b"href='/metrics'" in body and b"1x rtx4090" in body
+    status, _, body = get(server, "/../../etc/passwd")
+    assert status == 404
+    assert get(server, "/metricsX")[0] == 404
+
+
+def test_huge_headers_are_refused_and_the_server_keeps_serving(server: ExporterServer) -> None:
+    status, _, _ = get(server, "/metrics", {"X-Junk": "a" * 70000})
+    assert status == 431
+    many = {f"X-H{i}": "v" for i in range(150)}
+    assert get(server, "/metrics", many)[0] == 431
+    assert get(server, "/" + "a" * 70000)[0] == 414
+    assert get(server, "/metrics")[0] == 200
+
+
+def test_fifty_concurrent_scrapes_all_succeed(server: ExporterServer) -> None:
+    barrier = threading.Barrier(50)
+
+    def one(_: int) -> int:
+        barrier.wait(timeout=10)
+        return get(server, "/metrics")[0]
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        statuses = list(pool.map(one, range(50)))
+    assert statuses == [200] * 50
+
+
+def test_listen_spec_parsing() -> None:
+    assert parse_listen(":19400") == ("0.0.0.0", 19400)
+    assert parse_listen("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert parse_listen("[::1]:9000") == ("::1", 9000)
+    for bad in ("19400", "host:port", "127.0.0.1:70000", "[nothex]:1"):
+        with pytest.raises(UserError, match="--listen"):
+            parse_listen(bad)
+
+
+def test_a_busy_port_is_a_one_line_error(server: ExporterServer) -> None:
+    with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{server.port}"):
+        ExporterServer(make_app(CollectorRegistry(), ""), "127.0.0.1", server.port)
+
+
+def test_tls_needs_both_files() -> None:
+    with pytest.raises(UserError, match="--tls-cert and --tls-key go together"):
+        ExporterServer(make_app(CollectorRegistry(), ""), "127.0.0.1", 0, tls_cert="cert.pem")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_tls_serves_metrics_over_https(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    registry = CollectorRegistry()
+    registry.register(GpuwatchCollector(FakeSession((snapshot(rtx4090()), box(assessment())))))
+    srv = ExporterServer(make_app(registry, "tls"), "127.0.0.1", 0, tls_cert=str(cert), tls_key=str(key))
+    srv.start()
+    try:
+        assert srv.url.startswith("https://127.0.0.1:")
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        conn = http.client.HTTPSConnection("127.0.0.1", srv.port, timeout=10, context=context)
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        assert resp.status == 200 and b"gpuwatch_gpu_up" in resp.read()
+        conn.close()
+        # a plain-HTTP client on the TLS port gets nothing useful, and the server survives it
+        with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+            plain = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+            plain.request("GET", "/metrics")
+            plain.getresponse().read()
+        conn = http.client.HTTPSConnection("127.0.0.1", srv.port, timeout=10, context=context)
+        conn.request("GET", "/")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        srv.shutdown()
+    with pytest.raises(UserError, match="cannot load --tls-cert"):
+        ExporterServer(make_app(registry, ""), "127.0.0.1", 0, tls_cert=str(key), tls_key=str(key))
+
+
+# -- the command -------------------------------------------------------------------------------------
+
+
+def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "gpuwatch", "exporter", *argv], capture_output=True, text=True, timeout=60
+    )
+
+
+def nvml_present() -> bool:
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return False
+    pynvml.nvmlShutdown()
+    return True
+
+
+@pytest.mark.skipif(nvml_present(), reason="this machine has an NVIDIA driver")
+def test_without_a_driver_and_without_sim_the_exporter_exits_with_one_line() -> None:
+    result = run_cli("--listen", "127.0.0.1:0")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpuwatch: error:") and "--sim" in lines[0]
+
+
+def test_bad_command_line_values_are_one_line_errors(tmp_path: Path) -> None:
+    result = run_cli("--listen", "localhost", "--sim", "rtx4090")
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "gpuwatch: error: --listen 'localhost': expected HOST:PORT, :PORT or [IPV6]:PORT with a port 0-65535"
+    )
+    missing = tmp_path / "missing.pem"
+    result = run_cli("--sim", "rtx4090", "--tls-cert", str(missing), "--tls-key", str(missing))
+    assert (
+        result.returncode == 2
+        and result.stderr.strip() == f"gpuwatch: error: --tls-cert {missing}: no such file"
+    )
+
+
+def test_help_documents_the_default_port_and_opt_in_process_metrics() -> None:
+    result = run_cli("--help")
+    assert (
+        ":19400" in result.stdout and "--process-metrics" in result.stdout and "--tls-cert" in result.stdout
+    )
