@@ -1,0 +1,535 @@
+"""A what-if: the values a planner holds (form or command line), and every answer the model gives for them.
+
+One composition shared by the TUI planning panes and ``gpuwatch plan``, so both faces print the same
+numbers for the same inputs and :func:`plan_command` can hand the TUI's what-if to a shell.
+Pure numbers: stdlib + numpy + ``gpuwatch.model.*`` only.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpuwatch.model import cost as cost_model
+from gpuwatch.model import memory, parallel
+from gpuwatch.model.catalog import GpuSpec, all_gpus, get_gpu
+from gpuwatch.model.engine_profiles import DEFAULT_ENGINE, get_engine_profile
+from gpuwatch.model.errors import ModelInputError, UnknownIdError
+from gpuwatch.model.llm import ModelSpec, resolve_model
+from gpuwatch.model.quant import QuantFormat, get_quant
+from gpuwatch.model.throughput import ThroughputEstimate, estimate_throughput
+
+MODES = ("inference", "train", "lora", "qlora")
+PARALLELISM = ("tp", "pp")
+ZERO_STAGES = (0, 1, 2, 3)
+#: optimizer each training mode uses unless told otherwise (QLoRA's paged AdamW is the QLoRA paper's setup)
+DEFAULT_OPTIMIZER = {"train": "adamw", "lora": "adamw", "qlora": "paged_adamw"}
+#: largest data-parallel group searched when asking how many GPUs a ZeRO-sharded run needs
+MAX_DATA_PARALLEL_GPUS = 1024
+#: GPU counts the parallel answer always tabulates (plus the asked count)
+PARALLEL_DEGREES = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """Everything the form holds. Strings are as typed: checking them is the model's job."""
+
+    model: str = "llama-3-8b"
+    mode: str = "inference"
+    quant: str = "fp16"
+    batch: int = 1
+    context_tokens: int = 4096
+    gpu: str = "rtx4090"
+    count: int = 1
+    parallel: str = "tp"
+    engine: str = DEFAULT_ENGINE
+    activation_checkpointing: bool = True
+    electricity_usd_per_kwh: float = 0.15
+    pue: float = 1.0
+    gpu_price_usd: float | None = None  # None: the catalog list price, where it has one
+    service_life_years: float = 3.0
+    hosting_usd_per_h: float = 0.0
+    cloud_usd_per_gpu_h: float = 2.0
+    utilisation_ratio: float = 0.7
+    train_tokens: float = 1e9
+    mfu_ratio: float = 0.4
+    # --- added for the command line (defaults keep the form's behaviour) ---
+    link: str | None = None  # parallel.parse_link text ("pcie4", "nvlink", "ethernet:25"); None: default_link
+    lora_rank: int = 16
+    zero_stage: int = 0  # train: > 0 makes the ``count`` GPUs ZeRO data-parallel ranks
+    optimizer: str | None = None  # None: DEFAULT_OPTIMIZER[mode]
+    microbatches: int | None = None  # pipeline micro-batches; None: one per sequence of the batch
+    server_overhead_ratio: float = 0.0  # host/network/integration as a fraction of the GPUs' price
+
+    def with_(self, **changes: object) -> PlanInputs:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class MemoryAnswer:
+    components_gib: dict[str, float]  # per GPU
+    per_gpu_gib: float
+    capacity_gib: float
+    usable_gib: float
+    fits: bool
+    gpus_needed: int  # 0: does not fit even on many
+    # --- added ---
+    total_gib: float = 0.0  # the whole replica (training: one data-parallel rank), before any split
+    total_components_gib: dict[str, float] = field(default_factory=dict)  # summing to total_gib
+    mode: str = "inference"
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CostAnswer:
+    usd_per_mtok: float | None  # owned box; None without a GPU price
+    cloud_usd_per_mtok: float | None
+    own_usd_per_h: float | None
+    breakeven_utilisation_ratio: float | None
+    breakeven_months: float | None
+    owning_wins: bool | None
+    # --- added (None without a GPU price) ---
+    gpu_capex_usd: float | None = None  # all ``count`` GPUs, before the server overhead
+    capex_usd_per_h: float | None = None  # server capex amortised over the service life
+    power_usd_per_h: float | None = None
+    hosting_usd_per_h: float | None = None
+    rent_usd_per_h: float | None = None  # cloud $/h for the busy hours, per wall-clock hour
+
+
+@dataclass(frozen=True)
+class TrainingAnswer:
+    flops: float
+    gpu_hours: float
+    wall_clock_h: float
+    usd: float | None
+
+
+@dataclass(frozen=True)
+class PlanAnswer:
+    inputs: PlanInputs
+    model: ModelSpec
+    quant: QuantFormat
+    gpu: GpuSpec
+    memory: MemoryAnswer
+    throughput: ThroughputEstimate | None  # inference only
+    cost: CostAnswer | None
+    training: TrainingAnswer | None  # train / lora / qlora
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def gpu_price(inputs: PlanInputs, gpu: GpuSpec) -> float | None:
+    return inputs.gpu_price_usd if inputs.gpu_price_usd is not None else gpu.list_price_usd
+
+
+def require_gpu_price(inputs: PlanInputs, gpu: GpuSpec) -> float:
+    """The price an owned-box cost needs; datacenter parts have no list price, so the user must give one."""
+    price = gpu_price(inputs, gpu)
+    if price is None:
+        raise ModelInputError(
+            f"{gpu.id} has no list price in the catalog (datacenter GPUs are sold through OEMs); "
+            "pass --gpu-price-usd with what you pay per GPU"
+        )
+    return price
+
+
+def _optimizer(inputs: PlanInputs) -> str:
+    return inputs.optimizer or DEFAULT_OPTIMIZER.get(inputs.mode, "adamw")
+
+
+def _data_parallel(inputs: PlanInputs) -> bool:
+    """Full training with ZeRO: the GPUs are data-parallel ranks (each breakdown is already one rank's).
+    Otherwise ``count`` GPUs split one replica evenly (tensor/pipeline parallel)."""
+    return inputs.mode == "train" and inputs.zero_stage > 0
+
+
+def _memory(
+    inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, dp_gpus: Any = 1
+) -> memory.MemoryBreakdown:
+    if inputs.mode == "inference":
+        return memory.inference_memory(model, quant, inputs.batch, inputs.context_tokens)
+    if inputs.mode == "train":
+        return memory.training_memory(
+            model,
+            inputs.batch,
+            inputs.context_tokens,
+            optimizer=_optimizer(inputs),
+            zero_stage=inputs.zero_stage,
+            dp_gpus=dp_gpus,
+            activation_checkpointing=inputs.activation_checkpointing,
+        )
+    if inputs.mode == "lora":
+        return memory.lora_memory(
+            model,
+            inputs.batch,
+            inputs.context_tokens,
+            rank=inputs.lora_rank,
+            optimizer=_optimizer(inputs),
+            activation_checkpointing=inputs.activation_checkpointing,
+        )
+    if inputs.mode == "qlora":
+        return memory.qlora_memory(
+            model,
+            inputs.batch,
+            inputs.context_tokens,
+            rank=inputs.lora_rank,
+            optimizer=_optimizer(inputs),
+            activation_checkpointing=inputs.activation_checkpointing,
+        )
+    raise ModelInputError(f"mode {inputs.mode!r} is not one of {', '.join(MODES)}")
+
+
+def _zero_gpus_needed(inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, gpu: GpuSpec) -> int:
+    """Fewest ZeRO data-parallel ranks whose per-rank share fits; 0 if none up to MAX_DATA_PARALLEL_GPUS."""
+    counts = np.arange(1, MAX_DATA_PARALLEL_GPUS + 1)
+    per_rank = np.asarray(_memory(inputs, model, quant, dp_gpus=counts).bytes_per_gpu(1))
+    ok = np.broadcast_to(per_rank, counts.shape) <= memory.MemoryBreakdown.usable_bytes(gpu)
+    return int(counts[np.argmax(ok)]) if ok.any() else 0
+
+
+def memory_answer(inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, gpu: GpuSpec) -> MemoryAnswer:
+    data_parallel = _data_parallel(inputs)
+    breakdown = _memory(inputs, model, quant, dp_gpus=inputs.count if data_parallel else 1)
+    split = 1 if data_parallel else inputs.count
+    components = {
+        name: float(value) / (1 if name in breakdown.per_gpu else split) / 2**30
+        for name, value in breakdown.components.items()
+    }
+    return MemoryAnswer(
+        components_gib=components,
+        per_gpu_gib=float(breakdown.bytes_per_gpu(split)) / 2**30,
+        capacity_gib=gpu.memory_bytes / 2**30,
+        usable_gib=memory.MemoryBreakdown.usable_bytes(gpu) / 2**30,
+        fits=bool(breakdown.fits(gpu, split)),
+        gpus_needed=(
+            _zero_gpus_needed(inputs, model, quant, gpu) if data_parallel else int(breakdown.gpus_needed(gpu))
+        ),
+        total_gib=float(breakdown.total_gib),
+        total_components_gib={name: float(value) / 2**30 for name, value in breakdown.components.items()},
+        mode=breakdown.mode,
+        notes=tuple(breakdown.notes),
+    )
+
+
+def link_for(inputs: PlanInputs, gpu: GpuSpec) -> parallel.Link:
+    """The GPU-to-GPU link asked for, else the GPU's own (NVLink where it has it, else its PCIe)."""
+    return parallel.parse_link(inputs.link, gpu) if inputs.link else parallel.default_link(gpu)
+
+
+def throughput_answer(
+    inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, gpu: GpuSpec
+) -> ThroughputEstimate:
+    return estimate_throughput(
+        model,
+        quant,
+        gpu,
+        inputs.batch,
+        inputs.context_tokens,
+        engine=inputs.engine,
+        count=inputs.count,
+        parallel=inputs.parallel,
+        link=link_for(inputs, gpu),
+    )
+
+
+def cost_answer(inputs: PlanInputs, gpu: GpuSpec, tokens_per_s: float) -> CostAnswer:
+    """Own vs rent for ``count`` GPUs drawing their TDP while busy (the planner has no live power reading)."""
+    price = gpu_price(inputs, gpu)
+    cloud_h = inputs.cloud_usd_per_gpu_h * inputs.count
+    cloud = (
+        float(
+            cost_model.cloud_usd_per_mtok(
+                tokens_per_s=tokens_per_s, cloud_usd_per_h=cloud_h, utilisation_ratio=inputs.utilisation_ratio
+            )
+        )
+        if cloud_h > 0 and tokens_per_s > 0
+        else None
+    )
+    if price is None:
+        return CostAnswer(None, cloud, None, None, None, None)
+    own: dict[str, Any] = {
+        "gpu_capex_usd": price * inputs.count,
+        "power_w": gpu.tdp_w * inputs.count,
+        "service_life_years": inputs.service_life_years,
+        "server_overhead_ratio": inputs.server_overhead_ratio,
+        "pue": inputs.pue,
+        "electricity_usd_per_kwh": inputs.electricity_usd_per_kwh,
+        "hosting_usd_per_h": inputs.hosting_usd_per_h,
+    }
+    usd_mtok = (
+        float(
+            cost_model.usd_per_mtok(
+                tokens_per_s=tokens_per_s, utilisation_ratio=inputs.utilisation_ratio, **own
+            )
+        )
+        if tokens_per_s > 0
+        else None
+    )
+    hourly = cost_model.cost_per_hour(utilisation_ratio=inputs.utilisation_ratio, **own)
+    rent = cost_model.buy_vs_rent(cloud_usd_per_h=cloud_h, utilisation_ratio=inputs.utilisation_ratio, **own)
+    return CostAnswer(
+        usd_per_mtok=usd_mtok,
+        cloud_usd_per_mtok=cloud,
+        own_usd_per_h=float(rent.own_usd_per_h),
+        breakeven_utilisation_ratio=_finite(float(rent.breakeven_utilisation_ratio)),
+        breakeven_months=_finite(float(rent.breakeven_months)),
+        owning_wins=bool(rent.owning_wins),
+        gpu_capex_usd=price * inputs.count,
+        capex_usd_per_h=float(hourly.capex_usd_per_h),
+        power_usd_per_h=float(hourly.power_usd_per_h),
+        hosting_usd_per_h=float(hourly.hosting_usd_per_h),
+        rent_usd_per_h=float(rent.rent_usd_per_h),
+    )
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def training_answer(inputs: PlanInputs, model: ModelSpec, gpu: GpuSpec) -> TrainingAnswer:
+    """6·N·D with N the trained parameters' forward/backward cost: all active parameters (LoRA still runs
+    the full forward and backward through the frozen base)."""
+    result = cost_model.training_cost(
+        params=model.active_params,
+        tokens=inputs.train_tokens,
+        gpu=gpu,
+        mfu_ratio=inputs.mfu_ratio,
+        count=inputs.count,
+        usd_per_gpu_h=inputs.cloud_usd_per_gpu_h if inputs.cloud_usd_per_gpu_h > 0 else None,
+    )
+    return TrainingAnswer(
+        flops=float(result.flops),
+        gpu_hours=float(result.gpu_hours),
+        wall_clock_h=float(result.wall_clock_h),
+        usd=float(result.usd) if result.usd is not None else None,
+    )
+
+
+def _check(inputs: PlanInputs) -> None:
+    """One-line errors for values no model function would catch, or would name by its own parameter."""
+    for name, value in (
+        ("batch", inputs.batch),
+        ("context", inputs.context_tokens),
+        ("GPU count", inputs.count),
+    ):
+        if value < 1:
+            raise ModelInputError(f"{name} must be at least 1, got {value}")
+    if inputs.mode not in MODES:
+        raise ModelInputError(f"mode {inputs.mode!r} is not one of {', '.join(MODES)}")
+    if inputs.parallel not in PARALLELISM:
+        raise ModelInputError(f"parallelism {inputs.parallel!r} is not one of {', '.join(PARALLELISM)}")
+    if inputs.zero_stage not in ZERO_STAGES:
+        raise ModelInputError(f"ZeRO stage must be 0, 1, 2 or 3, got {inputs.zero_stage}")
+    if inputs.lora_rank < 1:
+        raise ModelInputError(f"LoRA rank must be at least 1, got {inputs.lora_rank}")
+    if inputs.microbatches is not None and inputs.microbatches < 1:
+        raise ModelInputError(f"micro-batches must be at least 1, got {inputs.microbatches}")
+    if inputs.gpu_price_usd is not None and not inputs.gpu_price_usd > 0:
+        raise ModelInputError(f"GPU price must be > 0 USD, got {inputs.gpu_price_usd}")
+    if not inputs.train_tokens > 0:
+        raise ModelInputError(f"training tokens must be > 0, got {inputs.train_tokens:g}")
+    if not inputs.cloud_usd_per_gpu_h >= 0:
+        raise ModelInputError(f"cloud price must be >= 0 USD per GPU-hour, got {inputs.cloud_usd_per_gpu_h}")
+
+
+def resolve(inputs: PlanInputs) -> tuple[ModelSpec, QuantFormat, GpuSpec]:
+    """The model (catalog id or local config.json), quantisation and GPU; one-line errors otherwise."""
+    _check(inputs)
+    return resolve_model(inputs.model), get_quant(inputs.quant), get_gpu(inputs.gpu)
+
+
+def answer(inputs: PlanInputs) -> PlanAnswer:
+    """Every figure the plan panes show. Raises ModelInputError / UnknownIdError on unusable input."""
+    model, quant, gpu = resolve(inputs)
+    mem = memory_answer(inputs, model, quant, gpu)
+    throughput = None
+    cost = None
+    training = None
+    if inputs.mode == "inference":
+        throughput = throughput_answer(inputs, model, quant, gpu)
+        cost = cost_answer(inputs, gpu, float(throughput.decode_tokens_per_s))
+    else:
+        training = training_answer(inputs, model, gpu)
+    return PlanAnswer(inputs, model, quant, gpu, mem, throughput, cost, training)
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    gpu_id: str
+    gpu_name: str
+    fits: bool
+    gpus_needed: int
+    decode_tokens_per_s: float | None
+    usd_per_mtok: float | None
+    tokens_per_s_per_kusd: float | None  # per $1k of GPU purchase price
+
+
+def compare(inputs: PlanInputs) -> list[ComparisonRow]:
+    """This workload (inference) on every catalog GPU at the form's count; bad rows say n/a, not crash."""
+    model, quant, _ = resolve(inputs)
+    rows = []
+    for gpu in all_gpus():
+        try:
+            mem = memory_answer(inputs.with_(mode="inference"), model, quant, gpu)
+            tps = float(throughput_answer(inputs, model, quant, gpu).decode_tokens_per_s)
+        except (ModelInputError, UnknownIdError, KeyError):
+            continue  # e.g. a compute dtype this GPU lacks, or --link nvlink on a PCIe-only card
+        price = gpu_price(inputs.with_(gpu_price_usd=None), gpu)
+        usd_mtok = cost_answer(inputs.with_(gpu_price_usd=None), gpu, tps).usd_per_mtok
+        rows.append(
+            ComparisonRow(
+                gpu_id=gpu.id,
+                gpu_name=gpu.name,
+                fits=mem.fits,
+                gpus_needed=mem.gpus_needed,
+                decode_tokens_per_s=tps,
+                usd_per_mtok=usd_mtok,
+                tokens_per_s_per_kusd=tps / (price * inputs.count / 1000) if price else None,
+            )
+        )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ parallel
+@dataclass(frozen=True)
+class DegreeRow:
+    """The workload on ``count`` GPUs over the chosen link, split tensor- or pipeline-parallel."""
+
+    count: int
+    fits: bool
+    tp_decode_tokens_per_s: float
+    pp_decode_tokens_per_s: float
+    tp_comm_s_per_decode_step: float
+
+
+@dataclass(frozen=True)
+class ParallelAnswer:
+    link: parallel.Link
+    matmul_dtype: str  # the peak the engine's GEMMs run at, which the tensor-parallel limit compares with
+    max_tp_degree_decode: int  # tokens per step = batch
+    max_tp_degree_prefill: int  # tokens per step = batch x context
+    gpus_to_hold: int  # weights + KV cache; 0: no count of this GPU holds it
+    pipeline_stages: int  # = count
+    microbatches: int
+    pipeline_bubble_ratio: float
+    degrees: tuple[DegreeRow, ...]
+
+
+def parallel_answer(inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, gpu: GpuSpec) -> ParallelAnswer:
+    """How far this inference workload splits over the link: the tensor-parallel limit where all-reduce time
+    overtakes matmul time, the GPUs needed to hold it, the pipeline bubble at ``count`` stages, and the
+    decode rate at a few GPU counts under both splits."""
+    link = link_for(inputs, gpu)
+    dtype = get_engine_profile(inputs.engine).matmul_dtype(quant.compute_dtype, gpu)
+
+    def max_tp(tokens: int) -> int:
+        return int(
+            parallel.max_tensor_parallel_degree(
+                gpu, link, hidden_size=model.hidden_size, tokens=tokens, dtype=dtype
+            )
+        )
+
+    microbatches = inputs.microbatches or inputs.batch
+    degrees = []
+    for n in sorted({*PARALLEL_DEGREES, inputs.count}):
+        tp = throughput_answer(inputs.with_(count=n, parallel="tp"), model, quant, gpu)
+        pp = throughput_answer(inputs.with_(count=n, parallel="pp"), model, quant, gpu)
+        degrees.append(
+            DegreeRow(
+                count=n,
+                fits=memory_answer(inputs.with_(mode="inference", count=n), model, quant, gpu).fits,
+                tp_decode_tokens_per_s=float(tp.decode_tokens_per_s),
+                pp_decode_tokens_per_s=float(pp.decode_tokens_per_s),
+                tp_comm_s_per_decode_step=float(tp.comm_s_per_decode_step),
+            )
+        )
+    return ParallelAnswer(
+        link=link,
+        matmul_dtype=dtype,
+        max_tp_degree_decode=max_tp(inputs.batch),
+        max_tp_degree_prefill=max_tp(inputs.batch * inputs.context_tokens),
+        gpus_to_hold=int(
+            parallel.gpus_to_hold(model, quant, gpu, batch=inputs.batch, context_tokens=inputs.context_tokens)
+        ),
+        pipeline_stages=inputs.count,
+        microbatches=microbatches,
+        pipeline_bubble_ratio=float(parallel.pipeline_bubble_ratio(inputs.count, microbatches)),
+        degrees=tuple(degrees),
+    )
+
+
+# ------------------------------------------------------------------------------------------------- catalog
+def catalog_entry(gpu: GpuSpec) -> dict[str, Any]:
+    """One GPU as JSON-ready SI figures with their citations (what ``gpuwatch plan gpus --json`` lists)."""
+    return {
+        "id": gpu.id,
+        "name": gpu.name,
+        "vendor": gpu.vendor,
+        "architecture": gpu.architecture,
+        "segment": gpu.segment,
+        "memory_bytes": gpu.memory_bytes,
+        "memory_gib": gpu.memory_gib,
+        "memory_type": gpu.memory_type,
+        "memory_bandwidth_bytes_s": gpu.memory_bandwidth_bytes_s,
+        "peak_flops": dict(gpu.peak_flops),
+        "tdp_w": gpu.tdp_w,
+        "boost_clock_hz": gpu.boost_clock_hz,
+        "pcie_gen": gpu.pcie_gen,
+        "pcie_lanes": gpu.pcie_lanes,
+        "nvlink_bytes_s": gpu.nvlink_bytes_s,
+        "nvlink_bridge_bytes_s": gpu.nvlink_bridge_bytes_s,
+        "interconnect_name": gpu.interconnect_name,
+        "list_price_usd": gpu.list_price_usd,
+        "nvml_names": list(gpu.nvml_names),
+        "planning_only": gpu.planning_only,
+        "sources": dict(gpu.sources),
+    }
+
+
+def catalog_listing() -> list[dict[str, Any]]:
+    return [catalog_entry(gpu) for gpu in all_gpus()]
+
+
+# ------------------------------------------------------------------------------------------ shell command
+def plan_command(inputs: PlanInputs) -> str:
+    """The ``gpuwatch plan …`` command that answers the same what-if from a shell."""
+    default = PlanInputs()
+    sub = "throughput" if inputs.mode == "inference" else "memory"
+    args = [
+        "gpuwatch",
+        "plan",
+        sub,
+        "--model",
+        inputs.model,
+        "--quant",
+        inputs.quant,
+        "--gpu",
+        inputs.gpu,
+        "--count",
+        str(inputs.count),
+        "--batch",
+        str(inputs.batch),
+        "--context",
+        str(inputs.context_tokens),
+    ]
+    if inputs.mode != "inference":
+        args += ["--mode", inputs.mode]
+        if inputs.mode in ("lora", "qlora") and inputs.lora_rank != default.lora_rank:
+            args += ["--lora-rank", str(inputs.lora_rank)]
+        if inputs.mode == "train" and inputs.zero_stage:
+            args += ["--zero", str(inputs.zero_stage)]
+        if inputs.optimizer:
+            args += ["--optimizer", inputs.optimizer]
+        if not inputs.activation_checkpointing:
+            args.append("--no-checkpointing")
+    else:
+        args += ["--parallel", inputs.parallel, "--engine-profile", inputs.engine]
+        if inputs.link:
+            args += ["--link", inputs.link]
+    if Path(inputs.model).suffix == ".json" or "/" in inputs.model:
+        args[args.index("--model") + 1] = str(Path(inputs.model).expanduser())
+    return shlex.join(args)

@@ -1,0 +1,294 @@
+"""`gpuwatch plan`: every sub-command, every catalog GPU and model, tables and JSON, and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpuwatch.cli import main
+from gpuwatch.model import cost, memory, parallel
+from gpuwatch.model.catalog import get_gpu, gpu_ids
+from gpuwatch.model.llm import get_model, load_hf_config, model_ids
+from gpuwatch.model.quant import get_quant
+from gpuwatch.model.throughput import estimate_throughput
+from gpuwatch.model.whatif import PlanInputs
+
+HF_CONFIGS = Path(__file__).parent / "data" / "hf_configs"
+#: a price for every card, so that `cost` runs for datacenter parts too
+PRICE = ["--gpu-price-usd", "20000"]
+
+
+def plan_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
+    assert main(["plan", *argv, "--json"]) == 0
+    out = capsys.readouterr().out
+    result: dict[str, Any] = json.loads(out)  # exactly one JSON object on stdout
+    return result
+
+
+def plan_table(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    assert main(["plan", *argv]) == 0
+    return capsys.readouterr().out
+
+
+def plan_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Runs a failing command; returns its single stderr line."""
+    try:
+        code = main(["plan", *argv])
+    except SystemExit as exc:  # argparse usage errors
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("gpuwatch: error: ")
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- every GPU, every sub-command
+def check_all(capsys: pytest.CaptureFixture[str], model_id: str, gpu_id: str, quant_id: str) -> None:
+    """All six sub-commands for one model on one GPU: the table renders, the JSON is the model's answer."""
+    model, quant, gpu = get_model(model_id), get_quant(quant_id), get_gpu(gpu_id)
+    w = ["--model", model_id, "--gpu", gpu_id, "--quant", quant_id, "--batch", "2", "--context", "1024"]
+
+    mem = plan_json(capsys, "memory", *w)
+    ref = memory.inference_memory(model, quant, 2, 1024)
+    assert mem["total_gib"] == pytest.approx(ref.total_gib)
+    assert mem["breakdown"]["weights_gib"] == pytest.approx(ref.components["weights"] / 2**30)
+    assert mem["fits"] is ref.fits(gpu) and mem["gpus_needed"] == ref.gpus_needed(gpu)
+    assert "weights" in plan_table(capsys, "memory", *w)
+
+    tp = plan_json(capsys, "throughput", *w)
+    est = estimate_throughput(model, quant, gpu, 2, 1024)
+    assert tp["decode_tokens_per_s"] == pytest.approx(est.decode_tokens_per_s)
+    assert tp["prefill_tokens_per_s"] == pytest.approx(est.prefill_tokens_per_s)
+    assert tp["time_per_output_token_ms"] == pytest.approx(est.time_per_output_token_s * 1e3)
+    assert tp["bound"] == est.bound
+    assert f"{est.decode_tokens_per_s:,.1f} tok/s" in plan_table(capsys, "throughput", *w)
+
+    c = plan_json(capsys, "cost", *w, *PRICE)
+    d = PlanInputs()
+    assert c["usd_per_mtok"] == pytest.approx(
+        cost.usd_per_mtok(
+            tokens_per_s=est.decode_tokens_per_s,
+            utilisation_ratio=d.utilisation_ratio,
+            gpu_capex_usd=20000,
+            power_w=gpu.tdp_w,
+            pue=d.pue,
+            electricity_usd_per_kwh=d.electricity_usd_per_kwh,
+        )
+    )
+    assert "per 1M tokens" in plan_table(capsys, "cost", *w, *PRICE)
+
+    pa = plan_json(capsys, "parallel", *w, "--count", "2")
+    assert pa["gpus_to_hold"] == parallel.gpus_to_hold(model, quant, gpu, batch=2, context_tokens=1024)
+    assert pa["pipeline_bubble_ratio"] == pytest.approx(parallel.pipeline_bubble_ratio(2, 2))
+    assert "GPUs to hold" in plan_table(capsys, "parallel", *w, "--count", "2")
+
+    tw = ["--model", model_id, "--gpu", gpu_id, "--tokens", "1e9"]
+    tr = plan_json(capsys, "train", *tw)
+    ref_train = cost.training_cost(
+        params=model.active_params,
+        tokens=1e9,
+        gpu=gpu,
+        mfu_ratio=d.mfu_ratio,
+        usd_per_gpu_h=d.cloud_usd_per_gpu_h,
+    )
+    assert tr["gpu_hours"] == pytest.approx(ref_train.gpu_hours)
+    assert tr["usd"] == pytest.approx(ref_train.usd)
+    assert "GPU-hours" in plan_table(capsys, "train", *tw)
+
+    g = plan_json(capsys, "gpus", "--model", model_id, "--quant", quant_id)
+    assert gpu_id in {row["gpu_id"] for row in g["comparison"]["rows"]}
+
+
+@pytest.mark.parametrize("gpu_id", gpu_ids())
+def test_every_subcommand_on_every_gpu(gpu_id: str, capsys: pytest.CaptureFixture[str]) -> None:
+    check_all(capsys, "llama-3-8b", gpu_id, "fp8" if "fp8" in get_gpu(gpu_id).peak_flops else "int8")
+
+
+@pytest.mark.parametrize("model_id", model_ids())
+def test_every_subcommand_for_every_model(model_id: str, capsys: pytest.CaptureFixture[str]) -> None:
+    check_all(capsys, model_id, "h100-sxm", "int4-awq")
+
+
+def test_throughput_json_carries_the_required_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    out = plan_json(
+        capsys, "throughput", "--model", "llama-2-7b", "--quant", "q4_0", "--gpu", "rtx4090", "--batch", "1"
+    )
+    assert out["bound"] == "memory"  # batch-1 decode streams the weights
+    assert out["decode_tokens_per_s"] > 0 and out["prefill_tokens_per_s"] > out["decode_tokens_per_s"]
+    assert out["time_per_output_token_ms"] == pytest.approx(1e3 / out["decode_tokens_per_s"])
+
+
+def test_memory_of_70b_int4_on_two_4090s(capsys: pytest.CaptureFixture[str]) -> None:
+    w = ["--model", "llama-3-70b", "--quant", "int4-awq", "--gpu", "rtx4090"]
+    one = plan_json(capsys, "memory", *w)
+    two = plan_json(capsys, "memory", *w, "--count", "2")
+    assert not one["fits"] and two["fits"] and one["gpus_needed"] == 2
+    assert sum(two["breakdown"].values()) == pytest.approx(two["total_gib"])
+    assert two["per_gpu_breakdown"]["weights_gib"] == pytest.approx(two["breakdown"]["weights_gib"] / 2)
+
+
+@pytest.mark.parametrize("mode", ["train", "lora", "qlora"])
+def test_memory_training_modes(mode: str, capsys: pytest.CaptureFixture[str]) -> None:
+    model = get_model("llama-2-7b")
+    extra = ["--zero", "1"] if mode == "train" else ["--lora-rank", "8"]
+    out = plan_json(
+        capsys,
+        "memory",
+        "--model",
+        "llama-2-7b",
+        "--mode",
+        mode,
+        "--count",
+        "4",
+        "--batch",
+        "2",
+        "--context",
+        "2048",
+        "--no-checkpointing",
+        *extra,
+    )
+    if mode == "train":
+        ref = memory.training_memory(model, 2, 2048, zero_stage=1, dp_gpus=4)
+    else:
+        fn = memory.lora_memory if mode == "lora" else memory.qlora_memory
+        ref = fn(model, 2, 2048, rank=8, activation_checkpointing=False)
+    assert out["mode"] == mode
+    assert out["total_gib"] == pytest.approx(ref.total_gib)
+    assert "optimizer_states_gib" in out["breakdown"]
+
+
+def test_model_from_a_local_config_json(capsys: pytest.CaptureFixture[str]) -> None:
+    path = HF_CONFIGS / "qwen2.5-7b.json"
+    out = plan_json(capsys, "memory", "--model", str(path), "--quant", "bf16")
+    ref = memory.inference_memory(load_hf_config(path), "bf16", 1, 4096)
+    assert out["total_gib"] == pytest.approx(ref.total_gib)
+
+
+def test_engine_profile_and_link_change_the_answer(capsys: pytest.CaptureFixture[str]) -> None:
+    w = ["--model", "llama-3-70b", "--quant", "int4-awq", "--gpu", "rtx4090", "--count", "2", "--batch", "8"]
+    cpp = plan_json(capsys, "throughput", *w, "--engine-profile", "llama.cpp", "--parallel", "pp")
+    assert cpp["engine"] == "llama.cpp" and cpp["parallel"] == "pp"
+    ref = estimate_throughput(
+        get_model("llama-3-70b"),
+        get_quant("int4-awq"),
+        get_gpu("rtx4090"),
+        8,
+        4096,
+        engine="llama.cpp",
+        count=2,
+        parallel="pp",
+    )
+    assert cpp["decode_tokens_per_s"] == pytest.approx(ref.decode_tokens_per_s)
+    slow = plan_json(capsys, "throughput", *w, "--link", "ethernet:10")
+    fast = plan_json(capsys, "throughput", *w, "--link", "pcie5")
+    assert slow["comm_ms_per_decode_step"] > fast["comm_ms_per_decode_step"]
+    assert "Ethernet 10 Gbit/s" in slow["link"]
+
+
+def test_gpus_lists_the_catalog(capsys: pytest.CaptureFixture[str]) -> None:
+    out = plan_json(capsys, "gpus")
+    assert [g["id"] for g in out["gpus"]] == list(gpu_ids())
+    for entry in out["gpus"]:
+        spec = get_gpu(entry["id"])
+        assert entry["name"] == spec.name
+        assert entry["memory_gib"] == spec.memory_gib
+        assert entry["memory_bandwidth_bytes_s"] == spec.memory_bandwidth_bytes_s
+        assert entry["peak_flops"]["fp16"] == spec.peak_flops["fp16"]
+        assert entry["tdp_w"] == spec.tdp_w and entry["list_price_usd"] == spec.list_price_usd
+        assert entry["sources"]
+    table = plan_table(capsys, "gpus")
+    assert "mi300x" in table and "$1,599" in table
+
+
+def test_cost_of_a_datacenter_gpu_needs_a_price(capsys: pytest.CaptureFixture[str]) -> None:
+    line = plan_error(capsys, "cost", "--gpu", "h100-sxm")
+    assert "h100-sxm has no list price" in line and "--gpu-price-usd" in line
+    out = plan_json(capsys, "cost", "--gpu", "h100-sxm", "--gpu-price-usd", "30000")
+    assert out["gpu_capex_usd"] == 30000 and out["usd_per_mtok"] > 0
+
+
+def test_owning_a_4090_beats_renting_at_70_percent(capsys: pytest.CaptureFixture[str]) -> None:
+    out = plan_json(capsys, "cost", "--gpu", "rtx4090", "--batch", "8", "--cloud-usd-per-gpu-h", "0.7")
+    assert out["owning_wins"] and out["usd_per_mtok"] < out["cloud_usd_per_mtok"]
+    assert 0 < out["breakeven_utilisation_ratio"] < 0.7
+
+
+@pytest.mark.parametrize(
+    ("kind", "argv", "expected"),
+    [
+        ("gpu", ["throughput", "--gpu", "rtx409"], "unknown gpu 'rtx409'; did you mean rtx4090"),
+        (
+            "model",
+            ["memory", "--model", "llama-3-7b"],
+            "unknown model 'llama-3-7b'; did you mean llama-3-70b",
+        ),
+        ("quant", ["memory", "--quant", "q4_k"], "unknown quant"),
+        ("engine", ["throughput", "--engine-profile", "vlm"], "did you mean vllm"),
+    ],
+)
+def test_unknown_ids_list_close_matches(
+    kind: str, argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert expected.lower() in plan_error(capsys, *argv).lower()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["throughput", "--batch", "-1"], "batch must be at least 1, got -1"),
+        (["memory", "--context", "0"], "context must be at least 1"),
+        (["memory", "--count", "0"], "GPU count must be at least 1"),
+        (["throughput", "--batch", "many"], "argument --batch: invalid int value"),
+        (["cost", "--utilisation", "1.5"], "utilisation_ratio must be in (0, 1]"),
+        (["cost", "--pue", "0.8"], "pue must be >= 1"),
+        (["cost", "--gpu-price-usd", "-5"], "GPU price must be > 0"),
+        (["train", "--mfu", "0"], "mfu_ratio"),
+        (["train", "--tokens", "-1"], "training tokens must be > 0"),
+        (["memory", "--mode", "pretrain"], "invalid choice"),
+        (["memory", "--zero", "2"], "--zero applies to --mode train"),
+        (["memory", "--mode", "train", "--lora-rank", "8"], "--lora-rank applies to --mode lora or qlora"),
+        (["throughput", "--link", "infiniband"], "unknown link 'infiniband'"),
+        (["throughput", "--count", "2", "--link", "nvlink"], "rtx4090 has no NVLink"),
+    ],
+)
+def test_bad_values_are_one_line_errors(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert expected in plan_error(capsys, *argv)
+
+
+def test_console_script_prints_one_json_object() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpuwatch.cli",
+            "plan",
+            "throughput",
+            "--model",
+            "llama-2-7b",
+            "--quant",
+            "q4_0",
+            "--gpu",
+            "rtx4090",
+            "--batch",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    for key in ("decode_tokens_per_s", "prefill_tokens_per_s", "time_per_output_token_ms", "bound"):
+        assert key in out
