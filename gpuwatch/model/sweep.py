@@ -60,15 +60,7 @@ def sweep(
     if np.any(b < 1) or np.any(c < 1):
         raise ModelInputError("sweep batches and contexts must be >= 1")
     bw = np.array([prof.bandwidth_ratio(g.memory_type) * g.memory_bandwidth_bytes_s for g in gpus])
-    peak = np.array(
-        [
-            [
-                prof.prefill_peak_ratio(g.memory_type) * g.peak(prof.matmul_dtype(q.compute_dtype, g))
-                for q in qs
-            ]
-            for g in gpus
-        ]
-    )
+    peak = np.array([[prof.effective_peak_flops(g, q.compute_dtype) for q in qs] for g in gpus])
     links = {default_link(g) for g in gpus}
     b4 = b.reshape(1, 1, -1, 1)
     c4 = c.reshape(1, 1, 1, -1)

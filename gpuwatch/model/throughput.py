@@ -239,7 +239,7 @@ def estimate_throughput(
     if count < 1:
         raise ModelInputError(f"GPU count must be >= 1, got {count}")
     bw_eff = prof.bandwidth_ratio(gpu.memory_type) * gpu.memory_bandwidth_bytes_s
-    peak_eff = prof.prefill_peak_ratio(gpu.memory_type) * gpu.peak(prof.matmul_dtype(q.compute_dtype, gpu))
+    peak_eff = prof.effective_peak_flops(gpu, q.compute_dtype)
     r = step_times(
         model,
         weights_read_decode=weight_bytes_read(model, q, b),
