@@ -1,10 +1,44 @@
-"""`gpuwatch` with no sub-command: the Textual TUI."""
+"""`gpuwatch` with no sub-command: the Textual TUI.
+
+With no NVIDIA driver or GPU it still starts, on the simulator, because the planning panes and a tour
+of the live view are useful anywhere; a banner that cannot be missed says the numbers are simulated
+and why.
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gpuwatch.tui.app import GpuwatchApp
+
+#: what a machine without a GPU is shown
+FALLBACK_SIM = "rtx4090"
+
+
+def fallback_banner(reason: str, devices: str = FALLBACK_SIM) -> str:
+    return (
+        f"NO GPU: {reason.rstrip('.')}. Showing a SIMULATED {devices}: these are not your hardware's "
+        f"numbers. Run with --sim DEVICES to choose the simulated cards."
+    )
+
+
+def build_app(args: argparse.Namespace) -> GpuwatchApp:
+    """The app over the session the options describe, or over the simulator when there is no driver."""
+    from gpuwatch.live.session import open_session
+    from gpuwatch.telemetry.sources import NvmlUnavailable
+    from gpuwatch.tui.app import GpuwatchApp
+
+    banner = None
+    try:
+        session = open_session(args)
+    except NvmlUnavailable as exc:
+        banner = fallback_banner(str(exc))
+        session = open_session(argparse.Namespace(**{**vars(args), "sim": FALLBACK_SIM}))
+    return GpuwatchApp(session, fallback_reason=banner)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("gpuwatch: the TUI is not yet available in this build; try `gpuwatch plan --help`")
+    build_app(args).run()
     return 0

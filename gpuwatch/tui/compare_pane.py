@@ -1,0 +1,101 @@
+"""The GPU comparison pane: the plan's inference workload on every catalog GPU, sortable by any column."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.widgets import DataTable, Label
+
+from gpuwatch.model.errors import ModelInputError, UnknownIdError
+from gpuwatch.model.whatif import ComparisonRow, PlanInputs, compare
+from gpuwatch.tui.formatting import MISSING, rate, usd
+
+#: column key -> (title, sort key, best first?) ; missing values always sort last
+COLUMNS: dict[str, tuple[str, Callable[[ComparisonRow], float | str | None], bool]] = {
+    "gpu": ("GPU", lambda r: r.gpu_name, False),
+    "fits": ("fits", lambda r: (0 if r.fits else 1) * 10_000 + (r.gpus_needed or 9_999), False),
+    "tps": ("decode tok/s", lambda r: r.decode_tokens_per_s, True),
+    "usd": ("$/1M tokens", lambda r: r.usd_per_mtok, False),
+    "per_kusd": ("tok/s per $1k", lambda r: r.tokens_per_s_per_kusd, True),
+}
+
+
+def sort_rows(rows: list[ComparisonRow], column: str) -> list[ComparisonRow]:
+    """Best first for the column (fastest, cheapest); rows without a value (no price) go last."""
+    _, key, descending = COLUMNS[column]
+    known = [r for r in rows if key(r) is not None]
+    unknown = [r for r in rows if key(r) is None]
+    return sorted(known, key=lambda r: key(r), reverse=descending) + unknown  # type: ignore[arg-type,return-value]
+
+
+def _fits(row: ComparisonRow) -> str:
+    if row.fits:
+        return "yes"
+    return f"no (needs {row.gpus_needed})" if row.gpus_needed else "no"
+
+
+def _cells(row: ComparisonRow) -> tuple[str, ...]:
+    per_kusd = row.tokens_per_s_per_kusd
+    return (
+        row.gpu_name,
+        _fits(row),
+        rate(row.decode_tokens_per_s, ""),
+        usd(row.usd_per_mtok, digits=3),
+        f"{per_kusd:.1f}" if per_kusd is not None and math.isfinite(per_kusd) else MISSING,
+    )
+
+
+class ComparePane(Vertical):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("s", "next_sort", "Sort by next column")]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.sort_column = "tps"
+        self.rows: list[ComparisonRow] = []
+        self.inputs: PlanInputs | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Label("", id="compare-title", classes="pane-title")
+        table: DataTable[str] = DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
+        for key, (title, _, _) in COLUMNS.items():
+            table.add_column(title, key=key)
+        yield table
+
+    def show(self, inputs: PlanInputs) -> None:
+        self.inputs = inputs
+        title = self.query_one("#compare-title", Label)
+        try:
+            self.rows = compare(inputs)
+        except (ModelInputError, UnknownIdError) as exc:
+            title.update(f"cannot compare: {exc}")
+            self.rows = []
+        else:
+            title.update(
+                f"{inputs.model} · {inputs.quant} · batch {inputs.batch} · context {inputs.context_tokens} · "
+                f"{inputs.count} GPU(s) each · sorted by {COLUMNS[self.sort_column][0]} (s: next column)"
+            )
+        self._fill()
+
+    def _fill(self) -> None:
+        table = self.query_one("#compare-table", DataTable)
+        table.clear()
+        for row in sort_rows(self.rows, self.sort_column):
+            table.add_row(*_cells(row), key=row.gpu_id)
+
+    def action_next_sort(self) -> None:
+        keys = list(COLUMNS)
+        self.sort_column = keys[(keys.index(self.sort_column) + 1) % len(keys)]
+        if self.inputs is not None:
+            self.show(self.inputs)
+
+    @on(DataTable.HeaderSelected)
+    def _header(self, event: DataTable.HeaderSelected) -> None:
+        self.sort_column = str(event.column_key.value)
+        if self.inputs is not None:
+            self.show(self.inputs)

@@ -1,0 +1,63 @@
+"""How data reaches the TUI: the session it reads, and the message that carries each poll to the UI thread.
+
+The session's listener runs on the poll thread; it only posts a message (thread-safe in Textual), so a
+redraw never waits on NVML and a slow or hung driver call never freezes the screen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+from textual.message import Message
+
+from gpuwatch.live.assessment import BoxAssessment
+from gpuwatch.live.config import LiveConfig
+from gpuwatch.telemetry.sample import Snapshot
+
+
+class HistoryView(Protocol):
+    """The part of ``gpuwatch.telemetry.history.History`` the sparklines read."""
+
+    def series(self, gpu_index: int, reading: str) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class SourceView(Protocol):
+    """The part of ``gpuwatch.telemetry.source.SnapshotSource`` the TUI reads."""
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def simulated(self) -> bool: ...
+
+    @property
+    def history(self) -> HistoryView: ...
+
+
+class Feed(Protocol):
+    """What the TUI needs of ``gpuwatch.live.session.LiveSession`` (tests pass a small fake)."""
+
+    @property
+    def source(self) -> SourceView: ...
+
+    @property
+    def config(self) -> LiveConfig: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def latest(self) -> tuple[Snapshot, BoxAssessment] | None: ...
+
+    def add_listener(self, fn: Callable[[Snapshot, BoxAssessment], None]) -> None: ...
+
+
+class PollArrived(Message):
+    """One poll and its assessment, posted from the session's thread."""
+
+    def __init__(self, snapshot: Snapshot, assessment: BoxAssessment) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+        self.assessment = assessment

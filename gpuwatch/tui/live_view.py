@@ -1,0 +1,112 @@
+"""The live view: a grid of GPU cards that reflows with the terminal, and the selected GPU's processes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from textual.app import ComposeResult
+from textual.containers import Grid, Vertical, VerticalScroll
+from textual.widgets import DataTable, Label
+
+from gpuwatch.live.assessment import GpuAssessment
+from gpuwatch.telemetry.sample import GpuSample
+from gpuwatch.tui.formatting import MISSING, gib
+from gpuwatch.tui.gpu_card import GpuCard, short_name
+
+#: a card narrower than this cannot show a value and its gauge on one line
+CARD_MIN_WIDTH = 30
+
+
+def grid_columns(width: int, gpu_count: int) -> int:
+    """As many columns as fit, but never more than there are GPUs (one card should not be 120 wide alone)."""
+    return max(1, min(gpu_count, width // CARD_MIN_WIDTH, 4))
+
+
+class ProcessTable(Vertical):
+    """Processes on the selected GPU, largest memory first."""
+
+    def compose(self) -> ComposeResult:
+        yield Label("processes", id="process-title", classes="pane-title")
+        table: DataTable[str] = DataTable(id="process-table", cursor_type="row", zebra_stripes=True)
+        table.add_column("PID", key="pid", width=8)
+        table.add_column("process", key="name")
+        table.add_column("GPU memory", key="memory", width=12)
+        yield table
+
+    def on_mount(self) -> None:
+        self._rows: tuple[tuple[str, str, str], ...] | None = None
+
+    def show(self, sample: GpuSample | None) -> None:
+        title = self.query_one("#process-title", Label)
+        table = self.query_one("#process-table", DataTable)
+        if sample is None:
+            table.clear()
+            title.update("processes")
+            return
+        processes = sample.processes
+        why = sample.unavailable.get("processes")
+        if processes is None:
+            table.clear()
+            self._rows = None
+            reason = f" ({why.value.replace('_', ' ')})" if why is not None else ""
+            title.update(f"processes on GPU {sample.index} {short_name(sample.name)}: unavailable{reason}")
+            return
+        title.update(f"processes on GPU {sample.index} {short_name(sample.name)}: {len(processes)}")
+        ordered = sorted(processes, key=lambda p: -(p.used_memory_bytes or 0))
+        rows = tuple(
+            (
+                str(p.pid),
+                p.name or "?",
+                f"{gib(p.used_memory_bytes)} GiB" if p.used_memory_bytes is not None else MISSING,
+            )
+            for p in ordered
+        )
+        if rows == self._rows:
+            return  # keep the cursor where the user put it
+        self._rows = rows
+        table.clear()
+        for row in rows:
+            table.add_row(*row, key=row[0])
+
+
+class LiveView(Vertical):
+    """Cards are built on the first poll, when the number of GPUs is known."""
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="cards-scroll"):
+            yield Label("waiting for the first poll…", id="cards-waiting")
+            yield Grid(id="cards")
+        yield ProcessTable(id="processes")
+
+    @property
+    def cards(self) -> list[GpuCard]:
+        return list(self.query(GpuCard))
+
+    async def show(
+        self,
+        gpus: Sequence[GpuSample],
+        assessments: Mapping[int, GpuAssessment],
+        series: Mapping[int, Mapping[str, Sequence[float]]],
+        selected: int | None,
+    ) -> None:
+        grid = self.query_one("#cards", Grid)
+        known = {card.index: card for card in self.cards}
+        new = [GpuCard(s.index, s.name) for s in gpus if s.index not in known]
+        if new:
+            self.query_one("#cards-waiting").display = False
+            await grid.mount_all(new)
+            known.update({card.index: card for card in new})
+            self._reflow()
+        for sample in gpus:
+            card = known[sample.index]
+            card.show(sample, assessments.get(sample.index), series.get(sample.index, {}))
+            card.set_class(sample.index == selected, "-selected")
+        chosen = next((s for s in gpus if s.index == selected), None)
+        self.query_one(ProcessTable).show(chosen)
+
+    def on_resize(self) -> None:
+        self._reflow()
+
+    def _reflow(self) -> None:
+        grid = self.query_one("#cards", Grid)
+        grid.styles.grid_size_columns = grid_columns(self.size.width, len(self.cards))

@@ -1,0 +1,253 @@
+"""The TUI driven by Pilot over a real simulated rack on a manual clock."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+
+import pynvml
+import pytest
+from textual.widgets import Input, Select, Static, TabbedContent
+from tui_rack import ManualRack
+
+from gpuwatch.model.catalog import get_gpu
+from gpuwatch.model.llm import get_model
+from gpuwatch.model.memory import qlora_memory
+from gpuwatch.model.throughput import estimate_throughput
+from gpuwatch.model.whatif import PlanInputs, plan_command
+from gpuwatch.tui.app import GpuwatchApp
+from gpuwatch.tui.formatting import duration, rate, si
+from gpuwatch.tui.gpu_card import GpuCard
+from gpuwatch.tui.live_view import LiveView
+from gpuwatch.tui.roofline_plot import RooflinePlot
+
+
+@pytest.fixture
+def rack() -> Iterator[ManualRack]:
+    r = ManualRack()
+    yield r
+    r.close()
+
+
+def text_of(widget: Static) -> str:
+    return str(widget.render())
+
+
+def cards(app: GpuwatchApp) -> dict[int, GpuCard]:
+    return {c.index: c for c in app.query(GpuCard)}
+
+
+async def test_live_view_has_a_card_per_gpu_with_the_polled_readings(rack: ManualRack) -> None:
+    app = GpuwatchApp(rack.session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        rack.tick(1.0, polls=3)
+        await pilot.pause()
+        snap, box = rack.session.latest()  # type: ignore[misc]
+        shown = cards(app)
+        assert sorted(shown) == [0, 1, 2]
+        for sample in snap.gpus:
+            body = text_of(shown[sample.index].query_one("#body", Static))
+            assert f"{sample.temperature_c:.0f}°C" in body
+            assert f"{sample.power_w:.0f}/{sample.power_limit_w:.0f} W" in body
+            assert f"SM busy {sample.sm_busy_ratio * 100:.0f}%" in body
+            assert f"MC busy {sample.memory_controller_busy_ratio * 100:.0f}%" in body
+            roof = box.gpus[sample.index].roofline
+            assert roof is not None and roof.attained_bandwidth_bytes_s is not None
+            # attained bandwidth says how it was obtained; never presented as measured when it is not
+            assert f"{si(roof.attained_bandwidth_bytes_s, 'B/s')} {roof.bandwidth_provenance.value}" in body
+        # the H100 has GPM: its bandwidth is measured; the 4090s' is modelled from the declared workload
+        assert "measured" in text_of(shown[2].query_one("#body", Static))
+        assert "measured" not in text_of(shown[0].query_one("#body", Static))
+        assert "GPU 0" in str(app.query_one("#process-title").render())
+
+
+async def test_throttle_badge_appears_and_notifications_say_when_it_starts_and_ends(rack: ManualRack) -> None:
+    app = GpuwatchApp(rack.session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        rack.tick(1.0, polls=2)
+        await pilot.pause()
+        assert cards(app)[1].throttle_labels == []
+        rack.sim.set_scenario(1, "power-capped")
+        rack.tick(1.0, polls=5)
+        await pilot.pause()
+        assert "POWER CAP" in cards(app)[1].throttle_labels
+        assert cards(app)[1].has_class("-throttle-warning")
+        assert cards(app)[0].throttle_labels == []
+        messages = [n.message for n in app._notifications]
+        assert any("GPU 1" in m and "throttling: POWER CAP" in m for m in messages)
+        rack.sim.set_scenario(1, "idle")
+        rack.tick(1.0, polls=30)
+        await pilot.pause()
+        assert cards(app)[1].throttle_labels == []
+        messages = [n.message for n in app._notifications]
+        assert any("GPU 1" in m and "no longer throttled" in m for m in messages)
+
+
+async def test_selecting_a_gpu_moves_processes_roofline_and_cost(rack: ManualRack) -> None:
+    app = GpuwatchApp(rack.session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        rack.tick(1.0, polls=2)
+        await pilot.pause()
+        assert app.selected_gpu == 0
+        await pilot.press("]")
+        await pilot.pause()
+        assert app.selected_gpu == 1
+        assert "GPU 1" in str(app.query_one("#process-title").render())
+        assert cards(app)[1].has_class("-selected") and not cards(app)[0].has_class("-selected")
+        await pilot.click("#gpu-2")
+        await pilot.pause()
+        assert app.selected_gpu == 2
+        await pilot.press("2")
+        await pilot.pause()
+        assert app.query_one(TabbedContent).active == "roofline"
+        assert "H100" in text_of(app.query_one("#roofline-title", Static))
+        plot = app.query_one(RooflinePlot)
+        assert plot.picture is not None
+        h100 = get_gpu("h100-sxm")
+        assert plot.picture.bandwidth_bytes_s == h100.memory_bandwidth_bytes_s
+        assert max(r.peak_flops for r in plot.picture.roofs) == max(h100.peak_flops.values())
+        assert plot.picture.trail  # the live point
+        words = text_of(app.query_one("#roofline-words", Static))
+        assert "BOUND" in words and "headroom" in words
+        await pilot.press("3")
+        await pilot.pause()
+        assert "GPU 2" in text_of(app.query_one("#cost-summary", Static))
+
+
+async def test_panes_switch_by_number_and_the_palette_selects_gpus(rack: ManualRack) -> None:
+    app = GpuwatchApp(rack.session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        rack.tick(1.0)
+        await pilot.pause()
+        for key, pane in zip("54321", ("compare", "plan", "cost", "roofline", "live"), strict=True):
+            await pilot.press(key)
+            assert app.query_one(TabbedContent).active == pane
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"Select GPU 2")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.selected_gpu == 2
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Show Plan")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.query_one(TabbedContent).active == "plan"
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "HelpScreen"
+        await pilot.press("escape")
+        assert app.screen.__class__.__name__ != "HelpScreen"
+
+
+async def _set_input(pilot: object, app: GpuwatchApp, selector: str, value: str) -> None:
+    widget = app.query_one(selector, Input)
+    widget.focus()
+    widget.value = ""
+    await pilot.press(*value)  # type: ignore[attr-defined]
+    await pilot.pause()  # type: ignore[attr-defined]
+
+
+async def test_planner_answers_every_change_at_once(rack: ManualRack) -> None:
+    app = GpuwatchApp(rack.session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await pilot.pause()
+        await _set_input(pilot, app, "#plan-batch", "16")
+        app.query_one("#plan-gpu", Select).value = "h100-sxm"
+        await pilot.pause()
+        shown = text_of(app.query_one("#plan-result", Static))
+        expected = estimate_throughput(get_model("llama-3-8b"), "fp16", get_gpu("h100-sxm"), 16, 4096)
+        assert rate(float(expected.decode_tokens_per_s)) in shown
+        assert rate(float(expected.prefill_tokens_per_s)) in shown
+        assert duration(float(expected.time_per_output_token_s)) in shown
+        assert duration(float(expected.time_to_first_token_s)) in shown
+        assert f"decode is {expected.bound}-bound" in shown
+        assert "FITS" in shown
+        # the comparison pane follows the form
+        table = app.query_one("#compare-table")
+        assert table.row_count > 10  # type: ignore[attr-defined]
+
+        app.query_one("#plan-mode", Select).value = "qlora"
+        app.query_one("#plan-model", Select).value = "llama-2-70b"
+        app.query_one("#plan-gpu", Select).value = "rtx4090"
+        await _set_input(pilot, app, "#plan-batch", "1")
+        await _set_input(pilot, app, "#plan-context", "2048")
+        shown = text_of(app.query_one("#plan-result", Static))
+        need = qlora_memory(get_model("llama-2-70b"), 1, 2048)
+        assert f"{float(need.bytes_per_gpu(1)) / 2**30:.1f} GiB" in shown
+        assert ("DOES NOT FIT" in shown) == (not need.fits(get_gpu("rtx4090"), 1))
+        assert "training (6·N·D)" in shown
+
+        await _set_input(pilot, app, "#plan-context", "0")
+        assert "cannot answer" in text_of(app.query_one("#plan-result", Static))
+
+
+async def test_copy_key_puts_the_equivalent_plan_command_on_the_clipboard(rack: ManualRack) -> None:
+    app = GpuwatchApp(rack.session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await _set_input(pilot, app, "#plan-batch", "8")
+        await pilot.press("escape")  # leave the input so the key reaches the app
+        app.set_focus(None)
+        await pilot.press("y")
+        await pilot.pause()
+        expected = plan_command(PlanInputs(batch=8))
+        assert app.clipboard == expected
+        assert "--batch 8" in expected
+        assert any(n.message == expected for n in app._notifications)
+
+
+def test_copied_plan_command_is_accepted_by_the_cli() -> None:
+    from gpuwatch.cli import build_parser
+
+    parser = build_parser()
+    plan_help = parser._subparsers._group_actions[0].choices["plan"].format_help()  # type: ignore[union-attr]
+    if "throughput" not in plan_help:
+        pytest.skip("`gpuwatch plan throughput` is not in this build yet")
+    for inputs in (
+        PlanInputs(batch=8, count=2, parallel="pp"),
+        PlanInputs(mode="qlora", model="llama-2-70b"),
+    ):
+        args = plan_command(inputs).split()[1:]
+        parser.parse_args(args)  # SystemExit (a failure) on an option the CLI does not have
+
+
+async def test_eight_gpus_fit_120x40_and_80x24_scrolls() -> None:
+    rack = ManualRack("8xrtx4090")
+    try:
+        app = GpuwatchApp(rack.session)
+        async with app.run_test(size=(120, 40)) as pilot:
+            rack.tick(1.0, polls=2)
+            await pilot.pause()
+            view = app.query_one(LiveView)
+            scroll = view.query_one("#cards-scroll")
+            assert len(cards(app)) == 8
+            assert all(c.region.bottom <= scroll.region.bottom for c in cards(app).values())
+            await pilot.resize_terminal(80, 24)
+            await pilot.pause()
+            assert view.query_one("#cards").styles.grid_size_columns == 2
+            assert scroll.max_scroll_y > 0  # the rest is a scroll away, nothing is cut off
+    finally:
+        rack.close()
+
+
+async def test_no_gpu_starts_on_the_simulator_with_a_banner(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpuwatch.cli import build_parser
+    from gpuwatch.commands import tui
+
+    def no_driver() -> None:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+
+    monkeypatch.setattr(pynvml, "nvmlInit", no_driver)
+    args: argparse.Namespace = build_parser().parse_args([])
+    app = tui.build_app(args)
+    monkeypatch.undo()  # the simulator installs beneath pynvml and must see the real nvmlInit
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        banner = text_of(app.query_one("#banner", Static))
+        assert "NO GPU" in banner and "SIMULATED" in banner
+        assert "NVML" in banner  # the reason
+        assert app.feed.source.simulated

@@ -1,0 +1,51 @@
+"""A simulated rack on a MANUAL clock for the TUI tests: nothing moves until the test advances it.
+
+The real simulator, poller, history, assessor and session run; only the poll loop is driven by the
+test (``tick``), so screens are the same on every run.
+"""
+
+from __future__ import annotations
+
+from gpuwatch.live.config import LiveConfig, parse_workload
+from gpuwatch.live.session import LiveSession
+from gpuwatch.telemetry.poller import NvmlPoller, SimSpec
+from gpuwatch.telemetry.simulated import SimulatedNvml, install, uninstall
+from gpuwatch.telemetry.sources import describe_sim
+
+RACK = "2xrtx4090,h100-sxm"
+WORKLOAD = "llama-3-8b:fp16:batch=8:context=4096"
+
+
+class ManualRack:
+    def __init__(
+        self,
+        devices: str = RACK,
+        *,
+        scenario: str | list[str] = "decode",
+        workload: str | None = WORKLOAD,
+        seed: int = 7,
+    ) -> None:
+        self.sim: SimulatedNvml = install(devices, scenario=scenario, seed=seed, manual_clock=True)
+        self.sim.process_pid = 4242  # the simulator reports its own pid; a fixed one keeps screenshots equal
+        first = scenario if isinstance(scenario, str) else scenario[0]
+        self.poller = NvmlPoller(
+            interval_s=1.0,
+            clock=self.sim.now_s,
+            sim=SimSpec(devices=devices, scenario=first, seed=seed),
+            description=describe_sim(devices, scenario if isinstance(scenario, str) else ",".join(scenario)),
+            on_stop=uninstall,
+            xid_events=False,
+        )
+        config = LiveConfig(workload=parse_workload(workload) if workload else None)
+        self.session = LiveSession(self.poller, config)
+        # open NVML without the poll thread; session.start() then only attaches its listener
+        self.poller.start(background=False)
+
+    def tick(self, seconds: float = 1.0, polls: int = 1) -> None:
+        """Advance simulated time and poll, ``polls`` times."""
+        for _ in range(polls):
+            self.sim.advance(seconds)
+            self.poller.poll_once()
+
+    def close(self) -> None:
+        self.session.stop()
