@@ -50,3 +50,11 @@ def test_doctor_without_a_driver_says_so(capsys: pytest.CaptureFixture[str]) -> 
     assert main(["doctor"]) == 1
     out = capsys.readouterr().out
     assert "NVML unavailable" in out and "nvidia-ml-py" in out
+
+
+def test_doctor_refuses_a_recording_and_an_empty_sim(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--replay", "/nonexistent.gwrec", "doctor"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gpuwatch: error: doctor probes the NVML driver") and err.count("\n") == 1
+    assert main(["doctor", "--sim", ""]) == 2  # not "use the real driver"
+    assert capsys.readouterr().err.startswith("gpuwatch: error: --sim '': bad device entry")

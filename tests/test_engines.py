@@ -52,6 +52,7 @@ class Endpoint:
     status: int = 200
     hold: threading.Event | None = None  # when set, the handler waits for it before answering
     entered: threading.Event = field(default_factory=threading.Event)
+    content_type: str = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def server() -> Iterator[tuple[str, Endpoint]]:
             if self.path != "/metrics":
                 status, data = 404, b"Not Found"
             self.send_response(status)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Type", endpoint.content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -238,3 +239,35 @@ def test_bare_host_gets_the_metrics_path() -> None:
     assert metrics_url("http://gpu-box:8000") == "http://gpu-box:8000/metrics"
     assert metrics_url("gpu-box:30000") == "http://gpu-box:30000/metrics"
     assert metrics_url("http://h:8080/custom/metrics") == "http://h:8080/custom/metrics"
+
+
+def test_an_unknown_charset_is_read_as_utf8_not_a_dead_scrape_thread(server: tuple[str, Endpoint]) -> None:
+    url, endpoint = server
+    endpoint.body = fixture("vllm.txt")
+    endpoint.content_type = "text/plain; charset=no-such-charset"  # used to raise LookupError
+    reading = EngineWatcher([url]).scrape_once(url, None)
+    assert reading.error is None and reading.engine == "vllm"
+
+
+def test_a_failing_scrape_is_reported_and_the_watcher_keeps_going() -> None:
+    calls = []
+
+    def fetch(url: str, timeout_s: float) -> str:
+        calls.append(url)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return fixture("vllm.txt")
+
+    watcher = EngineWatcher(["http://e/metrics"], interval_s=0.05, fetch=fetch)
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        deadline = time.monotonic() + 10
+        while watcher.latest()[0].engine != "vllm" and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        watcher.stop()
+    assert len(calls) >= 2  # the thread survived the exception
+    assert watcher.latest()[0].engine == "vllm"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import math
 import shutil
@@ -136,6 +137,7 @@ def box(*gpus: GpuAssessment, alerts: tuple[Alert, ...] = ()) -> BoxAssessment:
         usd_per_mtok=0.61,
         tokens_per_joule=2.1,
         alerts=alerts,
+        tokens_per_s_provenance=Provenance.MEASURED,
     )
 
 
@@ -274,14 +276,31 @@ def test_roofline_throughput_and_cost_series() -> None:
     assert series(samples, "gpuwatch_roofline_headroom_ratio") == {"gpu=0": 0.84}
     assert series(samples, "gpuwatch_roofline_peak_flop_per_second") == {"dtype=fp16,gpu=0": 165.2e12}
     assert series(samples, "gpuwatch_usd_per_million_tokens") == {
-        "basis=live,gpu=0": 0.61,
-        "basis=projected,gpu=0": 0.48,
+        "basis=live,gpu=0,provenance=measured": 0.61,
+        "basis=projected,gpu=0,provenance=modelled": 0.48,
     }
-    assert series(samples, "gpuwatch_tokens_per_joule") == {"gpu=0": 2.1}
+    assert series(samples, "gpuwatch_tokens_per_joule") == {"gpu=0,provenance=measured": 2.1}
     assert series(samples, "gpuwatch_modelled_tokens_per_second") == {"gpu=0": 1200.0}
     bound = series(samples, "gpuwatch_bound")
     assert bound["gpu=0,kind=throttled"] == 1.0 and sum(bound.values()) == 1.0
-    assert series(samples, "gpuwatch_box_usd_per_million_tokens") == {"": 0.61}
+    assert series(samples, "gpuwatch_box_usd_per_million_tokens") == {"provenance=measured": 0.61}
+
+
+def test_estimated_cost_figures_are_labelled_with_their_provenance() -> None:
+    # modelled tokens/s (no engine) and a TDP-based power cost must not read as measurements
+    a = dataclasses.replace(assessment(), tokens_per_s_provenance=Provenance.MODELLED)
+    assert a.cost is not None
+    a = dataclasses.replace(a, cost=dataclasses.replace(a.cost, power_provenance=Provenance.MODELLED))
+    b = dataclasses.replace(box(a), tokens_per_s_provenance=Provenance.MODELLED)
+    samples = scrape(GpuwatchCollector(FakeSession((snapshot(rtx4090()), b))))
+    assert series(samples, "gpuwatch_usd_per_million_tokens")["basis=live,gpu=0,provenance=modelled"] == 0.61
+    assert series(samples, "gpuwatch_tokens_per_joule") == {"gpu=0,provenance=modelled": 2.1}
+    assert series(samples, "gpuwatch_cost_usd_per_hour") == {
+        "component=capex,gpu=0,provenance=configured": 0.12,
+        "component=power,gpu=0,provenance=modelled": 0.07,
+        "component=hosting,gpu=0,provenance=configured": 0.0,
+    }
+    assert series(samples, "gpuwatch_box_tokens_per_second") == {"provenance=modelled": 940.0}
 
 
 def test_process_memory_is_published_only_when_asked() -> None:

@@ -238,3 +238,20 @@ def test_a_card_outside_the_catalog_and_a_lost_card() -> None:
     assert box.gpus[0].gpu_id is None and box.gpus[0].roofline is None
     assert "not in the catalog" in box.gpus[0].bound.detail
     assert box.gpus[1].bound.kind == BoundKind.UNKNOWN and box.gpus[1].bound.detail == "GPU lost"
+
+
+def test_box_figures_and_the_power_cost_say_how_they_were_obtained() -> None:
+    # no engine: the box's tokens/s (and its $/1M tokens, tokens/J) come from the model, not a meter
+    modelled = assess(config(), sample(), sample(index=1))
+    assert modelled.tokens_per_s is not None
+    assert modelled.tokens_per_s_provenance == Provenance.MODELLED
+    # an engine on every busy card: measured
+    measured = assess(config(), sample(), engines=(engine(400.0),))
+    assert measured.tokens_per_s_provenance == Provenance.MEASURED
+    # no workload, no engine: nothing to label
+    assert assess(config(None), sample()).tokens_per_s_provenance == Provenance.UNKNOWN
+    # a card that reports no power is costed at its TDP, and says so
+    no_power = assess(config(), sample(power_w=None)).gpus[0].cost
+    assert no_power is not None and no_power.power_provenance == Provenance.MODELLED
+    with_power = assess(config(), sample()).gpus[0].cost
+    assert with_power is not None and with_power.power_provenance == Provenance.MEASURED

@@ -176,6 +176,16 @@ def test_bad_workload_spec(spec: str, fragment: str) -> None:
     assert "\n" not in str(info.value)
 
 
+def test_an_unknown_catalog_id_reads_as_one_sentence() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_workload("nosuchmodel:fp16")
+    # the catalog's own message, not "expected unknown model ..."
+    assert str(info.value).startswith(
+        "--workload = 'nosuchmodel' is not allowed: unknown model 'nosuchmodel'"
+    )
+    assert "expected unknown" not in str(info.value)
+
+
 def test_an_unpriced_alternative_says_how_to_price_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"'a100-80gb-sxm' has no list price .* \[gpu_prices\]"):
         load_config(write(tmp_path, 'alternatives = ["a100-80gb-sxm"]\n'))

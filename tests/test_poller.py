@@ -204,3 +204,61 @@ def test_timestamps_follow_the_simulated_clock(box: SimFactory) -> None:
     # history rate of the energy counter equals the mean power
     rate = poller.history.rate(0, "energy_j", 10.0)
     assert rate is not None and 20.0 < rate < 600.0
+
+
+def test_processes_and_reliability_counters_are_read_on_the_slow_tier(box: SimFactory) -> None:
+    sim, poller = box("rtx4090", scenario="decode")
+    snaps = run(sim, poller, 1)
+    per_read = sim.calls["nvmlDeviceGetComputeRunningProcesses_v3"]  # pynvml sizes, then fetches
+    snaps += run(sim, poller, 9)
+    # the process list is fetched once per SLOW_TIER_EVERY (5) polls, not on every poll ...
+    assert sim.calls["nvmlDeviceGetComputeRunningProcesses_v3"] == 2 * per_read
+    # ... yet every snapshot carries the list and the remap counters (reused between reads)
+    assert all(s.gpus[0].processes for s in snaps)
+    assert all(s.gpus[0].remapped_rows_correctable is not None for s in snaps)
+    assert all("processes" not in s.gpus[0].unavailable for s in snaps)
+
+
+def test_a_hung_gpu_does_not_keep_a_recovered_one_marked_lost() -> None:
+    sim = sim_mod.install("rtx4090,rtx4090", manual_clock=True)
+    poller = NvmlPoller(
+        interval_s=0.05, clock=sim.now_s, sim=SimSpec("2xrtx4090"), backoff_initial_s=1.0, xid_events=False
+    )
+    poller.start(background=False)
+    try:
+        run(sim, poller, 2)
+        sim.inject("slow", 0, latency_s=0.2)  # every call on GPU 0 now hangs for a while
+        sim.inject("gpu_lost", 1)
+        assert run(sim, poller, 3)[-1].gpus[1].lost
+        sim.inject("clear", 1)  # GPU 1 is back; GPU 0 is still inside a read
+        snaps = run(sim, poller, 6)
+        assert not snaps[-1].gpus[1].lost and snaps[-1].gpus[1].temperature_c is not None
+        assert snaps[-1].errors.get("stale", 0) >= 1  # GPU 0 really was still busy
+    finally:
+        sim.inject("clear", 0)
+        poller.stop()
+        sim_mod.uninstall()
+
+
+def test_a_zero_bus_width_or_max_clock_is_absent_not_zero(
+    box: SimFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GB10-like: NVML answers 0 bits and 0 MHz, and the card is not in the catalog
+    import pynvml
+
+    from gpuwatch.telemetry import nvml_reader
+
+    real_max_clock = pynvml.nvmlDeviceGetMaxClockInfo
+    monkeypatch.setattr(nvml_reader, "lookup_catalog", lambda name, pci: None)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryBusWidth", lambda h: 0)
+    monkeypatch.setattr(
+        pynvml,
+        "nvmlDeviceGetMaxClockInfo",
+        lambda h, t: 0 if t == pynvml.NVML_CLOCK_MEM else real_max_clock(h, t),
+    )
+    _, poller = box("rtx4090")
+    gpu = poller.poll_once().gpus[0]
+    for reading in ("memory_bus_width_bits", "memory_clock_max_hz", "peak_memory_bandwidth_bytes_s"):
+        assert getattr(gpu, reading) is None
+        assert gpu.unavailable[reading] is Unavailable.NOT_SUPPORTED, reading
+    assert gpu.sm_clock_max_hz is not None

@@ -97,3 +97,27 @@ def test_isolated_child_survives_a_crash_and_resumes() -> None:
     assert ts == sorted(ts) and len(set(ts)) == len(ts)  # parent timeline stays monotonic
     _, energy = source.history.series(0, "energy_j")
     assert any(e != e for e in energy)  # the gap is marked (NaN row)
+
+
+@needs_sim
+def test_the_nvml_child_leaves_ctrl_c_and_sigterm_to_its_parent() -> None:
+    # Ctrl-C and a service manager's SIGTERM reach the whole process group; a child dying of them
+    # while the parent shuts down used to read as a crash ("NVML child process died; restarting")
+    import os
+    import signal
+
+    from gpuwatch.telemetry.poller import NvmlPoller
+
+    source = open_source(sim="rtx4090", interval_s=0.2, isolate=True, **SOURCE_DEFAULTS)
+    assert isinstance(source, NvmlPoller)
+    source.start()
+    try:
+        pid = source.child_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGINT)
+        time.sleep(1.5)
+        assert source.child_pid == pid and source.restarts == 0
+    finally:
+        source.stop()
+    assert source.child_pid is None  # stop() still ends the child, through the pipe

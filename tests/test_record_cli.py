@@ -10,6 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from gpuwatch.cli import main
 from gpuwatch.telemetry.recording import HEADER_SIZE, RecordingError, ReplaySource, read_recording
 
 
@@ -144,3 +147,28 @@ def test_snapshots_from_the_simulated_poller_round_trip_equal(tmp_path: Path) ->
         for snap in snaps:
             writer.write(snap)
     assert list(read_recording(path)) == snaps
+
+
+def test_bad_source_options_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(tmp_path / "x.gwrec")
+    cases = {
+        # inf used to pass the > 0 check and hang the simulator integrating forever
+        (
+            "record",
+            path,
+            "--sim",
+            "rtx4090",
+            "--time-scale",
+            "inf",
+            "--duration",
+            "1",
+        ): "--time-scale must be",
+        # an empty --sim used to fall through to the real driver
+        ("record", path, "--sim", "", "--duration", "1"): "--sim '': bad device entry",
+        ("record", path, "--sim", "rtx4090", "--faults", "junk", "--duration", "1"): "bad fault 'junk'",
+        ("record", str(tmp_path / "nodir" / "x.gwrec"), "--sim", "rtx4090"): "cannot open for recording",
+    }
+    for argv, fragment in cases.items():
+        assert main(list(argv)) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("gpuwatch: error: ") and fragment in err and err.count("\n") == 1, err

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gpuwatch import __version__
+from gpuwatch.errors import UserError
 from gpuwatch.telemetry.history import VIOLATION_KEYS
 from gpuwatch.telemetry.nvml_reader import READING_NAMES, NvmlReader
 from gpuwatch.telemetry.poller import SimSpec, unavailable_message
@@ -154,8 +155,12 @@ def render(console: Console, reader: NvmlReader, gpus: Sequence[GpuSample]) -> N
 def run(args: argparse.Namespace) -> int:
     console = Console(width=None if Console().is_terminal else 200)
     sim = getattr(args, "sim", None)
+    if getattr(args, "replay", None):
+        raise UserError(
+            "doctor probes the NVML driver (or --sim); a recording has no support matrix: drop --replay"
+        )
     simulated: Any = None
-    if sim:
+    if sim is not None:
         spec = SimSpec(
             devices=sim,
             scenario=getattr(args, "scenario", None),
@@ -167,7 +172,9 @@ def run(args: argparse.Namespace) -> int:
         source = f"simulated NVML ({sim}, driver profile {spec.driver})"
     else:
         source = "NVML (real driver)"
-    reader = NvmlReader(source_label="sim" if sim else "nvml", clock=simulated.now_s if simulated else None)
+    reader = NvmlReader(
+        source_label="nvml" if sim is None else "sim", clock=simulated.now_s if simulated else None
+    )
     try:
         try:
             reader.open()

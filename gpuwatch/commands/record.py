@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         replay=args.replay,
         replay_speed=args.replay_speed,
         interval_s=interval_s or 1.0,
+        faults=getattr(args, "faults", None),
     )
     pending: queue.Queue[Snapshot] = queue.Queue()
     source.add_listener(pending.put)  # the poll thread only queues; this thread does the I/O

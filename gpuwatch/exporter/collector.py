@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from gpuwatch import __version__
-from gpuwatch.live.assessment import BoundKind, BoxAssessment, GpuAssessment
+from gpuwatch.live.assessment import BoundKind, BoxAssessment, GpuAssessment, Provenance
 from gpuwatch.telemetry.sample import ClockEventReason, GpuSample, Snapshot, Unavailable, reason_names
 
 #: labels every per-GPU series carries; nothing high-cardinality (process metrics are opt-in)
@@ -671,40 +671,49 @@ class GpuwatchCollector(Collector):
             )
         cost = a.cost
         if cost is not None:
-            for basis, value in (
-                ("live", cost.live_usd_per_mtok),
-                ("projected", cost.projected_usd_per_mtok),
-                ("cloud", cost.cloud_usd_per_mtok),
+            tokens_prov = str(a.tokens_per_s_provenance)
+            # the cloud figure prices the model's tokens/s where there is one (as the assessor does)
+            cloud_prov = str(Provenance.MODELLED) if a.modelled_tokens_per_s else tokens_prov
+            for basis, value, provenance in (
+                ("live", cost.live_usd_per_mtok, tokens_prov),
+                ("projected", cost.projected_usd_per_mtok, str(Provenance.MODELLED)),
+                ("cloud", cost.cloud_usd_per_mtok, cloud_prov),
             ):
                 v = _number(value)
                 if v is not None:
                     fams.gauge(
                         "gpuwatch_usd_per_million_tokens",
-                        "US$ per 1M generated tokens: live (measured power and tokens/s), projected "
-                        "(roofline model of the declared workload) or cloud (rented GPU-hours).",
-                        {**labels, "basis": basis},
+                        "US$ per 1M generated tokens: live (live power and this GPU's tokens/s), projected "
+                        "(roofline model of the declared workload) or cloud (rented GPU-hours); "
+                        "provenance says whether the tokens/s behind it were measured or modelled.",
+                        {**labels, "basis": basis, "provenance": provenance},
                         v,
                     )
             tpj = _number(cost.tokens_per_joule)
             if tpj is not None:
                 fams.gauge(
-                    "gpuwatch_tokens_per_joule", "Generated tokens per joule of board energy.", labels, tpj
+                    "gpuwatch_tokens_per_joule",
+                    "Generated tokens per joule of board energy; provenance is that of the tokens/s.",
+                    {**labels, "provenance": tokens_prov},
+                    tpj,
                 )
             split = cost.cost_per_hour
-            for component, value in (
-                ("capex", split.capex_usd_per_h),
-                ("power", split.power_usd_per_h),
-                ("hosting", split.hosting_usd_per_h),
+            for component, value, provenance in (
+                ("capex", split.capex_usd_per_h, "configured"),
+                ("power", split.power_usd_per_h, str(cost.power_provenance)),
+                ("hosting", split.hosting_usd_per_h, "configured"),
             ):
                 fams.gauge(
                     "gpuwatch_cost_usd_per_hour",
-                    "What running this GPU costs per hour, by component.",
-                    {**labels, "component": component},
+                    "What running this GPU costs per hour, by component; the power component is "
+                    "measured (live board power) or modelled (TDP, where the card reports no power).",
+                    {**labels, "component": component, "provenance": provenance},
                     value,
                 )
 
     @staticmethod
     def _collect_box(fams: _Families, box: BoxAssessment) -> None:
+        provenance = {"provenance": str(box.tokens_per_s_provenance)}
         for metric, value, doc in (
             ("gpuwatch_box_tokens_per_second", box.tokens_per_s, "Generated tokens per second, whole box."),
             ("gpuwatch_box_usd_per_million_tokens", box.usd_per_mtok, "Live US$ per 1M tokens, whole box."),
@@ -712,7 +721,7 @@ class GpuwatchCollector(Collector):
         ):
             v = _number(value)
             if v is not None:
-                fams.gauge(metric, doc, {}, v)
+                fams.gauge(metric, f"{doc} Provenance: the weakest of the GPUs' tokens/s.", provenance, v)
 
 
 def _unsupported(g: GpuSample, field: str) -> bool:

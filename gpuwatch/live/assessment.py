@@ -7,6 +7,7 @@ estimate as a measurement.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -16,6 +17,15 @@ class Provenance(StrEnum):
     DERIVED = "derived"  # engine tokens/s x the model's FLOPs and bytes per token
     MODELLED = "modelled"  # declared workload projected on the roofline
     UNKNOWN = "unknown"
+
+
+#: best first; a figure combined from several is only as good as its weakest input
+_STRENGTH = (Provenance.MEASURED, Provenance.DERIVED, Provenance.MODELLED, Provenance.UNKNOWN)
+
+
+def weakest(provenances: Iterable[Provenance]) -> Provenance:
+    """The provenance of a figure combined from several (UNKNOWN when there are none)."""
+    return max(provenances, key=_STRENGTH.index, default=Provenance.UNKNOWN)
 
 
 class BoundKind(StrEnum):
@@ -73,12 +83,17 @@ class Alternative:
 
 @dataclass(frozen=True)
 class CostView:
+    """Per-GPU cost. ``live_usd_per_mtok`` and ``tokens_per_joule`` are as good as the GPU's tokens/s
+    (``GpuAssessment.tokens_per_s_provenance``: modelled tokens make them estimates too)."""
+
     live_usd_per_mtok: float | None  # live power x prices / live tokens/s
     projected_usd_per_mtok: float | None  # roofline model of the declared workload
     tokens_per_joule: float | None
     cost_per_hour: CostSplit
     cloud_usd_per_mtok: float | None
     alternatives: tuple[Alternative, ...] = ()
+    #: the power in cost_per_hour: MEASURED (live board power) or MODELLED (TDP: no power reading)
+    power_provenance: Provenance = Provenance.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -110,3 +125,5 @@ class BoxAssessment:
     usd_per_mtok: float | None
     tokens_per_joule: float | None
     alerts: tuple[Alert, ...] = field(default_factory=tuple)  # raised by THIS snapshot
+    #: of tokens_per_s, usd_per_mtok and tokens_per_joule: the weakest of the GPUs' tokens/s
+    tokens_per_s_provenance: Provenance = Provenance.UNKNOWN

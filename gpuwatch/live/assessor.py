@@ -30,6 +30,7 @@ from gpuwatch.live.assessment import (
     GpuAssessment,
     Provenance,
     RooflinePosition,
+    weakest,
 )
 from gpuwatch.live.config import DEFAULT_ALTERNATIVES, LiveConfig, Workload, gpu_price_usd
 from gpuwatch.model import cost
@@ -265,8 +266,8 @@ class Assessor:
             kw = self.cost_kwargs(self._spec(sample), n)
             if kw is not None:
                 kwargs_all.append(kw)
-        measured = [g.tokens_per_s for g in gpus if g.tokens_per_s is not None]
-        box_tokens = sum(measured) if measured else None
+        producing = [g for g in gpus if g.tokens_per_s is not None]
+        box_tokens = sum(g.tokens_per_s or 0.0 for g in producing) if producing else None
         box_power = sum(powers) if powers else None
         box_usd = None
         if box_tokens and box_power is not None and len(kwargs_all) == len(snap.gpus):
@@ -286,6 +287,7 @@ class Assessor:
             usd_per_mtok=box_usd,
             tokens_per_joule=box_tokens / box_power if box_tokens is not None and box_power else None,
             alerts=alerts,
+            tokens_per_s_provenance=weakest(g.tokens_per_s_provenance for g in producing),
         )
 
     def _assess_gpu(
@@ -518,6 +520,7 @@ class Assessor:
             cost_per_hour=split,
             cloud_usd_per_mtok=cloud,
             alternatives=self.alternatives(gpu.id, n_gpus),
+            power_provenance=Provenance.MEASURED if power_w is not None else Provenance.MODELLED,
         )
 
 

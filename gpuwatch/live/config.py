@@ -112,9 +112,12 @@ def default_config_path() -> Path:
 
 
 class _Bad(Exception):
-    def __init__(self, allowed: str) -> None:
-        super().__init__(allowed)
+    """``allowed`` completes "expected ..."; ``reason`` is a whole sentence (a catalog's own error)."""
+
+    def __init__(self, allowed: str = "", *, reason: str | None = None) -> None:
+        super().__init__(reason or allowed)
         self.allowed = allowed
+        self.reason = reason
 
 
 def _number(
@@ -200,7 +203,7 @@ def _gpu_id(value: Any) -> str:
     try:
         return get_gpu(value).id
     except UnknownIdError as exc:
-        raise _Bad(str(exc)) from None
+        raise _Bad(reason=str(exc)) from None
 
 
 def _gpu_list(value: Any) -> tuple[str, ...]:
@@ -217,7 +220,7 @@ def _model_id(value: Any) -> str:
     try:
         return get_model(value).id
     except UnknownIdError as exc:
-        raise _Bad(str(exc)) from None
+        raise _Bad(reason=str(exc)) from None
 
 
 def _quant_id(value: Any) -> str:
@@ -226,7 +229,7 @@ def _quant_id(value: Any) -> str:
     try:
         return get_quant(value).id
     except UnknownIdError as exc:
-        raise _Bad(str(exc)) from None
+        raise _Bad(reason=str(exc)) from None
 
 
 def _engine_profile(value: Any) -> str:
@@ -237,7 +240,7 @@ def _engine_profile(value: Any) -> str:
     try:
         get_engine_profile(value)
     except (UnknownIdError, ModelInputError) as exc:
-        raise _Bad(str(exc)) from None
+        raise _Bad(reason=str(exc)) from None
     return value
 
 
@@ -281,7 +284,8 @@ def _check(where: str, key: str, value: Any, check: Callable[[Any], Any]) -> Any
     try:
         return check(value)
     except _Bad as bad:
-        raise ConfigError(f"{where}{key} = {value!r} is not allowed: expected {bad.allowed}") from None
+        why = bad.reason or f"expected {bad.allowed}"
+        raise ConfigError(f"{where}{key} = {value!r} is not allowed: {why}") from None
 
 
 def _unknown(where: str, key: str, known: Iterable[str]) -> ConfigError:

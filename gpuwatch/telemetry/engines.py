@@ -27,6 +27,7 @@ Metric names, checked against each engine's documentation and source:
 from __future__ import annotations
 
 import http.client
+import logging
 import math
 import socket
 import threading
@@ -38,6 +39,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from prometheus_client.parser import text_string_to_metric_families
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -211,7 +214,10 @@ def fetch_metrics(url: str, timeout_s: float) -> str:
         raise OSError(f"bad HTTP response ({_short(str(exc)) or type(exc).__name__})") from None
     if len(body) > MAX_BODY_BYTES:
         raise OSError(f"response larger than {MAX_BODY_BYTES // 1024 // 1024} MiB: not a metrics page")
-    return body.decode(charset, errors="replace")
+    try:
+        return body.decode(charset, errors="replace")
+    except LookupError:  # a charset Python does not know; the exposition format is UTF-8 anyway
+        return body.decode("utf-8", errors="replace")
 
 
 def _reason(reason: object, timeout_s: float) -> str:
@@ -280,7 +286,13 @@ class EngineWatcher:
         good: EngineReading | None = None
         while not self._stop.is_set():
             started = time.monotonic()
-            reading = self.scrape_once(url, good)
+            try:
+                reading = self.scrape_once(url, good)
+            except Exception as exc:  # a bug must not end this URL's thread and freeze its reading
+                log.exception("scraping %s failed", url)
+                reading = _unknown(
+                    url, self._clock(), f"internal error: {_short(str(exc)) or type(exc).__name__}"
+                )
             if reading.error is None:
                 good = reading
             elif reading.engine is None and good is not None:

@@ -56,12 +56,17 @@ VIOLATION_FIELDS: Mapping[int, str] = {
     N.NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_POWER_BRAKE_SLOWDOWN: "hw_power_brake",  # 271
 }
 
-#: fast-tier field values -> (reading name, scale to the reading's unit)
+#: fast-tier field values (read every poll) -> (reading name, scale to the reading's unit)
 FAST_FIELDS: Mapping[int, tuple[str, float]] = {
     N.NVML_FI_DEV_MEMORY_TEMP: ("memory_temperature_c", 1.0),
     N.NVML_FI_DEV_POWER_AVERAGE: ("power_w", 1e-3),  # mW
     N.NVML_FI_DEV_POWER_INSTANT: ("power_instant_w", 1e-3),  # mW
     N.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION: ("energy_j", 1e-3),  # mJ
+    **{fid: (f"clock_event_seconds_total.{key}", 1e-9) for fid, key in VIOLATION_FIELDS.items()},  # ns
+}
+
+#: slow-tier field values (reliability counters change rarely): read every SLOW_TIER_EVERY polls
+SLOW_FIELDS: Mapping[int, tuple[str, float]] = {
     N.NVML_FI_DEV_REMAPPED_COR: ("remapped_rows_correctable", 1.0),
     N.NVML_FI_DEV_REMAPPED_UNC: ("remapped_rows_uncorrectable", 1.0),
     N.NVML_FI_DEV_REMAPPED_PENDING: ("remap_pending", 1.0),
@@ -70,8 +75,16 @@ FAST_FIELDS: Mapping[int, tuple[str, float]] = {
     N.NVML_FI_DEV_ECC_DBE_VOL_TOTAL: ("ecc_errors_uncorrected_total", 1.0),  # 4
     N.NVML_FI_DEV_RETIRED_PENDING: ("retired_pages_pending", 1.0),  # 31
     N.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION: ("recovery_action", 1.0),  # 230, r570+
-    **{fid: (f"clock_event_seconds_total.{key}", 1e-9) for fid, key in VIOLATION_FIELDS.items()},  # ns
 }
+
+#: Readings that change slowly, re-read every SLOW_TIER_EVERY polls and reused in between
+#: (nvml-notes §4: slow tiers for processes and static data; the process list costs one call per
+#: process for its name, and reliability counters change on a scale of hours).
+SLOW_READINGS: tuple[str, ...] = (
+    *(reading for reading, _ in SLOW_FIELDS.values()),
+    "processes",
+)
+SLOW_TIER_EVERY = 5
 
 _BOOL_READINGS = frozenset({"remap_pending", "remap_failure", "retired_pages_pending"})
 _INT_READINGS = frozenset(
@@ -152,6 +165,11 @@ def _field_value(fv: Any) -> float:
     return float(v.ullVal)
 
 
+def _from_milli(value: Any) -> float:
+    """NVML's mW / mJ -> W / J."""
+    return float(value) / 1000.0
+
+
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
@@ -197,10 +215,15 @@ class DeviceState:
     fallbacks: dict[str, str] = field(default_factory=dict)
     catalog: GpuSpec | None = None
     bandwidth_note: str | None = None
+    #: NVML calls made for this device, by key
     calls: Counter[str] = field(default_factory=Counter)
-    odd_errors: set[str] = field(
-        default_factory=set
-    )  # calls that raised something other than NVMLError  # NVML calls made for this device, by key
+    #: calls that raised something other than NVMLError (logged once each)
+    odd_errors: set[str] = field(default_factory=set)
+    #: polls since the handle was (re)attached; the slow tier is read when it is a multiple of N
+    polls: int = 0
+    #: the slow tier's last readings and reasons, reused between its reads
+    slow: dict[str, Any] = field(default_factory=dict)
+    slow_unavailable: dict[str, Unavailable] = field(default_factory=dict)
 
 
 class _Read:
@@ -244,6 +267,20 @@ class _Read:
         self.mark(readings, reason)
         return None
 
+    def read_into(
+        self,
+        target: dict[str, Any],
+        reading: str,
+        convert: Callable[[Any], Any],
+        key: str,
+        fn: Any,
+        *args: Any,
+    ) -> None:
+        """One call for one reading: ``target[reading] = convert(answer)`` when NVML answers."""
+        value = self.call(key, fn, *args, readings=[reading])
+        if value is not None:
+            target[reading] = convert(value)
+
     def first(
         self, chain: Iterable[tuple[str, Callable[..., Any], tuple[Any, ...]]], readings: tuple[str, ...]
     ) -> Any:
@@ -265,14 +302,23 @@ class NvmlReader:
     """Opens NVML, caches per-device state, and reads one device or all of them on demand.
 
     Thread model: ``read_device`` for different indices may run concurrently (NVML is documented
-    thread-safe); ``open``/``reinit``/``close`` must not overlap reads (the poller guarantees it).
+    thread-safe), and ``reattach(i)`` may run beside reads of the other devices; ``open``/``reinit``/
+    ``close`` must not overlap reads (the poller guarantees it).
     """
 
     def __init__(
-        self, *, source_label: str = "nvml", clock: Callable[[], float] | None = None, xid_events: bool = True
+        self,
+        *,
+        source_label: str = "nvml",
+        clock: Callable[[], float] | None = None,
+        xid_events: bool = True,
+        slow_tier_every: int = SLOW_TIER_EVERY,
     ) -> None:
         import time
 
+        if slow_tier_every < 1:
+            raise ValueError(f"slow_tier_every must be at least 1 poll, got {slow_tier_every}")
+        self.slow_tier_every = slow_tier_every
         self.source_label = source_label
         self.clock = clock or time.time
         self.devices: list[DeviceState] = []
@@ -289,6 +335,7 @@ class NvmlReader:
         self._xid_thread: threading.Thread | None = None
         self._xid_stop = threading.Event()
         self._event_set: Any = None
+        self._xid_by_handle: dict[int, int] = {}
 
     # -- session ---------------------------------------------------------------------------------
     def open(self) -> None:
@@ -325,6 +372,22 @@ class NvmlReader:
         self.close()
         self.open()
 
+    def reattach(self, index: int) -> bool:
+        """Re-find one lost GPU by UUID inside the open session; True if it answers again.
+
+        Unlike :meth:`reinit` this touches only that device, so it can run while another card's
+        read is still in flight (a hung card must not keep a recovered one marked lost).
+        Raises ``pynvml.NVMLError`` when the session itself is broken.
+        """
+        dev = self.devices[index]
+        if not self._open:
+            return False
+        self._free_gpm(dev)
+        self._attach(dev)
+        if not dev.lost:
+            self._register_xid(dev)
+        return not dev.lost
+
     @property
     def needs_reinit(self) -> bool:
         return self.session_broken or any(d.lost for d in self.devices)
@@ -358,6 +421,7 @@ class NvmlReader:
         errors: Counter[str] = Counter()
         r = _Read(dev, errors, self._mark_session_broken)
         h = dev.handle
+        dev.polls = 0  # a (re)attached card reads its slow tier on the next poll
         dev.uuid = _text(N.nvmlDeviceGetUUID(h))
         dev.name = _text(N.nvmlDeviceGetName(h))
         pci = r.call("nvmlDeviceGetPciInfo_v3", N.nvmlDeviceGetPciInfo_v3, h)
@@ -379,6 +443,8 @@ class NvmlReader:
             )
             if mhz:
                 static[reading] = float(mhz) * 1e6
+            elif mhz is not None:  # 0 MHz (e.g. GB10's memory clock) is no reading, not a zero one
+                r.mark([reading], Unavailable.NOT_SUPPORTED)
         limits = r.call(
             "nvmlDeviceGetPowerManagementLimitConstraints",
             N.nvmlDeviceGetPowerManagementLimitConstraints,
@@ -388,30 +454,12 @@ class NvmlReader:
         if limits is not None:
             static["power_limit_min_w"] = limits[0] / 1000.0
             static["power_limit_max_w"] = limits[1] / 1000.0
-        default = r.call(
-            "nvmlDeviceGetPowerManagementDefaultLimit",
-            N.nvmlDeviceGetPowerManagementDefaultLimit,
-            h,
-            readings=["power_limit_default_w"],
-        )
-        if default is not None:
-            static["power_limit_default_w"] = default / 1000.0
-        gen = r.call(
-            "nvmlDeviceGetMaxPcieLinkGeneration",
-            N.nvmlDeviceGetMaxPcieLinkGeneration,
-            h,
-            readings=["pcie_link_gen_max"],
-        )
-        if gen is not None:
-            static["pcie_link_gen_max"] = int(gen)
-        width = r.call(
-            "nvmlDeviceGetMaxPcieLinkWidth",
-            N.nvmlDeviceGetMaxPcieLinkWidth,
-            h,
-            readings=["pcie_link_width_max"],
-        )
-        if width is not None:
-            static["pcie_link_width_max"] = int(width)
+        for reading, convert, key in (
+            ("power_limit_default_w", _from_milli, "nvmlDeviceGetPowerManagementDefaultLimit"),
+            ("pcie_link_gen_max", int, "nvmlDeviceGetMaxPcieLinkGeneration"),
+            ("pcie_link_width_max", int, "nvmlDeviceGetMaxPcieLinkWidth"),
+        ):
+            r.read_into(static, reading, convert, key, getattr(N, key), h)
         dev.catalog = lookup_catalog(dev.name, dev.pci_device_id)
         bus = r.call(
             "nvmlDeviceGetMemoryBusWidth",
@@ -425,6 +473,8 @@ class NvmlReader:
             static["memory_bus_width_bits"] = dev.catalog.memory_bus_width_bits
             dev.fallbacks["memory_bus_width_bits"] = "catalog"
             r.unavailable.pop("memory_bus_width_bits", None)
+        elif bus is not None:  # 0 bits and no catalog entry: absent, never published as 0
+            r.mark(["memory_bus_width_bits"], Unavailable.NOT_SUPPORTED)
         self._peak_bandwidth(dev, static, r)
         fans = r.call("nvmlDeviceGetNumFans", N.nvmlDeviceGetNumFans, h)
         dev.num_fans = int(fans) if fans is not None else None
@@ -584,9 +634,12 @@ class NvmlReader:
             v["temperature_c"] = float(temp)
         self._thresholds(dev, r, v.get("temperature_c"))
 
-        fields = self._fields(dev, r, list(FAST_FIELDS))
+        slow_due = dev.polls % self.slow_tier_every == 0
+        dev.polls += 1
+        tiers = {**FAST_FIELDS, **SLOW_FIELDS} if slow_due else FAST_FIELDS
+        fields = self._fields(dev, r, list(tiers))
         violations: dict[str, float] = {}
-        for fid, (reading, scale) in FAST_FIELDS.items():
+        for fid, (reading, scale) in tiers.items():
             if fid not in fields:
                 r.mark(
                     [reading],
@@ -605,16 +658,16 @@ class NvmlReader:
             else:
                 v[reading] = value
         v["clock_event_seconds_total"] = violations
-        self._field_fallbacks(dev, r)
+        self._field_fallbacks(dev, r, slow_due)
 
-        limit = r.call(
+        r.read_into(
+            v,
+            "power_limit_w",
+            _from_milli,
             "nvmlDeviceGetEnforcedPowerLimit",
             N.nvmlDeviceGetEnforcedPowerLimit,
             h,
-            readings=["power_limit_w"],
         )
-        if limit is not None:
-            v["power_limit_w"] = limit / 1000.0
         for reading, clock in (
             ("sm_clock_hz", N.NVML_CLOCK_SM),
             ("memory_clock_hz", N.NVML_CLOCK_MEM),
@@ -657,22 +710,11 @@ class NvmlReader:
             )
             if kb_s is not None:
                 v[reading] = kb_s * 1000.0  # NVML: KB/s
-        gen = r.call(
-            "nvmlDeviceGetCurrPcieLinkGeneration",
-            N.nvmlDeviceGetCurrPcieLinkGeneration,
-            h,
-            readings=["pcie_link_gen"],
-        )
-        if gen is not None:
-            v["pcie_link_gen"] = int(gen)
-        width = r.call(
-            "nvmlDeviceGetCurrPcieLinkWidth",
-            N.nvmlDeviceGetCurrPcieLinkWidth,
-            h,
-            readings=["pcie_link_width"],
-        )
-        if width is not None:
-            v["pcie_link_width"] = int(width)
+        for reading, key in (
+            ("pcie_link_gen", "nvmlDeviceGetCurrPcieLinkGeneration"),
+            ("pcie_link_width", "nvmlDeviceGetCurrPcieLinkWidth"),
+        ):
+            r.read_into(v, reading, int, key, getattr(N, key), h)
         self._fan(dev, r)
         pstate = r.call(
             "nvmlDeviceGetPerformanceState",
@@ -695,7 +737,13 @@ class NvmlReader:
         )
         if reasons is not None:
             v["clock_event_reasons"] = int(reasons)
-        v["processes"] = self._processes(dev, r)
+        if slow_due:
+            v["processes"] = self._processes(dev, r)
+            dev.slow = {k: v[k] for k in SLOW_READINGS if k in v}
+            dev.slow_unavailable = {k: r.unavailable[k] for k in SLOW_READINGS if k in r.unavailable}
+        else:
+            v.update(dev.slow)
+            r.unavailable.update(dev.slow_unavailable)
         v["gpm"] = self._gpm(dev, r)
         for key, value in list(v.items()):
             if value is not None:
@@ -749,7 +797,7 @@ class NvmlReader:
             v[f"{name}_temperature_c"] = temp_c + float(margin) - offset
         r.mark(names, Unavailable.NOT_SUPPORTED)
 
-    def _field_fallbacks(self, dev: DeviceState, r: _Read) -> None:
+    def _field_fallbacks(self, dev: DeviceState, r: _Read, slow_due: bool) -> None:
         """Older calls for what the field batch could not give (drivers without a field)."""
         v, h = r.values, dev.handle
         if "power_w" not in v:
@@ -769,7 +817,7 @@ class NvmlReader:
                 v["energy_j"] = mj / 1000.0
                 r.unavailable.pop("energy_j", None)
                 dev.fallbacks["energy_j"] = "nvmlDeviceGetTotalEnergyConsumption"
-        if "remapped_rows_correctable" not in v:
+        if slow_due and "remapped_rows_correctable" not in v:
             rows = r.call("nvmlDeviceGetRemappedRows", N.nvmlDeviceGetRemappedRows, h)
             if rows is not None:
                 corr, unc, pending, failure = rows
@@ -932,23 +980,30 @@ class NvmlReader:
             for dev in self.devices:
                 self._xid_unavailable[dev.index] = classify(exc.value)
             return
-        by_handle: dict[int, int] = {}
+        self._xid_by_handle = {}
         for dev in self.devices:
-            if dev.handle is None:
-                continue
-            try:
-                N.nvmlDeviceRegisterEvents(dev.handle, N.nvmlEventTypeXidCriticalError, self._event_set)
-                by_handle[_handle_key(dev.handle)] = dev.index
-                self._xid_unavailable.pop(dev.index, None)
-            except N.NVMLError as exc:  # "after NOT_SUPPORTED the event set can still be used"
-                self._xid_unavailable[dev.index] = classify(exc.value)
-        if not by_handle:
+            self._register_xid(dev)
+
+    def _register_xid(self, dev: DeviceState) -> None:
+        """Add one device's handle to the event set; the event thread starts with the first one."""
+        if self._event_set is None or dev.handle is None:
             return
-        self._xid_stop.clear()
-        self._xid_thread = threading.Thread(
-            target=self._xid_loop, args=(self._event_set, by_handle), name="gpuwatch-xid", daemon=True
-        )
-        self._xid_thread.start()
+        try:
+            N.nvmlDeviceRegisterEvents(dev.handle, N.nvmlEventTypeXidCriticalError, self._event_set)
+        except N.NVMLError as exc:  # "after NOT_SUPPORTED the event set can still be used"
+            self._xid_unavailable[dev.index] = classify(exc.value)
+            return
+        self._xid_by_handle[_handle_key(dev.handle)] = dev.index
+        self._xid_unavailable.pop(dev.index, None)
+        if self._xid_thread is None:
+            self._xid_stop.clear()
+            self._xid_thread = threading.Thread(
+                target=self._xid_loop,
+                args=(self._event_set, self._xid_by_handle),
+                name="gpuwatch-xid",
+                daemon=True,
+            )
+            self._xid_thread.start()
 
     def _xid_loop(self, event_set: Any, by_handle: dict[int, int]) -> None:
         while not self._xid_stop.is_set():

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -30,6 +31,7 @@ from gpuwatch.errors import UserError
 from gpuwatch.telemetry.history import DEFAULT_CAPACITY, History
 from gpuwatch.telemetry.nvml_reader import READING_NAMES, NvmlReader
 from gpuwatch.telemetry.sample import GpuSample, Snapshot, Unavailable
+from gpuwatch.telemetry.source import SnapshotFeed
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ class SimSpec:
         )
 
 
-class NvmlPoller:
+class NvmlPoller(SnapshotFeed):
     """A SnapshotSource over NVML (real or simulated); see the module docstring."""
 
     def __init__(
@@ -107,14 +109,12 @@ class NvmlPoller:
         self.description = description or ("simulated NVML" if sim else "NVML")
         self.restarts = 0
         self._clock = clock or time.time
-        self._history = History(history_capacity)
+        super().__init__(History(history_capacity))
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
         self._backoff_s = backoff_initial_s
         self._on_stop = on_stop
         self._xid_events = xid_events
-        self._listeners: list[Callable[[Snapshot], None]] = []
-        self._latest: Snapshot | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._poll_lock = threading.Lock()
@@ -131,17 +131,7 @@ class NvmlPoller:
         self._last_ts: float | None = None
         self._ts_offset = 0.0
 
-    # -- SnapshotSource ----------------------------------------------------------------------------
-    @property
-    def history(self) -> History:
-        return self._history
-
-    def latest(self) -> Snapshot | None:
-        return self._latest
-
-    def add_listener(self, fn: Callable[[Snapshot], None]) -> None:
-        self._listeners.append(fn)
-
+    # -- SnapshotSource (latest, history, add_listener: SnapshotFeed) ---------------------------------
     def start(self, *, background: bool = True) -> None:
         """Open NVML (or spawn the child) and start polling; NvmlUnavailable if there is no NVML.
 
@@ -267,30 +257,35 @@ class NvmlPoller:
         if self._next_reinit_at is None:
             self._next_reinit_at = now + self._backoff_s
             return
-        if now < self._next_reinit_at or any(not f.done() for f, _ in self._inflight.values()):
+        if now < self._next_reinit_at:
             return
-        log.info("re-initialising NVML (lost GPU or broken session)")
-        self._inflight.clear()
-        try:
-            reader.reinit()
-        except N.NVMLError as exc:
-            log.warning("NVML re-init failed: %s", exc)
-            reader.session_broken = True
+        busy = {i for i, (f, _) in self._inflight.items() if not f.done()}
+        if not reader.session_broken:
+            # first re-find each lost card on its own: a card whose read is still in flight (hung or
+            # slow) must not hold back the recovery of the others
+            for dev in reader.devices:
+                if dev.lost and dev.index not in busy:
+                    try:
+                        if reader.reattach(dev.index):
+                            log.info("GPU %d (%s) is back", dev.index, dev.uuid)
+                    except N.NVMLError as exc:
+                        log.warning("re-attaching GPU %d failed: %s", dev.index, exc)
+                        reader.session_broken = True
+        if reader.needs_reinit and not busy:
+            # a broken session (or a card only a fresh session finds again): shut NVML down and open it
+            log.info("re-initialising NVML (lost GPU or broken session)")
+            self._inflight.clear()
+            try:
+                reader.reinit()
+            except N.NVMLError as exc:
+                log.warning("NVML re-init failed: %s", exc)
+                reader.session_broken = True
         if reader.needs_reinit:
             self._backoff_s = min(self._backoff_s * 2, self._backoff_max_s)
             self._next_reinit_at = self._clock() + self._backoff_s
         else:
             self._next_reinit_at = None
             self._backoff_s = self._backoff_initial_s
-
-    def _publish(self, snap: Snapshot) -> None:
-        self._latest = snap
-        self._history.append(snap)
-        for fn in list(self._listeners):
-            try:
-                fn(snap)
-            except Exception:
-                log.exception("snapshot listener failed")
 
     # -- isolated (child-process) polling ----------------------------------------------------------
     def _spawn_child(self) -> None:
@@ -405,7 +400,14 @@ class _ChildConfig:
 
 
 def _child_main(conn: Connection, config: _ChildConfig) -> None:
-    """Entry point of the NVML child: poll in-process and send every snapshot up the pipe."""
+    """Entry point of the NVML child: poll in-process and send every snapshot up the pipe.
+
+    The parent alone decides when the child ends ("stop" on the pipe, or the parent gone): Ctrl-C
+    in a terminal or a service manager's SIGTERM reaches the whole process group, and a child dying
+    of it first would read to the parent as a crash to restart while it shuts down.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     clock = None
     on_stop = None
     try:

@@ -26,7 +26,7 @@ import time
 import types
 import typing
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 from gpuwatch.errors import UserError
 from gpuwatch.telemetry.history import History
 from gpuwatch.telemetry.sample import Snapshot, Unavailable
-from gpuwatch.telemetry.source import SnapshotSource
+from gpuwatch.telemetry.source import SnapshotFeed
 
 try:  # advisory lock against two recorders on one file; POSIX only
     import fcntl
@@ -352,7 +352,7 @@ class RecordWriter:
 # --- replay -------------------------------------------------------------------------------------
 
 
-class ReplaySource(SnapshotSource):
+class ReplaySource(SnapshotFeed):
     """A SnapshotSource that plays a recording back at its recorded pace × ``speed``.
 
     ``speed`` 0 or infinity plays as fast as possible. Pauses longer than ``max_gap_s`` of replay
@@ -385,9 +385,7 @@ class ReplaySource(SnapshotSource):
         #: True once the last snapshot has been played (never, when looping)
         self.finished = False
         self.played = 0
-        self._history = history if history is not None else History()
-        self._latest: Snapshot | None = None
-        self._listeners: list[Callable[[Snapshot], None]] = []
+        super().__init__(history)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._offset_s = 0.0  # added to recorded timestamps so replayed time never runs backwards
@@ -408,16 +406,6 @@ class ReplaySource(SnapshotSource):
             for snap in read_recording(self.path):
                 return snap
         return None
-
-    @property
-    def history(self) -> History:
-        return self._history
-
-    def latest(self) -> Snapshot | None:
-        return self._latest
-
-    def add_listener(self, fn: Callable[[Snapshot], None]) -> None:
-        self._listeners.append(fn)
 
     def start(self) -> None:
         if self._thread is not None:
@@ -475,11 +463,5 @@ class ReplaySource(SnapshotSource):
             self._publish(dataclasses.replace(recorded, source="replay", timestamp_s=ts))
 
     def _publish(self, snap: Snapshot) -> None:
-        self._history.append(snap)
-        self._latest = snap
         self.played += 1
-        for fn in list(self._listeners):
-            try:
-                fn(snap)
-            except Exception:
-                log.exception("replay listener %r failed", fn)
+        super()._publish(snap)

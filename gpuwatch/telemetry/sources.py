@@ -39,7 +39,7 @@ def open_source(
         from gpuwatch.telemetry.recording import ReplaySource
 
         return ReplaySource(replay, speed=replay_speed)
-    if sim:
+    if sim is not None:  # an empty --sim is a bad device list, not "use the real driver"
         spec = SimSpec(devices=sim, scenario=scenario, seed=seed, time_scale=time_scale, faults=faults)
         description = describe_sim(sim, scenario)
         if isolate:

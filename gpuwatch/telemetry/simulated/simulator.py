@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -100,8 +101,8 @@ class SimulatedNvml:
             _check_scenario(name)
         if driver not in DRIVER_PROFILES:
             raise UserError(f"driver profile {driver!r} unknown; use one of {', '.join(DRIVER_PROFILES)}")
-        if not time_scale > 0:
-            raise UserError(f"--time-scale must be > 0, got {time_scale}")
+        if not (math.isfinite(time_scale) and time_scale > 0):
+            raise UserError(f"--time-scale must be a finite number > 0, got {time_scale}")
         self.seed = seed
         self.time_scale = float(time_scale)
         self.manual_clock = manual_clock
