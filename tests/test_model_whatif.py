@@ -183,30 +183,76 @@ def test_unknown_ids_list_close_matches() -> None:
 
 
 @pytest.mark.parametrize(
-    "inputs",
+    ("inputs", "sub"),
     [
-        PlanInputs(
-            model="mixtral-8x7b",
-            quant="q4_K_M",
-            gpu="rtx3090",
-            count=2,
-            batch=4,
-            context_tokens=2048,
-            parallel="pp",
-            engine="llama.cpp",
+        (
+            PlanInputs(
+                model="mixtral-8x7b",
+                quant="q4_K_M",
+                gpu="rtx3090",
+                count=2,
+                batch=4,
+                context_tokens=2048,
+                parallel="pp",
+                engine="llama.cpp",
+                electricity_usd_per_kwh=0.32,
+                utilisation_ratio=0.45,
+                hosting_usd_per_h=0.05,
+            ),
+            "cost",
         ),
-        PlanInputs(model="llama-3-70b", quant="fp8", gpu="h100-sxm", count=4, link="pcie5"),
-        PlanInputs(model="llama-2-7b", mode="train", count=8, zero_stage=2, activation_checkpointing=False),
-        PlanInputs(model="qwen2.5-7b", mode="qlora", lora_rank=32),
+        (PlanInputs(model="llama-3-70b", quant="fp8", gpu="h100-sxm", count=4, link="pcie5"), "throughput"),
+        (
+            PlanInputs(
+                model="llama-3-70b", quant="fp8", gpu="h100-sxm", count=4, gpu_price_usd=27_500, pue=1.3
+            ),
+            "cost",
+        ),
+        (
+            PlanInputs(
+                model="llama-2-7b",
+                mode="train",
+                count=8,
+                zero_stage=2,
+                activation_checkpointing=False,
+                train_tokens=2.5e10,
+                mfu_ratio=0.35,
+                cloud_usd_per_gpu_h=2.4,
+            ),
+            "train",
+        ),
+        (PlanInputs(model="qwen2.5-7b", mode="qlora", lora_rank=32, optimizer="paged_adamw8bit"), "train"),
     ],
 )
-def test_plan_command_reproduces_the_what_if(inputs: PlanInputs, capsys: pytest.CaptureFixture[str]) -> None:
-    """The command the TUI copies prints the same numbers as the panes."""
+def test_plan_command_reproduces_the_what_if(
+    inputs: PlanInputs, sub: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command the TUI copies prints the same numbers as the panes: cost for a priced inference
+    workload, throughput where the GPU has no price, train (hours, $ and memory) for the training modes."""
     argv = shlex.split(plan_command(inputs))
-    assert argv[:2] == ["gpuwatch", "plan"]
+    assert argv[:3] == ["gpuwatch", "plan", sub]
     assert main([*argv[1:], "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     expected = answer(inputs)
-    assert out["per_gpu_gib"] == pytest.approx(expected.memory.per_gpu_gib)
-    if expected.throughput is not None:
-        assert out["decode_tokens_per_s"] == pytest.approx(float(expected.throughput.decode_tokens_per_s))
+    if sub == "train":
+        assert expected.training is not None
+        assert out["memory"]["per_gpu_gib"] == pytest.approx(expected.memory.per_gpu_gib)
+        assert out["gpu_hours"] == pytest.approx(expected.training.gpu_hours)
+        assert out["usd"] == pytest.approx(expected.training.usd)
+        return
+    assert expected.throughput is not None
+    assert out["decode_tokens_per_s"] == pytest.approx(float(expected.throughput.decode_tokens_per_s))
+    if sub == "throughput":
+        assert out["per_gpu_gib"] == pytest.approx(expected.memory.per_gpu_gib)
+        return
+    assert expected.cost is not None and expected.cost.usd_per_mtok is not None
+    assert out["usd_per_mtok"] == pytest.approx(expected.cost.usd_per_mtok)
+    assert out["cloud_usd_per_mtok"] == pytest.approx(expected.cost.cloud_usd_per_mtok)
+    assert out["breakeven_months"] == pytest.approx(expected.cost.breakeven_months)
+
+
+def test_plan_command_writes_only_the_prices_that_differ_from_the_defaults() -> None:
+    assert "--electricity-usd-per-kwh" not in plan_command(PlanInputs())
+    command = plan_command(PlanInputs(electricity_usd_per_kwh=0.3, utilisation_ratio=0.5))
+    assert "--electricity-usd-per-kwh 0.3 --utilisation 0.5" in command
+    assert "--pue" not in command

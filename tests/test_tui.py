@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
+import shlex
 from collections.abc import Iterator
 
 import pynvml
 import pytest
-from textual.widgets import Input, Select, Static, TabbedContent
+from textual.widgets import DataTable, Input, Select, Static, TabbedContent
 from tui_rack import ManualRack
 
 from gpuwatch.model.catalog import get_gpu
 from gpuwatch.model.llm import get_model
-from gpuwatch.model.memory import qlora_memory
+from gpuwatch.model.memory import lora_memory, qlora_memory
 from gpuwatch.model.throughput import estimate_throughput
 from gpuwatch.model.whatif import PlanInputs, plan_command
 from gpuwatch.tui.app import GpuwatchApp
-from gpuwatch.tui.formatting import duration, rate, si
+from gpuwatch.tui.formatting import duration, rate, si, usd
 from gpuwatch.tui.gpu_card import GpuCard
 from gpuwatch.tui.live_view import LiveView
 from gpuwatch.tui.roofline_plot import RooflinePlot
@@ -200,19 +204,102 @@ async def test_copy_key_puts_the_equivalent_plan_command_on_the_clipboard(rack: 
         assert any(n.message == expected for n in app._notifications)
 
 
-def test_copied_plan_command_is_accepted_by_the_cli() -> None:
-    from gpuwatch.cli import build_parser
+async def _copied_command_output(pilot: object, app: GpuwatchApp) -> dict:
+    """Press the copy key and run what it copied through the real CLI, as a user pasting it would."""
+    from gpuwatch.cli import main
 
-    parser = build_parser()
-    plan_help = parser._subparsers._group_actions[0].choices["plan"].format_help()  # type: ignore[union-attr]
-    if "throughput" not in plan_help:
-        pytest.skip("`gpuwatch plan throughput` is not in this build yet")
-    for inputs in (
-        PlanInputs(batch=8, count=2, parallel="pp"),
-        PlanInputs(mode="qlora", model="llama-2-70b"),
-    ):
-        args = plan_command(inputs).split()[1:]
-        parser.parse_args(args)  # SystemExit (a failure) on an option the CLI does not have
+    await pilot.press("escape")  # type: ignore[attr-defined]
+    app.set_focus(None)
+    await pilot.press("y")  # type: ignore[attr-defined]
+    await pilot.pause()  # type: ignore[attr-defined]
+    argv = shlex.split(app.clipboard)
+    assert argv[:2] == ["gpuwatch", "plan"]
+    out = io.StringIO()  # the running app captures sys.stdout, so capsys would not see the print
+    with contextlib.redirect_stdout(out):
+        assert main([*argv[1:], "--json"]) == 0
+    return json.loads(out.getvalue())  # type: ignore[no-any-return]
+
+
+async def test_copied_command_prints_the_numbers_the_plan_pane_shows(
+    rack: ManualRack,
+) -> None:
+    app = GpuwatchApp(rack.session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await _set_input(pilot, app, "#plan-batch", "8")
+        await _set_input(pilot, app, "#plan-electricity", "0.32")
+        await _set_input(pilot, app, "#plan-utilisation", "0.5")
+        shown = text_of(app.query_one("#plan-result", Static))
+        out = await _copied_command_output(pilot, app)
+        assert out["command"] == "cost"
+        assert out["electricity_usd_per_kwh"] == 0.32 and out["utilisation_ratio"] == 0.5
+        assert f"decode   {rate(out['decode_tokens_per_s'])}" in shown
+        assert f"own {usd(out['usd_per_mtok'], digits=3)} at 50% utilisation" in shown
+        assert f"cloud {usd(out['cloud_usd_per_mtok'], digits=3)}" in shown
+
+        # a training mode copies `plan train` with its tokens, MFU and rank
+        app.query_one("#plan-mode", Select).value = "lora"
+        await pilot.pause()
+        await _set_input(pilot, app, "#plan-lora-rank", "64")
+        await _set_input(pilot, app, "#plan-train-tokens", "2e9")
+        shown = text_of(app.query_one("#plan-result", Static))
+        out = await _copied_command_output(pilot, app)
+        assert out["command"] == "train" and out["tokens"] == 2e9
+        assert f"{out['gpu_hours']:,.1f} GPU-hours" in shown
+        assert f"{out['memory']['per_gpu_gib']:.1f} GiB" in shown
+        assert f"{usd(out['usd'])} rented" in shown
+
+
+async def test_training_fields_show_for_their_mode_and_change_the_answer(rack: ManualRack) -> None:
+    app = GpuwatchApp(rack.session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await pilot.pause()
+        shown = {row: app.query_one(f"#{row}").display for row in ("row-lora-rank", "row-zero", "row-link")}
+        assert shown == {"row-lora-rank": False, "row-zero": False, "row-link": False}  # inference, 1 GPU
+
+        app.query_one("#plan-mode", Select).value = "lora"
+        await pilot.pause()
+        assert app.query_one("#row-lora-rank").display and not app.query_one("#row-zero").display
+        await _set_input(pilot, app, "#plan-lora-rank", "256")
+        shown_text = text_of(app.query_one("#plan-result", Static))
+        need = lora_memory(get_model("llama-3-8b"), 1, 4096, rank=256)
+        assert f"{float(need.bytes_per_gpu(1)) / 2**30:.1f} GiB" in shown_text
+        assert "LoRA rank 256" in shown_text
+        assert app.plan_inputs.lora_rank == 256
+
+        app.query_one("#plan-mode", Select).value = "train"
+        await _set_input(pilot, app, "#plan-count", "8")
+        assert app.query_one("#row-zero").display and not app.query_one("#row-lora-rank").display
+        app.query_one("#plan-zero", Select).value = 3
+        await pilot.pause()
+        assert app.plan_inputs.zero_stage == 3
+        assert "ZeRO-3" in text_of(app.query_one("#plan-result", Static))
+
+        app.query_one("#plan-mode", Select).value = "inference"
+        await pilot.pause()
+        assert app.query_one("#row-link").display  # 8 GPUs: the link between them matters
+        app.query_one("#plan-link", Select).value = "ethernet:25"
+        await pilot.pause()
+        assert app.plan_inputs.link == "ethernet:25"
+        assert "--link ethernet:25" in plan_command(app.plan_inputs)
+
+
+async def test_compare_prices_datacenter_gpus_from_the_config_and_says_how() -> None:
+    rack = ManualRack(gpu_prices={"h100-sxm": 25_000.0})
+    app = GpuwatchApp(rack.session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await pilot.pause()
+        table = app.query_one("#compare-table", DataTable)
+        h100 = [str(c) for c in table.get_row("h100-sxm")]
+        assert "$25,000 config" in h100
+        assert "n/a" not in h100[3]  # owned $/1M now has a price to work from
+        a100 = [str(c) for c in table.get_row("a100-80gb-sxm")]
+        assert a100[4] == "none" and a100[3] == "n/a"
+        note = text_of(app.query_one("#compare-note", Static))
+        assert "[gpu_prices]" in note and "$2.00/GPU-h" in note
+    rack.close()
 
 
 async def test_eight_gpus_fit_120x40_and_80x24_scrolls() -> None:

@@ -24,6 +24,7 @@ class ManualRack:
         scenario: str | list[str] = "decode",
         workload: str | None = WORKLOAD,
         seed: int = 7,
+        gpu_prices: dict[str, float] | None = None,
     ) -> None:
         self.sim: SimulatedNvml = install(devices, scenario=scenario, seed=seed, manual_clock=True)
         self.sim.process_pid = 4242  # the simulator reports its own pid; a fixed one keeps screenshots equal
@@ -36,7 +37,9 @@ class ManualRack:
             on_stop=uninstall,
             xid_events=False,
         )
-        config = LiveConfig(workload=parse_workload(workload) if workload else None)
+        config = LiveConfig(
+            workload=parse_workload(workload) if workload else None, gpu_prices=dict(gpu_prices or {})
+        )
         self.session = LiveSession(self.poller, config)
         # open NVML without the poll thread; session.start() then only attaches its listener
         self.poller.start(background=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -364,13 +365,23 @@ class ComparisonRow:
     fits: bool
     gpus_needed: int
     decode_tokens_per_s: float | None
-    usd_per_mtok: float | None
+    usd_per_mtok: float | None  # owned, at price_usd; None where nothing prices the GPU
     tokens_per_s_per_kusd: float | None  # per $1k of GPU purchase price
+    # --- added ---
+    price_usd: float | None = None  # one GPU's purchase price used above
+    price_source: str | None = None  # "entered" (the form's GPU), "config" ([gpu_prices]) or "list"
+    cloud_usd_per_mtok: float | None = None  # every GPU rented at the inputs' cloud $/GPU-h
 
 
-def compare(inputs: PlanInputs) -> list[ComparisonRow]:
-    """This workload (inference) on every catalog GPU at the form's count; bad rows say n/a, not crash."""
-    model, quant, _ = resolve(inputs)
+def compare(inputs: PlanInputs, gpu_prices: Mapping[str, float] | None = None) -> list[ComparisonRow]:
+    """This workload (inference) on every catalog GPU at the form's count; bad rows say n/a, not crash.
+
+    Each GPU is priced at, first, ``inputs.gpu_price_usd`` if it is ``inputs.gpu`` (what the user typed for
+    the card they are looking at), then ``gpu_prices`` (a live config's [gpu_prices]), then the catalog
+    list price; datacenter parts have no list price, so without the first two their owned $/1M is None.
+    """
+    model, quant, chosen = resolve(inputs)
+    prices = dict(gpu_prices or {})
     rows = []
     for gpu in all_gpus():
         try:
@@ -378,8 +389,8 @@ def compare(inputs: PlanInputs) -> list[ComparisonRow]:
             tps = float(throughput_answer(inputs, model, quant, gpu).decode_tokens_per_s)
         except (ModelInputError, UnknownIdError, KeyError):
             continue  # e.g. a compute dtype this GPU lacks, or --link nvlink on a PCIe-only card
-        price = gpu_price(inputs.with_(gpu_price_usd=None), gpu)
-        usd_mtok = cost_answer(inputs.with_(gpu_price_usd=None), gpu, tps).usd_per_mtok
+        price, source = _comparison_price(inputs, chosen, gpu, prices)
+        priced = cost_answer(inputs.with_(gpu_price_usd=price), gpu, tps)
         rows.append(
             ComparisonRow(
                 gpu_id=gpu.id,
@@ -387,11 +398,26 @@ def compare(inputs: PlanInputs) -> list[ComparisonRow]:
                 fits=mem.fits,
                 gpus_needed=mem.gpus_needed,
                 decode_tokens_per_s=tps,
-                usd_per_mtok=usd_mtok,
+                usd_per_mtok=priced.usd_per_mtok,
                 tokens_per_s_per_kusd=tps / (price * inputs.count / 1000) if price else None,
+                price_usd=price,
+                price_source=source,
+                cloud_usd_per_mtok=priced.cloud_usd_per_mtok,
             )
         )
     return rows
+
+
+def _comparison_price(
+    inputs: PlanInputs, chosen: GpuSpec, gpu: GpuSpec, prices: Mapping[str, float]
+) -> tuple[float | None, str | None]:
+    if gpu.id == chosen.id and inputs.gpu_price_usd is not None:
+        return inputs.gpu_price_usd, "entered"
+    if gpu.id in prices:
+        return prices[gpu.id], "config"
+    if gpu.list_price_usd is not None:
+        return gpu.list_price_usd, "list"
+    return None, None
 
 
 # ------------------------------------------------------------------------------------------------ parallel
@@ -495,18 +521,43 @@ def catalog_listing() -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------ shell command
+#: PlanInputs field -> ``gpuwatch plan cost`` option, written only where the value differs from the default
+_COST_FLAGS = {
+    "gpu_price_usd": "--gpu-price-usd",
+    "server_overhead_ratio": "--server-overhead",
+    "service_life_years": "--life-years",
+    "electricity_usd_per_kwh": "--electricity-usd-per-kwh",
+    "pue": "--pue",
+    "hosting_usd_per_h": "--hosting-usd-per-h",
+    "utilisation_ratio": "--utilisation",
+    "cloud_usd_per_gpu_h": "--cloud-usd-per-gpu-h",
+}
+
+
+def _number(value: float) -> str:
+    """Shortest text that reads back as the same float (``1e+09``, ``0.15``), so the shell answer matches."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
 def plan_command(inputs: PlanInputs) -> str:
-    """The ``gpuwatch plan …`` command that answers the same what-if from a shell."""
+    """The ``gpuwatch plan …`` command that answers the same what-if from a shell: ``plan cost`` for an
+    inference workload with a GPU price (``plan throughput`` where there is none to price it with), and
+    ``plan train`` for the training modes; prices only where they differ from the defaults."""
     default = PlanInputs()
-    sub = "throughput" if inputs.mode == "inference" else "memory"
-    args = [
-        "gpuwatch",
-        "plan",
-        sub,
-        "--model",
-        inputs.model,
-        "--quant",
-        inputs.quant,
+    model = inputs.model
+    if Path(model).suffix == ".json" or "/" in model:
+        model = str(Path(model).expanduser())
+    training = inputs.mode != "inference"
+    if training:
+        sub = "train"
+    else:
+        priced = inputs.gpu_price_usd is not None or _list_price(inputs.gpu) is not None
+        sub = "cost" if priced else "throughput"
+    args = ["gpuwatch", "plan", sub, "--model", model]
+    if not training:
+        args += ["--quant", inputs.quant]  # training modes use their own dtypes; `plan train` takes none
+    args += [
         "--gpu",
         inputs.gpu,
         "--count",
@@ -516,7 +567,7 @@ def plan_command(inputs: PlanInputs) -> str:
         "--context",
         str(inputs.context_tokens),
     ]
-    if inputs.mode != "inference":
+    if training:
         args += ["--mode", inputs.mode]
         if inputs.mode in ("lora", "qlora") and inputs.lora_rank != default.lora_rank:
             args += ["--lora-rank", str(inputs.lora_rank)]
@@ -526,10 +577,22 @@ def plan_command(inputs: PlanInputs) -> str:
             args += ["--optimizer", inputs.optimizer]
         if not inputs.activation_checkpointing:
             args.append("--no-checkpointing")
+        args += ["--tokens", _number(inputs.train_tokens), "--mfu", _number(inputs.mfu_ratio)]
+        flags = {"cloud_usd_per_gpu_h": _COST_FLAGS["cloud_usd_per_gpu_h"]}  # `plan train` rents
     else:
         args += ["--parallel", inputs.parallel, "--engine-profile", inputs.engine]
         if inputs.link:
             args += ["--link", inputs.link]
-    if Path(inputs.model).suffix == ".json" or "/" in inputs.model:
-        args[args.index("--model") + 1] = str(Path(inputs.model).expanduser())
+        flags = _COST_FLAGS if sub == "cost" else {}
+    for name, option in flags.items():
+        value = getattr(inputs, name)
+        if value is not None and value != getattr(default, name):
+            args += [option, _number(value)]
     return shlex.join(args)
+
+
+def _list_price(gpu_id: str) -> float | None:
+    try:
+        return get_gpu(gpu_id).list_price_usd
+    except UnknownIdError:
+        return None

@@ -109,7 +109,7 @@ class GpuwatchApp(App[None]):
             return CostPane(id="cost-pane")
         if pane_id == "plan":
             return PlanPane(self.plan_inputs, id="plan-pane")
-        return ComparePane(id="compare-pane")
+        return ComparePane(gpu_prices=self.feed.config.gpu_prices, id="compare-pane")
 
     def on_mount(self) -> None:
         self.feed.add_listener(self._from_poll_thread)

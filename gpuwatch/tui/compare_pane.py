@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.widgets import DataTable, Label
+from textual.widgets import DataTable, Label, Static
 
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
 from gpuwatch.model.whatif import ComparisonRow, PlanInputs, compare
-from gpuwatch.tui.formatting import MISSING, rate, usd
+from gpuwatch.tui.formatting import MISSING, percent, rate, usd
 
 #: column key -> (title, sort key, best first?) ; missing values always sort last
 COLUMNS: dict[str, tuple[str, Callable[[ComparisonRow], float | str | None], bool]] = {
     "gpu": ("GPU", lambda r: r.gpu_name, False),
     "fits": ("fits", lambda r: (0 if r.fits else 1) * 10_000 + (r.gpus_needed or 9_999), False),
     "tps": ("decode tok/s", lambda r: r.decode_tokens_per_s, True),
-    "usd": ("$/1M tokens", lambda r: r.usd_per_mtok, False),
+    "usd": ("own $/1M tok", lambda r: r.usd_per_mtok, False),
+    "price": ("GPU price", lambda r: r.price_usd, False),
     "per_kusd": ("tok/s per $1k", lambda r: r.tokens_per_s_per_kusd, True),
+    "cloud": ("rent $/1M tok", lambda r: r.cloud_usd_per_mtok, False),
 }
 
 
@@ -40,38 +43,61 @@ def _fits(row: ComparisonRow) -> str:
     return f"no (needs {row.gpus_needed})" if row.gpus_needed else "no"
 
 
-def _cells(row: ComparisonRow) -> tuple[str, ...]:
+def _cells(row: ComparisonRow) -> tuple[str | Text, ...]:
     per_kusd = row.tokens_per_s_per_kusd
-    return (
-        row.gpu_name,
-        _fits(row),
-        rate(row.decode_tokens_per_s, ""),
+    price = f"{usd(row.price_usd, digits=0)} {row.price_source}" if row.price_usd is not None else "none"
+    numbers = (
+        rate(row.decode_tokens_per_s, "").strip(),
         usd(row.usd_per_mtok, digits=3),
+        price,
         f"{per_kusd:.1f}" if per_kusd is not None and math.isfinite(per_kusd) else MISSING,
+        usd(row.cloud_usd_per_mtok, digits=3),
     )
+    return (row.gpu_name, _fits(row), *(Text(n, justify="right") for n in numbers))
+
+
+def price_note(inputs: PlanInputs) -> Text:
+    """What the two $/1M columns assume, on screen: a reader choosing hardware must not mistake a flat
+    rental rate or a missing price for a real quote."""
+    text = Text(style="dim")
+    text.append("own $/1M", style="bold")
+    text.append(
+        ": each GPU bought at the price shown (list = catalog list price, config = your [gpu_prices], "
+        f"entered = the Plan pane's GPU price for {inputs.gpu}), at TDP, "
+        f"{percent(inputs.utilisation_ratio)} busy. Datacenter GPUs have no list price: add them under "
+        "[gpu_prices] in the config, or enter one in the Plan pane.\n"
+    )
+    text.append("rent $/1M", style="bold")
+    text.append(
+        f": every GPU at the Plan pane's one cloud price, {usd(inputs.cloud_usd_per_gpu_h)}/GPU-h; "
+        "real rental rates differ by GPU."
+    )
+    return text
 
 
 class ComparePane(Vertical):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("s", "next_sort", "Sort by next column")]
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, *, gpu_prices: Mapping[str, float] | None = None, id: str | None = None) -> None:
         super().__init__(id=id)
+        self.gpu_prices = dict(gpu_prices or {})
         self.sort_column = "tps"
         self.rows: list[ComparisonRow] = []
         self.inputs: PlanInputs | None = None
 
     def compose(self) -> ComposeResult:
         yield Label("", id="compare-title", classes="pane-title")
-        table: DataTable[str] = DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
+        table: DataTable[str | Text] = DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
         for key, (title, _, _) in COLUMNS.items():
-            table.add_column(title, key=key)
+            table.add_column(title if key in ("gpu", "fits") else Text(title, justify="right"), key=key)
         yield table
+        yield Static(id="compare-note", classes="pane-note")
 
     def show(self, inputs: PlanInputs) -> None:
         self.inputs = inputs
         title = self.query_one("#compare-title", Label)
         try:
-            self.rows = compare(inputs)
+            self.rows = compare(inputs, self.gpu_prices)
         except (ModelInputError, UnknownIdError) as exc:
             title.update(f"cannot compare: {exc}")
             self.rows = []
@@ -80,6 +106,7 @@ class ComparePane(Vertical):
                 f"{inputs.model} · {inputs.quant} · batch {inputs.batch} · context {inputs.context_tokens} · "
                 f"{inputs.count} GPU(s) each · sorted by {COLUMNS[self.sort_column][0]} (s: next column)"
             )
+        self.query_one("#compare-note", Static).update(price_note(inputs))
         self._fill()
 
     def _fill(self) -> None:

@@ -38,19 +38,21 @@ def cost_summary(sample: GpuSample, gpu: GpuAssessment, box: BoxAssessment, widt
     text = Text()
     text.append(f"GPU {sample.index} {short_name(sample.name)}\n", style="bold")
     text.append("tokens/s     ")
-    text.append(rate(gpu.tokens_per_s), style="bold")
-    text.append(f"  {gpu.tokens_per_s_provenance.value}", style="italic dim")
+    # separators end the text before them: some SVG renderers drop a run's leading spaces
+    text.append(f"{rate(gpu.tokens_per_s)}  ", style="bold")
+    text.append(gpu.tokens_per_s_provenance.value, style="italic dim")
     if gpu.modelled_tokens_per_s is not None:
-        text.append(f"   model ceiling {rate(gpu.modelled_tokens_per_s)}", style="dim")
+        text.append("   ")
+        text.append(f"model ceiling {rate(gpu.modelled_tokens_per_s)}", style="dim")
     if cost is None:
         text.append("\n\nNo cost without a workload: declare one with --workload or --engine.", style="dim")
         return text
     text.append("\n$/1M tokens  live ")
-    text.append(usd(cost.live_usd_per_mtok, digits=3), style="bold green")
-    text.append("   projected ")
-    text.append(usd(cost.projected_usd_per_mtok, digits=3), style="bold")
+    text.append(f"{usd(cost.live_usd_per_mtok, digits=3)}   ", style="bold green")
+    text.append("projected ")
+    text.append(f"{usd(cost.projected_usd_per_mtok, digits=3)}   ", style="bold")
     if cost.cloud_usd_per_mtok is not None:
-        text.append("   cloud ")
+        text.append("cloud ")
         text.append(usd(cost.cloud_usd_per_mtok, digits=3), style="bold")
     text.append("\ntokens/J     ")
     text.append(
@@ -58,17 +60,20 @@ def cost_summary(sample: GpuSample, gpu: GpuAssessment, box: BoxAssessment, widt
     )
     split = cost.cost_per_hour
     text.append(f"\ncost/hour    {usd(split.total_usd_per_h, digits=3)} = ")
-    text.append(f"capex {usd(split.capex_usd_per_h, digits=3)}", style="blue")
-    text.append(" + ")
-    text.append(f"power {usd(split.power_usd_per_h, digits=3)}", style="yellow")
-    text.append(" + ")
+    text.append(f"capex {usd(split.capex_usd_per_h, digits=3)} ", style="blue")
+    text.append("+ ")
+    text.append(f"power {usd(split.power_usd_per_h, digits=3)} ", style="yellow")
+    text.append("+ ")
     text.append(f"hosting {usd(split.hosting_usd_per_h, digits=3)}", style="magenta")
     text.append("\n             ")
     text.append_text(split_bar(split, max(10, min(60, width - 14))))
     if len(box.gpus) > 1:
-        joules = f"   {box.tokens_per_joule:.2f} tokens/J" if box.tokens_per_joule is not None else ""
-        box_cost = f"{usd(box.usd_per_mtok, digits=3)}/1M tokens" if box.usd_per_mtok is not None else ""
-        text.append(f"\n\nwhole box    {rate(box.tokens_per_s)}   {box_cost}{joules}")
+        parts = [rate(box.tokens_per_s)]
+        if box.usd_per_mtok is not None:
+            parts.append(f"{usd(box.usd_per_mtok, digits=3)}/1M tokens")
+        if box.tokens_per_joule is not None:
+            parts.append(f"{box.tokens_per_joule:.2f} tokens/J")
+        text.append(f"\n\nwhole box    {'   '.join(parts)}")
     return text
 
 
@@ -76,15 +81,15 @@ class CostPane(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(id="cost-summary")
         yield Label("the same workload on other GPUs (modelled)", classes="pane-title")
-        table: DataTable[str] = DataTable(id="alternatives", cursor_type="row", zebra_stripes=True)
+        table: DataTable[str | Text] = DataTable(id="alternatives", cursor_type="row", zebra_stripes=True)
         table.add_column("GPU", key="gpu")
-        table.add_column("tok/s", key="tps")
-        table.add_column("$/1M tokens", key="usd")
+        table.add_column(Text("tok/s", justify="right"), key="tps")
+        table.add_column(Text("$/1M tokens", justify="right"), key="usd")
         table.add_column("fits", key="fits")
         yield table
 
     def on_mount(self) -> None:
-        self._rows: tuple[tuple[str, ...], ...] | None = None
+        self._rows: tuple[tuple[str | Text, ...], ...] | None = None
 
     def show(self, sample: GpuSample | None, gpu: GpuAssessment | None, box: BoxAssessment | None) -> None:
         if sample is None or gpu is None or box is None:
@@ -93,7 +98,12 @@ class CostPane(Vertical):
         summary.update(cost_summary(sample, gpu, box, summary.content_size.width or 80))
         alternatives = gpu.cost.alternatives if gpu.cost is not None else ()
         rows = tuple(
-            (a.gpu_name, rate(a.tokens_per_s, ""), usd(a.usd_per_mtok, digits=3), "yes" if a.fits else "NO")
+            (
+                a.gpu_name,
+                Text(rate(a.tokens_per_s, "").strip(), justify="right"),
+                Text(usd(a.usd_per_mtok, digits=3), justify="right"),
+                "yes" if a.fits else "NO",
+            )
             for a in alternatives
         )
         if rows == self._rows:

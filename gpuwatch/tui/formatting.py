@@ -12,7 +12,7 @@ from rich.text import Text
 
 MISSING = "n/a"
 
-_SI = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+_SI = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 
 
 def si(value: float | None, unit: str, *, digits: int = 3) -> str:
@@ -59,6 +59,8 @@ def usd(value: float | None, *, digits: int = 2) -> str:
         return f"${value:.{digits + 1}f}" if abs(value) >= 0.01 else f"${value:.2g}"
     if abs(value) >= 10_000:
         return f"${value:,.0f}"
+    if abs(value) >= 10:  # "$17.00", not "$17.000": the third decimal only matters below $10
+        digits = min(digits, 2)
     return f"${value:,.{digits}f}"
 
 

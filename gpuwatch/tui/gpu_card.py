@@ -114,11 +114,12 @@ def card_body(sample: GpuSample, assessment: GpuAssessment | None, width: int) -
     )
 
     # duty cycles: memory-controller busy is the share of time a read/write was in flight, NOT bandwidth
+    # (separators end the piece before them: some SVG renderers drop a text run's leading spaces)
     lines.append(
         Text.assemble(
             ("SM busy ", "dim"),
-            percent(sample.sm_busy_ratio),
-            ("  MC busy ", "dim"),
+            f"{percent(sample.sm_busy_ratio)}  ",
+            ("MC busy ", "dim"),
             percent(sample.memory_controller_busy_ratio),
         )
     )
@@ -129,28 +130,32 @@ def card_body(sample: GpuSample, assessment: GpuAssessment | None, width: int) -
         Text.assemble(
             (f"{'pcie':<{_LABEL_WIDTH}}", "dim"),
             ("tx ", "dim"),
-            si(sample.pcie_tx_bytes_s, "B/s", digits=2),
-            (" rx ", "dim"),
+            f"{si(sample.pcie_tx_bytes_s, 'B/s', digits=2)}  ",
+            ("rx ", "dim"),
             si(sample.pcie_rx_bytes_s, "B/s", digits=2),
         )
     )
 
-    state = Text.assemble(
-        (f"{'fan':<{_LABEL_WIDTH}}", "dim"),
-        percent(sample.fan_speed_ratio) if "fan_speed_ratio" not in sample.unavailable else "none",
-        ("  P", "dim"),
-        str(sample.performance_state) if sample.performance_state is not None else "?",
-    )
-    if sample.memory_temperature_c is not None:
-        state.append("  mem ", style="dim")
-        state.append(f"{sample.memory_temperature_c:.0f}°C")
-    lines.append(state)
+    lines.append(_fan_line(sample))
 
     for line in lines:
         line.no_wrap = True
         line.overflow = "ellipsis"
         line.truncate(width, overflow="ellipsis")
     return Text("\n").join(lines)
+
+
+def _fan_line(sample: GpuSample) -> Text:
+    """Fan, performance state and memory (HBM/GDDR) temperature; a card with no fan of its own (SXM and
+    passive PCIe parts, cooled by the chassis) says "passive" rather than a blank or a zero."""
+    fan = "passive" if "fan_speed_ratio" in sample.unavailable else percent(sample.fan_speed_ratio)
+    state = Text.assemble((f"{'fan':<{_LABEL_WIDTH}}", "dim"), f"{fan}  ", ("perf ", "dim"))
+    state.append(f"P{sample.performance_state}" if sample.performance_state is not None else MISSING)
+    if sample.memory_temperature_c is not None:
+        state.append("  ")
+        state.append("mem ", style="dim")
+        state.append(f"{sample.memory_temperature_c:.0f}°C")
+    return state
 
 
 def _num(value: float | None) -> str:
@@ -164,7 +169,7 @@ def _bandwidth_line(sample: GpuSample, assessment: GpuAssessment | None, width: 
     attained = roof.attained_bandwidth_bytes_s
     provenance = roof.bandwidth_provenance
     value = Text.assemble(
-        si(attained, "B/s"), (f" {_PROVENANCE_LABEL[provenance]}", _PROVENANCE_STYLE[provenance])
+        f"{si(attained, 'B/s')} ", (_PROVENANCE_LABEL[provenance], _PROVENANCE_STYLE[provenance])
     )
     ratio = attained / roof.peak_bandwidth_bytes_s if roof.peak_bandwidth_bytes_s else None
     return _line("bw", value, width, gauge(ratio, _bar_width(width, len(value)), style="magenta"))

@@ -31,9 +31,17 @@ HELP_MARKDOWN = """\
   bytes per token), *modelled* (the declared workload projected on the roofline).
 - **temp** marks the slowdown threshold with `┃`; badges show throttle reasons while they are active:
   red = hardware slowdown, orange = driver power/thermal cap, blue = sync boost.
+- **fan** is *passive* on cards without a fan of their own (SXM, passively cooled PCIe); **perf** is the
+  performance state (P0 = full clocks); **mem** is the HBM/GDDR temperature where the card reports it.
 
 ## Planning
-Every change in the form updates the answer at once; there is no submit button.
+Every change in the form updates the answer at once; there is no submit button. The form shows only
+the fields the chosen mode uses (LoRA rank for LoRA/QLoRA, ZeRO stage for full training, link and
+parallelism for inference on more than one GPU). `y` copies the what-if as `gpuwatch plan cost …`
+(inference) or `gpuwatch plan train …` (training modes).
+
+The Compare pane prices each GPU at its catalog list price, your config's `[gpu_prices]`, or the price
+typed in the Plan form; datacenter GPUs have no list price until you give one.
 """
 
 

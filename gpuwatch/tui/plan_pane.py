@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -14,8 +16,17 @@ from gpuwatch.model.catalog import all_gpus
 from gpuwatch.model.engine_profiles import ENGINE_NAMES
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
 from gpuwatch.model.llm import all_models
+from gpuwatch.model.memory import OPTIMIZERS
 from gpuwatch.model.quant import all_quants
-from gpuwatch.model.whatif import MODES, PARALLELISM, PlanAnswer, PlanInputs, answer
+from gpuwatch.model.whatif import (
+    DEFAULT_OPTIMIZER,
+    MODES,
+    PARALLELISM,
+    ZERO_STAGES,
+    PlanAnswer,
+    PlanInputs,
+    answer,
+)
 from gpuwatch.tui.formatting import duration, percent, rate, si, usd
 
 #: memory component -> bar colour (unknown components cycle through the rest)
@@ -46,6 +57,7 @@ _NUMBER_FIELDS: dict[str, tuple[str, type]] = {
     "plan-utilisation": ("utilisation_ratio", float),
     "plan-train-tokens": ("train_tokens", float),
     "plan-mfu": ("mfu_ratio", float),
+    "plan-lora-rank": ("lora_rank", int),
 }
 _SELECT_FIELDS = {
     "plan-model": "model",
@@ -54,6 +66,33 @@ _SELECT_FIELDS = {
     "plan-gpu": "gpu",
     "plan-parallel": "parallel",
     "plan-engine": "engine",
+    "plan-zero": "zero_stage",
+}
+#: optional Selects: blank means the model's default (None in PlanInputs)
+_OPTIONAL_SELECT_FIELDS = {"plan-optimizer": "optimizer", "plan-link": "link"}
+#: links offered for multi-GPU inference (parallel.parse_link text); blank = the GPU's own
+LINKS = ("pcie4", "pcie5", "nvlink", "ethernet:25")
+
+_TRAINING = ("train", "lora", "qlora")
+#: form row id -> when it means something; hidden otherwise, so the form asks only what the answer uses
+_SHOWN_WHEN: dict[str, Callable[[PlanInputs], bool]] = {
+    "row-quant": lambda i: i.mode == "inference",
+    "row-parallel": lambda i: i.mode == "inference" and i.count > 1,
+    "row-link": lambda i: i.mode == "inference" and i.count > 1,
+    "row-engine": lambda i: i.mode == "inference",
+    "row-lora-rank": lambda i: i.mode in ("lora", "qlora"),
+    "row-zero": lambda i: i.mode == "train",
+    "row-optimizer": lambda i: i.mode in _TRAINING,
+    "row-checkpointing": lambda i: i.mode in _TRAINING,
+    "row-electricity": lambda i: i.mode == "inference",
+    "row-pue": lambda i: i.mode == "inference",
+    "row-gpu-price": lambda i: i.mode == "inference",
+    "row-life": lambda i: i.mode == "inference",
+    "row-hosting": lambda i: i.mode == "inference",
+    "row-utilisation": lambda i: i.mode == "inference",
+    "section-training": lambda i: i.mode in _TRAINING,
+    "row-train-tokens": lambda i: i.mode in _TRAINING,
+    "row-mfu": lambda i: i.mode in _TRAINING,
 }
 
 
@@ -79,60 +118,90 @@ def memory_bar(plan: PlanAnswer, width: int) -> Text:
     return bar
 
 
+def _heading(plan: PlanAnswer) -> str:
+    inputs = plan.inputs
+    count = f"{inputs.count}x " if inputs.count > 1 else ""
+    if inputs.mode == "inference":
+        return f"{plan.model.name} · {plan.quant.id} · inference on {count}{plan.gpu.name}"
+    detail = {
+        "train": f"full training, ZeRO-{inputs.zero_stage}" if inputs.zero_stage else "full training",
+        "lora": f"LoRA rank {inputs.lora_rank}",
+        "qlora": f"QLoRA rank {inputs.lora_rank} (4-bit base)",
+    }[inputs.mode]
+    optimizer = inputs.optimizer or DEFAULT_OPTIMIZER.get(inputs.mode, "adamw")
+    return f"{plan.model.name} · {detail} · {optimizer} on {count}{plan.gpu.name}"
+
+
 def plan_text(plan: PlanAnswer, width: int) -> Text:
+    """The answer. Separating spaces end a piece rather than start the next, so that every renderer of the
+    exported SVG (some drop a text run's leading spaces) keeps the words apart."""
     inputs = plan.inputs
     mem = plan.memory
     text = Text()
-    count = f"{inputs.count}x " if inputs.count > 1 else ""
-    text.append(
-        f"{plan.model.name} · {plan.quant.id} · {inputs.mode} on {count}{plan.gpu.name}\n", style="bold"
-    )
+    text.append(_heading(plan) + "\n", style="bold")
     text.append("\nmemory per GPU  ")
-    text.append(f"{mem.per_gpu_gib:.1f} GiB", style="bold")
-    text.append(f" of {mem.capacity_gib:.0f} GiB ({mem.usable_gib:.1f} usable)  ")
+    text.append(f"{mem.per_gpu_gib:.1f} GiB ", style="bold")
+    text.append(f"of {mem.capacity_gib:.0f} GiB ({mem.usable_gib:.1f} usable)\n")
     if mem.fits:
-        text.append(" FITS ", style="bold black on green")
+        text.append("FITS", style="bold black on green")
     else:
-        text.append(" DOES NOT FIT ", style="bold white on red")
         needed = f"needs {mem.gpus_needed} GPUs" if mem.gpus_needed else "does not fit on any count"
-        text.append(f" {needed}", style="red")
+        text.append("DOES NOT FIT", style="bold white on red")
+        text.append("  ")
+        text.append(needed, style="red")
     text.append("\n")
     text.append_text(memory_bar(plan, max(10, width - 2)))
     text.append("\n")
     styles = iter(_FALLBACK_STYLES * 4)
-    for name, value in mem.components_gib.items():
+    column = 0
+    for name, value in mem.components_gib.items():  # a legend that breaks between items, never inside one
         style = _COMPONENT_STYLES.get(name) or next(styles)
+        item = f"{name.replace('_', ' ')} {value:.2f} GiB  "
+        if column and column + 2 + len(item.rstrip()) > width:
+            text.append("\n")
+            column = 0
         text.append("■ ", style=style)
-        text.append(f"{name.replace('_', ' ')} {value:.2f} GiB  ")
+        text.append(item)
+        column += 2 + len(item)
     t = plan.throughput
     if t is not None:
-        text.append("\n\nthroughput (", style="bold")
-        text.append(
-            f"{t.engine}, {t.parallel} over {t.count})\n" if t.count > 1 else f"{t.engine})\n", style="bold"
-        )
-        text.append(f"  decode   {rate(float(t.decode_tokens_per_s))}")
-        text.append(f"  ({rate(float(t.decode_tokens_per_s_per_stream))} per stream)\n")
+        over = f"{t.engine}, {t.parallel} over {t.count} GPUs" if t.count > 1 else t.engine
+        text.append(f"\n\nthroughput ({over})\n", style="bold")
+        text.append(f"  decode   {rate(float(t.decode_tokens_per_s))}  ")
+        text.append(f"({rate(float(t.decode_tokens_per_s_per_stream))} per stream)\n")
         text.append(f"  prefill  {rate(float(t.prefill_tokens_per_s))}\n")
-        text.append(f"  time per output token {duration(float(t.time_per_output_token_s))}")
-        text.append(f"   time to first token {duration(float(t.time_to_first_token_s))}\n")
+        text.append(f"  time per output token {duration(float(t.time_per_output_token_s))}   ")
+        text.append(f"time to first token {duration(float(t.time_to_first_token_s))}\n  ")
         text.append(
-            f"  decode is {t.bound}-bound", style="bold yellow" if t.bound == "memory" else "bold cyan"
+            f"decode is {t.bound}-bound ", style="bold yellow" if t.bound == "memory" else "bold cyan"
         )
-        text.append(f" (intensity {float(t.arithmetic_intensity_flop_per_byte):.3g} FLOP/byte); ")
-        text.append(f"prefill is {t.prefill_bound}-bound")
+        text.append(f"(intensity {float(t.arithmetic_intensity_flop_per_byte):.3g} FLOP/byte)\n")
+        text.append(f"  prefill is {t.prefill_bound}-bound")
     c = plan.cost
     if c is not None:
         text.append("\n\ncost\n", style="bold")
         text.append("  $/1M tokens  own ")
-        text.append(usd(c.usd_per_mtok, digits=3), style="bold green")
-        text.append(f" at {percent(inputs.utilisation_ratio)} utilisation   cloud ")
-        text.append(usd(c.cloud_usd_per_mtok, digits=3), style="bold")
+        text.append(f"{usd(c.usd_per_mtok, digits=3)} ", style="bold green")
+        text.append(f"at {percent(inputs.utilisation_ratio)} utilisation\n")
+        text.append("               cloud ")
+        text.append(f"{usd(c.cloud_usd_per_mtok, digits=3)} ", style="bold")
+        text.append(f"at {usd(inputs.cloud_usd_per_gpu_h)}/GPU-h")
         if c.own_usd_per_h is None:
-            text.append("\n  no list price for this GPU: enter one to price owning it", style="dim")
-        else:
             text.append(
-                f"\n  owning costs {usd(c.own_usd_per_h, digits=3)}/h; renting {inputs.count} GPU(s) at "
-                f"{usd(inputs.cloud_usd_per_gpu_h)}/GPU-h"
+                f"\n  {plan.gpu.name} has no list price: enter a GPU price to cost owning it", style="dim"
+            )
+        else:
+            price = inputs.gpu_price_usd if inputs.gpu_price_usd is not None else plan.gpu.list_price_usd
+            source = "entered" if inputs.gpu_price_usd is not None else "list"
+            parts = (
+                f"capex {usd(c.capex_usd_per_h, digits=3)}",
+                f"power {usd(c.power_usd_per_h, digits=3)}",
+                f"hosting {usd(c.hosting_usd_per_h, digits=3)}",
+            )
+            text.append(f"\n  owning costs {usd(c.own_usd_per_h, digits=3)}/h = {' + '.join(parts)}")
+            text.append(
+                f"\n  ({inputs.count} x {usd(price, digits=0)} {source} price over "
+                f"{inputs.service_life_years:g} years; power at TDP x PUE {inputs.pue:g})"
             )
             if c.breakeven_utilisation_ratio is not None:
                 text.append(
@@ -141,24 +210,32 @@ def plan_text(plan: PlanAnswer, width: int) -> Text:
             else:
                 text.append("\n  buying never beats renting at these prices")
             if c.breakeven_months is not None:
-                text.append(f"; the purchase pays for itself in {c.breakeven_months:.1f} months")
+                text.append(f";\n  the purchase pays for itself in {c.breakeven_months:.1f} months")
     tr = plan.training
     if tr is not None:
         text.append("\n\ntraining (6·N·D)\n", style="bold")
         text.append(
-            f"  {si(inputs.train_tokens, 'tokens', digits=3)} × {si(plan.model.active_params, 'params')}"
+            f"  6 × {plan.model.active_params / 1e9:.2f}B params × {inputs.train_tokens / 1e9:.3g}B tokens"
             f" = {si(tr.flops, 'FLOP')} at {percent(inputs.mfu_ratio)} MFU\n"
         )
         text.append(
             f"  {tr.gpu_hours:,.1f} GPU-hours = {duration(tr.wall_clock_h * 3600)} on {inputs.count} GPU(s)"
         )
         if tr.usd is not None:
-            text.append(f"\n  {usd(tr.usd)} at {usd(inputs.cloud_usd_per_gpu_h)}/GPU-h", style="bold")
+            text.append(f"\n  {usd(tr.usd)} rented at {usd(inputs.cloud_usd_per_gpu_h)}/GPU-h", style="bold")
     return text
 
 
-def _row(label: str, control: Widget) -> Horizontal:
-    return Horizontal(Label(label, classes="form-label"), control, classes="form-row")
+def _row(label: str, control: Widget, *extra: Widget, id: str | None = None) -> Horizontal:
+    return Horizontal(Label(label, classes="form-label"), control, *extra, classes="form-row", id=id)
+
+
+def _select(options: list[tuple[str, object]], value: object, widget_id: str, **kw: object) -> Select[object]:
+    return Select(options, value=value, id=widget_id, compact=True, **kw)  # type: ignore[arg-type]
+
+
+def _number_input(value: float | int, widget_id: str, *, integer: bool = False) -> Input:
+    return Input(f"{value:g}", type="integer" if integer else "number", id=widget_id, compact=True)
 
 
 class PlanPane(Horizontal):
@@ -181,13 +258,12 @@ class PlanPane(Horizontal):
         with VerticalScroll(id="plan-form"):
             yield _row(
                 "model",
-                Select(
+                _select(
                     [(m.name, m.id) for m in all_models()],
-                    value=catalog_model or Select.NULL,
+                    catalog_model or Select.NULL,
+                    "plan-model",
                     allow_blank=True,
                     prompt="(config.json below)",
-                    id="plan-model",
-                    compact=True,
                 ),
             )
             yield _row(
@@ -199,64 +275,77 @@ class PlanPane(Horizontal):
                     compact=True,
                 ),
             )
-            yield _row(
-                "mode",
-                Select(
-                    [(m, m) for m in MODES], value=i.mode, allow_blank=False, id="plan-mode", compact=True
-                ),
-            )
+            yield _row("mode", _select([(m, m) for m in MODES], i.mode, "plan-mode", allow_blank=False))
             yield _row(
                 "quant",
-                Select(
-                    [(q.id, q.id) for q in all_quants()],
-                    value=i.quant,
-                    allow_blank=False,
-                    id="plan-quant",
-                    compact=True,
-                ),
+                _select([(q.id, q.id) for q in all_quants()], i.quant, "plan-quant", allow_blank=False),
+                id="row-quant",
             )
-            yield _row("batch", Input(str(i.batch), type="integer", id="plan-batch", compact=True))
+            yield _row("batch", _number_input(i.batch, "plan-batch", integer=True))
+            yield _row("context", _number_input(i.context_tokens, "plan-context", integer=True))
             yield _row(
-                "context", Input(str(i.context_tokens), type="integer", id="plan-context", compact=True)
+                "GPU", _select([(g.name, g.id) for g in all_gpus()], i.gpu, "plan-gpu", allow_blank=False)
             )
-            yield _row(
-                "GPU",
-                Select(
-                    [(g.name, g.id) for g in all_gpus()],
-                    value=i.gpu,
-                    allow_blank=False,
-                    id="plan-gpu",
-                    compact=True,
-                ),
-            )
-            yield _row("count", Input(str(i.count), type="integer", id="plan-count", compact=True))
+            yield _row("count", _number_input(i.count, "plan-count", integer=True))
             yield _row(
                 "parallel",
-                Select(
-                    [(p, p) for p in PARALLELISM],
-                    value=i.parallel,
-                    allow_blank=False,
-                    id="plan-parallel",
-                    compact=True,
+                _select([(p, p) for p in PARALLELISM], i.parallel, "plan-parallel", allow_blank=False),
+                id="row-parallel",
+            )
+            yield _row(
+                "link",
+                _select(
+                    [(link, link) for link in LINKS],
+                    i.link or Select.NULL,
+                    "plan-link",
+                    allow_blank=True,
+                    prompt="the GPU's own",
                 ),
+                id="row-link",
             )
             yield _row(
                 "engine",
-                Select(
-                    [(e, e) for e in ENGINE_NAMES],
-                    value=i.engine,
-                    allow_blank=False,
-                    id="plan-engine",
-                    compact=True,
-                ),
+                _select([(e, e) for e in ENGINE_NAMES], i.engine, "plan-engine", allow_blank=False),
+                id="row-engine",
             )
-            yield _row("act. ckpt", Switch(i.activation_checkpointing, id="plan-checkpointing"))
+            yield _row(
+                "LoRA rank", _number_input(i.lora_rank, "plan-lora-rank", integer=True), id="row-lora-rank"
+            )
+            yield _row(
+                "ZeRO stage",
+                _select(
+                    [
+                        ("0 (count splits a replica)", 0),
+                        *((f"{z} (count = DP ranks)", z) for z in ZERO_STAGES[1:]),
+                    ],
+                    i.zero_stage,
+                    "plan-zero",
+                    allow_blank=False,
+                ),
+                id="row-zero",
+            )
+            yield _row(
+                "optimizer",
+                _select(
+                    [(o, o) for o in OPTIMIZERS],
+                    i.optimizer or Select.NULL,
+                    "plan-optimizer",
+                    allow_blank=True,
+                    prompt=_optimizer_prompt(i.mode),
+                ),
+                id="row-optimizer",
+            )
+            yield _row(
+                "act. ckpt",
+                Switch(i.activation_checkpointing, id="plan-checkpointing"),
+                Label("recompute activations: less memory", classes="switch-hint"),
+                id="row-checkpointing",
+            )
             yield Label("prices", classes="form-section")
             yield _row(
-                "$/kWh",
-                Input(f"{i.electricity_usd_per_kwh:g}", type="number", id="plan-electricity", compact=True),
+                "$/kWh", _number_input(i.electricity_usd_per_kwh, "plan-electricity"), id="row-electricity"
             )
-            yield _row("PUE", Input(f"{i.pue:g}", type="number", id="plan-pue", compact=True))
+            yield _row("PUE", _number_input(i.pue, "plan-pue"), id="row-pue")
             yield _row(
                 "GPU price $",
                 Input(
@@ -266,27 +355,17 @@ class PlanPane(Horizontal):
                     id="plan-gpu-price",
                     compact=True,
                 ),
+                id="row-gpu-price",
             )
+            yield _row("life years", _number_input(i.service_life_years, "plan-life"), id="row-life")
+            yield _row("hosting $/h", _number_input(i.hosting_usd_per_h, "plan-hosting"), id="row-hosting")
+            yield _row("cloud $/GPU-h", _number_input(i.cloud_usd_per_gpu_h, "plan-cloud"))
             yield _row(
-                "life years", Input(f"{i.service_life_years:g}", type="number", id="plan-life", compact=True)
+                "utilisation", _number_input(i.utilisation_ratio, "plan-utilisation"), id="row-utilisation"
             )
-            yield _row(
-                "hosting $/h",
-                Input(f"{i.hosting_usd_per_h:g}", type="number", id="plan-hosting", compact=True),
-            )
-            yield _row(
-                "cloud $/GPU-h",
-                Input(f"{i.cloud_usd_per_gpu_h:g}", type="number", id="plan-cloud", compact=True),
-            )
-            yield _row(
-                "utilisation",
-                Input(f"{i.utilisation_ratio:g}", type="number", id="plan-utilisation", compact=True),
-            )
-            yield Label("training", classes="form-section")
-            yield _row(
-                "tokens", Input(f"{i.train_tokens:g}", type="number", id="plan-train-tokens", compact=True)
-            )
-            yield _row("MFU", Input(f"{i.mfu_ratio:g}", type="number", id="plan-mfu", compact=True))
+            yield Label("training", classes="form-section", id="section-training")
+            yield _row("tokens", _number_input(i.train_tokens, "plan-train-tokens"), id="row-train-tokens")
+            yield _row("MFU", _number_input(i.mfu_ratio, "plan-mfu"), id="row-mfu")
         with VerticalScroll(id="plan-answer"):
             yield Static(id="plan-result")
 
@@ -309,6 +388,9 @@ class PlanPane(Horizontal):
             value = self.query_one(f"#{widget_id}", Select).value
             if value is not Select.NULL:
                 changes[field_name] = value
+        for widget_id, field_name in _OPTIONAL_SELECT_FIELDS.items():
+            value = self.query_one(f"#{widget_id}", Select).value
+            changes[field_name] = None if value is Select.NULL else value
         path = self.query_one("#plan-model-path", Input).value.strip()
         if path:
             changes["model"] = path
@@ -329,7 +411,21 @@ class PlanPane(Horizontal):
         changes["activation_checkpointing"] = self.query_one("#plan-checkpointing", Switch).value
         return self.inputs.with_(**changes)
 
+    def _show_meaningful_rows(self) -> None:
+        """Hide the fields the chosen mode (and GPU count) does not use; their values are kept."""
+        mode = self.query_one("#plan-mode", Select).value
+        count = self.query_one("#plan-count", Input).value.strip()
+        shown = self.inputs.with_(
+            mode=mode if isinstance(mode, str) else self.inputs.mode,
+            count=int(count) if count.isdigit() else self.inputs.count,
+        )
+        for row_id, meaningful in _SHOWN_WHEN.items():
+            self.query_one(f"#{row_id}").display = meaningful(shown)
+        optimizer = self.query_one("#plan-optimizer", Select)
+        optimizer.prompt = _optimizer_prompt(shown.mode)
+
     def _recompute(self) -> None:
+        self._show_meaningful_rows()
         try:
             inputs = self.read_form()
             self.plan = answer(inputs)
@@ -349,3 +445,7 @@ class PlanPane(Horizontal):
             result.update(Text(f"cannot answer: {self.error}", style="bold red"))
         elif self.plan is not None:
             result.update(plan_text(self.plan, max(20, self.query_one("#plan-answer").content_size.width)))
+
+
+def _optimizer_prompt(mode: str) -> str:
+    return f"default ({DEFAULT_OPTIMIZER.get(mode, 'adamw')})"

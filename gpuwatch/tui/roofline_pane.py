@@ -52,7 +52,9 @@ def bound_in_words(assessment: GpuAssessment) -> Text:
         style=_BOUND_STYLE[bound.kind],
     )
     if bound.throttle_reasons:
-        text.append(f" ({', '.join(bound.throttle_reasons)})", style="red")
+        # separators end the text before them: some SVG renderers drop a run's leading spaces
+        text.append(" ")
+        text.append(f"({', '.join(bound.throttle_reasons)})", style="red")
     if bound.clock_loss_ratio is not None:
         text.append(f"\nSM clock {percent(bound.clock_loss_ratio)} below its maximum", style="red")
     if bound.detail:
@@ -83,15 +85,13 @@ def bound_in_words(assessment: GpuAssessment) -> Text:
             f"{percent(max(0.0, 1 - roof.headroom_ratio))} headroom."
         )
     text.append("\n")
-    text.append(
-        f"\nbandwidth  {si(roof.attained_bandwidth_bytes_s, 'B/s')} "
-        f"of {si(roof.peak_bandwidth_bytes_s, 'B/s')}"
-    )
-    text.append(f"  {roof.bandwidth_provenance.value}", style="italic")
-    text.append(
-        f"\ncompute    {si(roof.attained_flops, 'FLOP/s')} of {si(roof.current_peak_flops, 'FLOP/s')}"
-    )
-    text.append(f"  {roof.flops_provenance.value}", style="italic")
+    # figure and how it was obtained on one line, the ceiling under it: the side panel is ~36 cells wide
+    text.append(f"\nbandwidth  {si(roof.attained_bandwidth_bytes_s, 'B/s')}  ")
+    text.append(roof.bandwidth_provenance.value, style="italic")
+    text.append(f"\n           of {si(roof.peak_bandwidth_bytes_s, 'B/s')}")
+    text.append(f"\ncompute    {si(roof.attained_flops, 'FLOP/s')}  ")
+    text.append(roof.flops_provenance.value, style="italic")
+    text.append(f"\n           of {si(roof.current_peak_flops, 'FLOP/s')}")
     if roof.current_peak_flops < roof.peak_flops * 0.98:
         text.append(
             f"\n(spec roof {si(roof.peak_flops, 'FLOP/s')}; dashed red line = today's clocks)", style="red"
