@@ -1,0 +1,97 @@
+"""TUI benchmark: `gpuwatch --sim 8xrtx4090` against nvitop's TUI, each in its own 120x40 tmux session.
+
+Time to first frame is from starting the session to the first screen that shows a GPU name (each tool
+started alone, so neither slows the other's start-up). The CPU window then runs with every session on
+screen (each tool on busy and on idle cards), all refreshing every second, measured at once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from benchmarks.harness import (
+    Row,
+    Tmux,
+    cpu_while_idle,
+    on_sim,
+    python,
+    short_gpu_name,
+    sim_nvml_name,
+)
+
+SECTION = "tui"
+COUNTERPART = "nvitop 1.7.2 TUI"
+DEVICES = "8xrtx4090"
+#: issue 7: "the TUI idles under 2 % of a core with 8 GPUs"
+IDLE_TARGET_PCT = 2.0
+FIRST_FRAME_TIMEOUT_S = 60.0
+#: simulated workload -> how the row names it
+SCENARIOS = {"decode": "decoding", "idle": "idle"}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    settle_s: float  # after the first frame, before the CPU window (start-up work is not idling)
+    window_s: float
+
+
+FULL = Sizes(settle_s=5.0, window_s=30.0)
+TINY = Sizes(settle_s=1.0, window_s=3.0)
+
+
+def _commands(scenario: str) -> dict[str, list[str]]:
+    return {
+        "gpuwatch": [python(), "-m", "gpuwatch", "--sim", DEVICES, "--scenario", scenario, "--interval", "1"],
+        # --monitor full: nvitop's compact mode (its choice at 40 rows) shows no GPU names
+        "nvitop": on_sim(DEVICES, "nvitop", "--monitor", "full", "--interval", "1", scenario=scenario),
+    }
+
+
+def run(tiny: bool, with_nvitop: bool) -> list[Row]:
+    sizes = TINY if tiny else FULL
+    name = short_gpu_name(sim_nvml_name(DEVICES))
+    tools = ("gpuwatch", "nvitop") if with_nvitop else ("gpuwatch",)
+    tmux = Tmux()
+    first_frame_s: dict[str, float] = {}
+    pids: dict[tuple[str, str], int] = {}
+    try:
+        for scenario in SCENARIOS:
+            commands = _commands(scenario)
+            for tool in tools:
+                session = f"{tool}-{scenario}"
+                pids[tool, scenario] = tmux.start(session, commands[tool])
+                waited = tmux.wait_for(session, name, FIRST_FRAME_TIMEOUT_S)
+                first_frame_s.setdefault(tool, waited)  # each started alone: start-up is not shared
+        time.sleep(sizes.settle_s)
+        keys = list(pids)
+        cpu = dict(zip(keys, cpu_while_idle([pids[k] for k in keys], sizes.window_s), strict=True))
+        for tool, scenario in keys:
+            tmux.wait_for(f"{tool}-{scenario}", name, 1.0)  # still on screen: nothing crashed meanwhile
+    finally:
+        tmux.kill()
+    pct = {k: v / 60.0 * 100.0 for k, v in cpu.items()}
+    rows = [
+        Row(
+            SECTION,
+            f"CPU, 1 s refresh, 8 GPUs {SCENARIOS[scenario]}",
+            pct["gpuwatch", scenario],
+            pct.get(("nvitop", scenario)),
+            "% of a core",
+            COUNTERPART,
+            target=f"< {IDLE_TARGET_PCT:g} %",
+            target_met=pct["gpuwatch", scenario] < IDLE_TARGET_PCT,
+        )
+        for scenario in SCENARIOS
+    ]
+    rows.append(
+        Row(
+            SECTION,
+            "time to first frame with GPU names",
+            first_frame_s["gpuwatch"],
+            first_frame_s.get("nvitop"),
+            "s",
+            COUNTERPART,
+        )
+    )
+    return rows
