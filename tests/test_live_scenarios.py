@@ -203,3 +203,28 @@ def test_live_and_plan_agree_for_the_same_workload_and_card(box: MakeBox) -> Non
     assert g.cost.cloud_usd_per_mtok == pytest.approx(
         cost.cloud_usd_per_mtok(tokens_per_s=est.decode_tokens_per_s, cloud_usd_per_h=0.69)
     )
+
+
+def test_live_assessment_agrees_with_the_plan_command(
+    box: MakeBox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What `gpuwatch plan cost --json` prints for a workload is what the live view projects for it."""
+    import json
+
+    from gpuwatch.cli import main
+
+    b = box("rtx4090", "decode-batched", "mistral-7b:q4_K_M:batch=4:context=1024")
+    _, a = list(b.run(3, 1.0))[-1]
+    g = a.gpus[0]
+    assert g.cost is not None
+    rc = main(
+        ["plan", "cost", "--model", "mistral-7b", "--quant", "q4_K_M", "--gpu", "rtx4090", "--batch", "4",
+         "--context", "1024", "--gpu-price-usd", "4000", "--electricity-usd-per-kwh", "0.25",
+         "--hosting-usd-per-h", "0.10", "--cloud-usd-per-gpu-h", "0.69", "--utilisation", "0.7",
+         "--life-years", "3", "--pue", "1", "--json"]
+    )  # fmt: skip
+    assert rc == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert g.modelled_tokens_per_s == pytest.approx(plan["decode_tokens_per_s"])
+    assert g.cost.projected_usd_per_mtok == pytest.approx(plan["usd_per_mtok"])
+    assert g.cost.cloud_usd_per_mtok == pytest.approx(plan["cloud_usd_per_mtok"])

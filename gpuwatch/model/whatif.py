@@ -243,9 +243,8 @@ def cost_answer(inputs: PlanInputs, gpu: GpuSpec, tokens_per_s: float) -> CostAn
     cloud_h = inputs.cloud_usd_per_gpu_h * inputs.count
     cloud = (
         float(
-            cost_model.cloud_usd_per_mtok(
-                tokens_per_s=tokens_per_s, cloud_usd_per_h=cloud_h, utilisation_ratio=inputs.utilisation_ratio
-            )
+            # rented on demand: only the busy hours are paid, as in buy_vs_rent and the live view
+            cost_model.cloud_usd_per_mtok(tokens_per_s=tokens_per_s, cloud_usd_per_h=cloud_h)
         )
         if cloud_h > 0 and tokens_per_s > 0
         else None
