@@ -292,3 +292,17 @@ def test_console_script_prints_one_json_object() -> None:
     out = json.loads(result.stdout)
     for key in ("decode_tokens_per_s", "prefill_tokens_per_s", "time_per_output_token_ms", "bound"):
         assert key in out
+
+
+def test_price_options_take_the_same_names_as_the_live_view(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--electricity-price` etc. mean the same in `gpuwatch plan` as in the TUI and the exporter."""
+    long_names = ["--electricity-usd-per-kwh", "--cloud-usd-per-gpu-h", "--hosting-usd-per-h", "--life-years"]
+    live_names = ["--electricity-price", "--cloud-price", "--hosting-price", "--service-life"]
+    values = ["0.31", "1.1", "0.2", "4"]
+    def argv(names: list[str]) -> list[str]:
+        return [x for pair in zip(names, values, strict=True) for x in pair]
+
+    long = plan_json(capsys, "cost", "--gpu", "rtx4090", *argv(long_names))
+    short = plan_json(capsys, "cost", "--gpu", "rtx4090", *argv(live_names))
+    assert long == short
+    assert short["electricity_usd_per_kwh"] == 0.31 and short["service_life_years"] == 4

@@ -115,13 +115,28 @@ def _prices(p: argparse.ArgumentParser, *, own: bool = True, gpu_price: bool = T
             help="server, network, integration as a fraction of the GPUs' price "
             f"(default {d.server_overhead_ratio:g})",
         )
-        g.add_argument("--life-years", type=float, help=f"service life (default {d.service_life_years:g})")
-        g.add_argument("--electricity-usd-per-kwh", type=float, help=f"default {d.electricity_usd_per_kwh:g}")
+        g.add_argument(
+            "--life-years",
+            "--service-life",
+            type=float,
+            help=f"service life (default {d.service_life_years:g})",
+        )
+        g.add_argument(
+            "--electricity-usd-per-kwh",
+            "--electricity-price",
+            type=float,
+            help=f"default {d.electricity_usd_per_kwh:g}",
+        )
         g.add_argument("--pue", type=float, help=f"facility power usage effectiveness (default {d.pue:g})")
-        g.add_argument("--hosting-usd-per-h", type=float, help=f"default {d.hosting_usd_per_h:g}")
+        g.add_argument(
+            "--hosting-usd-per-h", "--hosting-price", type=float, help=f"default {d.hosting_usd_per_h:g}"
+        )
         g.add_argument("--utilisation", type=float, help=f"busy share 0..1 (default {d.utilisation_ratio:g})")
     g.add_argument(
-        "--cloud-usd-per-gpu-h", type=float, help=f"rented GPU-hour (default {d.cloud_usd_per_gpu_h:g})"
+        "--cloud-usd-per-gpu-h",
+        "--cloud-price",
+        type=float,
+        help=f"rented GPU-hour (default {d.cloud_usd_per_gpu_h:g})",
     )
 
 
