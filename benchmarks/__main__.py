@@ -82,8 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "poller: gpuwatch reads each GPU on its own thread, so injected per-call waits overlap; nvitop "
         "reads the GPUs one after another.",
         "CPU windows measure all processes at once; gpuwatch's exporter figures include its NVML child "
-        "process, and gpuwatch's CPU figures include the simulator's Xid event-wait loop, which wakes "
-        "every 50 ms (real NVML blocks in the kernel; nvitop registers no event set).",
+        "process, and gpuwatch's CPU figures include its Xid event wait on the simulated NVML (real NVML "
+        "blocks in the kernel; nvitop registers no event set).",
     ]
     if not with_nvitop:
         notes.append(

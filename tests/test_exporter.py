@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import http.client
 import math
 import shutil
 import ssl
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
@@ -414,6 +416,89 @@ def test_fifty_concurrent_scrapes_all_succeed(server: ExporterServer) -> None:
     with ThreadPoolExecutor(max_workers=50) as pool:
         statuses = list(pool.map(one, range(50)))
     assert statuses == [200] * 50
+
+
+class CountingCollector(GpuwatchCollector):
+    """Counts collect() calls: each one is an encoding of the body the cache should have saved."""
+
+    collects = 0
+
+    def collect(self) -> Iterable[Metric]:
+        self.collects += 1
+        return super().collect()
+
+
+@pytest.fixture
+def cached() -> Iterator[tuple[FakeSession, CountingCollector, ExporterServer]]:
+    """The exporter as `gpuwatch exporter` wires it: bodies cached per collector generation."""
+    session = FakeSession()
+    collector = CountingCollector(session)
+    session.push(snapshot(rtx4090()), box(assessment()))
+    registry = CollectorRegistry(support_collectors_without_names=True)
+    registry.register(collector)
+    srv = ExporterServer(make_app(registry, "cached", generation=collector.generation), "127.0.0.1", 0)
+    srv.start()
+    yield session, collector, srv
+    srv.shutdown()
+
+
+OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}
+
+
+def test_scrapes_of_one_snapshot_get_the_same_body_encoded_once(
+    cached: tuple[FakeSession, CountingCollector, ExporterServer],
+) -> None:
+    session, collector, srv = cached
+    status, headers, first = get(srv, "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert headers["content-length"] == str(len(first))
+    assert b"gpuwatch_polls_total 1.0" in first and b"gpuwatch_temperature_celsius{" in first
+    assert get(srv, "/metrics")[2] == first
+    assert collector.collects == 1
+    # a new snapshot: the next scrape says so, health counters included
+    session.push(snapshot(rtx4090(temperature_c=86.0)), box(assessment()))
+    _, _, second = get(srv, "/metrics")
+    assert second != first and collector.collects == 2
+    assert b"gpuwatch_polls_total 2.0" in second
+    assert b'gpuwatch_temperature_celsius{gpu="0",uuid="GPU-00000000-4090"} 86.0' in second
+
+
+def test_openmetrics_and_gzip_variants_are_cached_apart(
+    cached: tuple[FakeSession, CountingCollector, ExporterServer],
+) -> None:
+    _, collector, srv = cached
+    _, _, text = get(srv, "/metrics")
+    _, headers, om = get(srv, "/metrics", OPENMETRICS)
+    assert headers["content-type"].startswith("application/openmetrics-text")
+    assert om.rstrip().endswith(b"# EOF") and b"# UNIT gpuwatch_temperature_celsius celsius" in om
+    _, headers, zipped = get(srv, "/metrics", {"Accept-Encoding": "gzip"})
+    assert headers["content-encoding"] == "gzip" and headers["content-length"] == str(len(zipped))
+    assert gzip.decompress(zipped) == text
+    _, headers, om_zipped = get(srv, "/metrics", {**OPENMETRICS, "Accept-Encoding": "deflate, gzip;q=0.9"})
+    assert headers["content-encoding"] == "gzip" and gzip.decompress(om_zipped) == om
+    assert collector.collects == 4
+    for extra in ({}, OPENMETRICS, {"Accept-Encoding": "gzip"}, {**OPENMETRICS, "Accept-Encoding": "gzip"}):
+        get(srv, "/metrics", extra)
+    assert collector.collects == 4  # all four served from the cache
+
+
+def test_name_filters_bypass_the_cache_and_head_gets_headers_only(
+    cached: tuple[FakeSession, CountingCollector, ExporterServer],
+) -> None:
+    _, collector, srv = cached
+    get(srv, "/metrics")
+    status, _, body = get(srv, "/metrics?name[]=gpuwatch_gpu_up")
+    assert status == 200
+    names = {f.name for f in text_string_to_metric_families(body.decode())}
+    assert names == {"gpuwatch_gpu_up"} and collector.collects == 2
+    conn = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
+    try:
+        conn.request("HEAD", "/metrics")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == b""
+        assert int(resp.getheader("Content-Length") or 0) == len(get(srv, "/metrics")[2])
+    finally:
+        conn.close()
 
 
 def test_listen_spec_parsing() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -112,3 +113,27 @@ def test_crash_kills_the_process_like_a_segfault() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "init ok" in proc.stdout and "survived" not in proc.stdout
     assert proc.returncode != 0
+
+
+def test_a_scheduled_xid_wakes_a_waiter_already_blocked() -> None:
+    # simulated second 2 at 20x is 0.1 s of real time; the wait would otherwise time out after 10 s
+    install("rtx4090", time_scale=20.0, faults="xid:0:48@2")
+    try:
+        N.nvmlInit()
+        es = N.nvmlEventSetCreate()
+        N.nvmlDeviceRegisterEvents(N.nvmlDeviceGetHandleByIndex(0), N.nvmlEventTypeXidCriticalError, es)
+        assert N.nvmlEventSetWait(es, 10_000).eventData == 48
+        with pytest.raises(N.NVMLError_Timeout):
+            N.nvmlEventSetWait(es, 10)  # delivered once
+        N.nvmlEventSetFree(es)
+    finally:
+        N.nvmlShutdown()
+        uninstall()
+
+
+def test_advancing_a_manual_clock_wakes_a_waiter_for_a_scheduled_lost_gpu(sim: SimulatedNvml) -> None:
+    es = N.nvmlEventSetCreate()
+    N.nvmlDeviceRegisterEvents(N.nvmlDeviceGetHandleByIndex(1), N.nvmlEventTypeXidCriticalError, es)
+    threading.Timer(0.05, sim.advance, args=(31.0,)).start()
+    assert N.nvmlEventSetWait(es, 10_000).eventData == 79
+    N.nvmlEventSetFree(es)

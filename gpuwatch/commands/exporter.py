@@ -62,15 +62,21 @@ def run(args: argparse.Namespace) -> int:
         if path is not None and not os.path.isfile(path):
             raise UserError(f"{option} {path}: no such file")
     session = open_session(args, isolate=True)  # no driver and no --sim: NvmlUnavailable, one line
-    registry = CollectorRegistry()
-    registry.register(
-        GpuwatchCollector(
-            session, process_metrics=args.process_metrics, source_description=session.description
-        )
+    # a collector that describes nothing (it must not read the session before the first poll) is
+    # only reached by a ?name[]= filtered scrape when the registry is told to keep such collectors
+    registry = CollectorRegistry(support_collectors_without_names=True)
+    collector = GpuwatchCollector(
+        session, process_metrics=args.process_metrics, source_description=session.description
     )
-    ProcessCollector(registry=registry)  # the exporter's own CPU and memory
+    registry.register(collector)
+    # the exporter's own CPU and memory; served from the per-snapshot cache, so as of the last poll
+    ProcessCollector(registry=registry)
     server = ExporterServer(
-        make_app(registry, session.description), host, port, tls_cert=args.tls_cert, tls_key=args.tls_key
+        make_app(registry, session.description, generation=collector.generation),
+        host,
+        port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -288,6 +288,17 @@ class GpuwatchCollector(Collector):
             self._alerts_total.update((a.kind, a.severity) for a in assessment.alerts)
             self._last_poll_wall_s = self._clock()
 
+    def generation(self) -> int:
+        """A token that changes exactly when collect() has something new to say: snapshots observed.
+
+        The exporter encodes /metrics once per token (``make_app(generation=...)``). Every series here is
+        a function of the session's latest snapshot and of the counters observe() keeps, and the session
+        calls its listeners right after replacing the latest snapshot, so a body encoded in between (new
+        snapshot, counters one poll behind) is dropped microseconds later, when observe() moves the token.
+        """
+        with self._lock:
+            return self._polls_total
+
     def describe(self) -> Iterable[Metric]:
         # Registering must not call collect() (it would read the session before the first poll).
         return []

@@ -1008,7 +1008,8 @@ class NvmlReader:
     def _xid_loop(self, event_set: Any, by_handle: dict[int, int]) -> None:
         while not self._xid_stop.is_set():
             try:
-                data = N.nvmlEventSetWait(event_set, 200)
+                # 1 s: a blocked wait costs nothing on real NVML, and stop still joins within its 2 s
+                data = N.nvmlEventSetWait(event_set, 1000)
             except N.NVMLError as exc:
                 if exc.value == N.NVML_ERROR_TIMEOUT:
                     continue

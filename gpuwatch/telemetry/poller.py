@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_ready
 from typing import Any
 
 import pynvml as N
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 
 #: seconds the parent waits for the first snapshot from a freshly spawned child (imports included)
 CHILD_START_TIMEOUT_S = 60.0
+#: longest the supervisor sleeps without a wake-up: snapshots, the child's exit and stop() wake it sooner
+SUPERVISE_WAIT_S = 5.0
+#: how often the child checks that its parent is still there (a dead parent's pipe also wakes it at once)
+CHILD_PARENT_CHECK_S = 5.0
 
 
 class NvmlUnavailable(UserError):
@@ -127,6 +132,7 @@ class NvmlPoller(SnapshotFeed):
         # isolated state
         self._proc: Any = None
         self._conn: Connection | None = None
+        self._wake: tuple[Connection, Connection] | None = None  # stop() wakes the supervisor with it
         self._pending_errors: Counter[str] = Counter()
         self._last_ts: float | None = None
         self._ts_offset = 0.0
@@ -144,6 +150,7 @@ class NvmlPoller(SnapshotFeed):
         if self.isolate:
             self._spawn_child()
             self._await_first_child_message()
+            self._wake = multiprocessing.Pipe(duplex=False)
             target = self._supervise
         else:
             self._open_reader()
@@ -155,9 +162,16 @@ class NvmlPoller(SnapshotFeed):
 
     def stop(self) -> None:
         self._stop.set()
+        if self._wake is not None:
+            with contextlib.suppress(OSError):
+                self._wake[1].send_bytes(b"stop")
         if self._thread is not None:
             self._thread.join(timeout=max(5.0, 2 * self.interval_s))
             self._thread = None
+        if self._wake is not None:
+            for end in self._wake:
+                end.close()
+            self._wake = None
         if self.isolate:
             self._stop_child()
         else:
@@ -345,16 +359,22 @@ class NvmlPoller(SnapshotFeed):
         self._publish(snap)
 
     def _supervise(self) -> None:
+        """Sleep until a snapshot arrives, the child exits or stop() is called; nothing wakes it else."""
+        assert self._wake is not None
+        stop_signal = self._wake[0]
         while not self._stop.is_set():
             conn, proc = self._conn, self._proc
             try:
                 if conn is None:
                     raise EOFError
-                if conn.poll(0.2):
+                waitables: list[Any] = [conn, stop_signal]
+                if proc is not None:
+                    waitables.append(proc.sentinel)
+                if conn.poll(0) or conn in wait_ready(waitables, timeout=SUPERVISE_WAIT_S):
                     kind, payload = conn.recv()
                     self._handle_child_message(kind, payload)
                     continue
-                if proc is not None and proc.is_alive():
+                if self._stop.is_set() or (proc is not None and proc.is_alive()):
                     continue
                 raise EOFError
             except (EOFError, OSError):
@@ -432,7 +452,7 @@ def _child_main(conn: Connection, config: _ChildConfig) -> None:
         return
     try:
         while os.getppid() == config.parent_pid:
-            if conn.poll(0.5) and conn.recv()[0] == "stop":
+            if conn.poll(CHILD_PARENT_CHECK_S) and conn.recv()[0] == "stop":
                 break
     except (EOFError, OSError):
         pass

@@ -371,9 +371,18 @@ def _register_events(lib: FakeNvmlLib, dev: SimDevice, types: Any, es: Any) -> i
     return NOT_SUPPORTED if wanted & ~supported else OK
 
 
+#: real seconds past a scheduled Xid's due time the waiter wakes, so rounding cannot wake it just before
+_XID_DUE_SLACK_S = 0.001
+
+
 @system("nvmlEventSetWait", "nvmlEventSetWait_v2")
 def _event_set_wait(lib: FakeNvmlLib, es: Any, data: Any, timeout_ms: Any) -> int:
-    """Blocks (real time) releasing the simulator lock, so pollers keep running meanwhile."""
+    """Blocks (real time) releasing the simulator lock, so pollers keep running meanwhile.
+
+    Like the real call it sleeps until an event or the timeout: emit_xid, inject and advance() notify
+    the condition, and a scheduled Xid is waited for by its due time, so an idle wait costs no CPU
+    (a waiter that woke to integrate the physics would charge gpuwatch for the simulator's work).
+    """
     sim = lib.sim
     event_set = sim.event_sets.get(_address(es))
     if event_set is None:
@@ -383,8 +392,12 @@ def _event_set_wait(lib: FakeNvmlLib, es: Any, data: Any, timeout_ms: Any) -> in
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return N.NVML_ERROR_TIMEOUT
-        sim.events_cv.wait(min(remaining, 0.05))
-        sim.sync()  # scheduled Xids fall due as simulated time passes
+        to_xid_s = sim.seconds_to_next_xid()
+        if to_xid_s is not None:
+            remaining = min(remaining, to_xid_s + _XID_DUE_SLACK_S)
+        sim.events_cv.wait(remaining)
+        if to_xid_s is not None:
+            sim.sync()  # the scheduled Xid falls due as simulated time passes
     index, event_type, payload = event_set.queue.popleft()
     d = _obj(data)
     d.device = ctypes.cast(ctypes.c_void_p(handle_address(index)), type(d.device))

@@ -128,6 +128,15 @@ class FaultState:
             for f in self._active(now_s)
         )
 
+    def next_xid_at_s(self) -> float | None:
+        """Simulated time the earliest undelivered Xid (or lost card's Xid 79) falls due; None if none."""
+        pending = [
+            f.at_s
+            for f in self.faults
+            if f.kind in ("xid", "lost") and f.device is not None and id(f) not in self.fired_xids
+        ]
+        return min(pending, default=None)
+
     def due_xids(self, now_s: float) -> list[tuple[int, int]]:
         """(device, xid) events whose time has come and that were not delivered yet."""
         out = []

@@ -154,6 +154,15 @@ class SimulatedNvml:
                 self._deliver_xid(device, xid)
             return now
 
+    def seconds_to_next_xid(self) -> float | None:
+        """Real seconds until a scheduled Xid falls due (0 if overdue); None if none is pending or the
+        clock is manual (then only advance() moves time, and it delivers what falls due)."""
+        with self.lock:
+            at_s = None if self.manual_clock else self.faults.next_xid_at_s()
+            if at_s is None:
+                return None
+            return max(0.0, (at_s - self.elapsed_s()) / self.time_scale)
+
     # --- control ------------------------------------------------------------------------------------
     def set_scenario(self, index: int, name: str) -> None:
         _check_scenario(name)
@@ -187,6 +196,7 @@ class SimulatedNvml:
                     f"unknown fault kind {kind!r}; use gpu_lost, not_supported, slow, crash, clear"
                 )
             self.sync()
+            self.events_cv.notify_all()  # event-set waiters recompute when the next Xid falls due
 
     def emit_xid(self, index: int, xid: int) -> None:
         """Deliver an Xid (critical error) event for device ``index`` to every event set registered for it."""
