@@ -170,9 +170,14 @@ async def test_planner_answers_every_change_at_once(rack: ManualRack) -> None:
         assert duration(float(expected.time_to_first_token_s)) in shown
         assert f"decode is {expected.bound}-bound" in shown
         assert "FITS" in shown
-        # the comparison pane follows the form
+        # the comparison pane follows the form (escape leaves the batch field, so 5 switches panes)
+        await pilot.press("escape", "5")
+        await pilot.pause()
+        assert "batch 16" in text_of(app.query_one("#compare-title", Static))
         table = app.query_one("#compare-table")
         assert table.row_count > 10  # type: ignore[attr-defined]
+        await pilot.press("4")
+        await pilot.pause()
 
         app.query_one("#plan-mode", Select).value = "qlora"
         app.query_one("#plan-model", Select).value = "llama-2-70b"

@@ -14,6 +14,7 @@ import numpy as np
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.lazy import Lazy
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
 from gpuwatch.live.assessment import BoxAssessment, GpuAssessment
@@ -25,7 +26,6 @@ from gpuwatch.tui.compare_pane import ComparePane
 from gpuwatch.tui.cost_pane import CostPane
 from gpuwatch.tui.feed import Feed, PollArrived
 from gpuwatch.tui.gpu_card import GpuCard, short_name
-from gpuwatch.tui.help_screen import HelpScreen
 from gpuwatch.tui.live_view import LiveView
 from gpuwatch.tui.palette import PanesAndGpus
 from gpuwatch.tui.plan_pane import PlanPane
@@ -41,6 +41,8 @@ PANES: dict[str, str] = {
     "compare": "Compare",
 }
 
+#: panes mounted after the first frame
+_LAZY_PANES = ("roofline", "cost", "plan")
 #: sparkline -> History reading (bandwidth is kept here, from the assessments)
 _HISTORY_READINGS = {"temperature": "temperature_c", "power": "power_w", "clock": "sm_clock_hz"}
 #: points kept for sparklines and the roofline trail
@@ -97,7 +99,10 @@ class GpuwatchApp(App[None]):
         with TabbedContent(id="panes", initial="live"):
             for n, (pane_id, title) in enumerate(PANES.items(), start=1):
                 with TabPane(f"{n} {title}", id=pane_id):
-                    yield self._pane(pane_id)
+                    # hidden panes that are costly to build (the planner's form most of all) mount after the
+                    # first frame; until then a poll leaves them be (see _refresh_panes)
+                    pane = self._pane(pane_id)
+                    yield Lazy(pane) if pane_id in _LAZY_PANES else pane
         yield Footer()
 
     def _pane(self, pane_id: str) -> LiveView | RooflinePane | CostPane | PlanPane | ComparePane:
@@ -205,20 +210,29 @@ class GpuwatchApp(App[None]):
             self.notify(alert.message, title=alert.kind.replace("_", " "), severity=severity)  # type: ignore[arg-type]
 
     async def _refresh_panes(self) -> None:
+        """Redraw the pane on screen; the others catch up when they are shown (see ``_pane_changed``), so a
+        poll costs one pane's repaint, not five."""
         if self.snapshot is None:
             return
         box = self.assessment
         by_index = {g.index: g for g in box.gpus} if box is not None else {}
         gpus = self.snapshot.gpus
-        await self.query_one(LiveView).show(
-            gpus, by_index, {s.index: self._series(s.index) for s in gpus}, self.selected_gpu
-        )
+        active = self.query_one(TabbedContent).active
+        if active == "live":
+            await self.query_one(LiveView).show(
+                gpus, by_index, {s.index: self._series(s.index) for s in gpus}, self.selected_gpu
+            )
+            return
         sample = next((s for s in gpus if s.index == self.selected_gpu), None)
         gpu = by_index.get(self.selected_gpu) if self.selected_gpu is not None else None
-        spec = self._specs.get(self.selected_gpu) if self.selected_gpu is not None else None
-        trail = list(self._trail.get(self.selected_gpu, ())) if self.selected_gpu is not None else []
-        self.query_one(RooflinePane).show(sample, gpu, spec, trail)
-        self.query_one(CostPane).show(sample, gpu, box)
+        if active in _LAZY_PANES and not self.query(f"#{active}-pane"):
+            return  # not mounted yet: the next poll fills it
+        if active == "roofline":
+            spec = self._specs.get(self.selected_gpu) if self.selected_gpu is not None else None
+            trail = list(self._trail.get(self.selected_gpu, ())) if self.selected_gpu is not None else []
+            self.query_one(RooflinePane).show(sample, gpu, spec, trail)
+        elif active == "cost":
+            self.query_one(CostPane).show(sample, gpu, box)
 
     # --- selection and panes ------------------------------------------------------------------------
 
@@ -256,6 +270,9 @@ class GpuwatchApp(App[None]):
         return [(s.index, s.name) for s in self.snapshot.gpus] if self.snapshot is not None else []
 
     def action_help(self) -> None:
+        # imported here: it pulls in Markdown, which the first frame should not wait for
+        from gpuwatch.tui.help_screen import HelpScreen
+
         self.push_screen(HelpScreen())
 
     # --- planning ----------------------------------------------------------------------------------
@@ -263,7 +280,16 @@ class GpuwatchApp(App[None]):
     @on(PlanPane.InputsChanged)
     def _plan_changed(self, event: PlanPane.InputsChanged) -> None:
         self.plan_inputs = event.inputs
-        self.query_one(ComparePane).show(event.inputs)
+        self._refresh_compare()
+
+    def _refresh_compare(self) -> None:
+        """The comparison models every catalog GPU (~0.3 s): only for the pane on screen, so neither start-up
+        nor a keystroke in the plan form waits on it; it catches up when shown."""
+        if self.query_one(TabbedContent).active != "compare":
+            return
+        pane = self.query_one(ComparePane)
+        if pane.inputs != self.plan_inputs:
+            pane.show(self.plan_inputs)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "copy_plan":
@@ -272,8 +298,10 @@ class GpuwatchApp(App[None]):
         return True
 
     @on(TabbedContent.TabActivated)
-    def _pane_changed(self) -> None:
+    async def _pane_changed(self) -> None:
         self.refresh_bindings()
+        self._refresh_compare()
+        await self._refresh_panes()
 
     def action_copy_plan(self) -> None:
         command = plan_command(self.plan_inputs)

@@ -95,7 +95,9 @@ class CostPane(Vertical):
         if sample is None or gpu is None or box is None:
             return
         summary = self.query_one("#cost-summary", Static)
-        summary.update(cost_summary(sample, gpu, box, summary.content_size.width or 80))
+        text = cost_summary(sample, gpu, box, summary.content_size.width or 80)
+        if summary.content != text:  # an equal update would only re-lay the screen
+            summary.update(text)
         alternatives = gpu.cost.alternatives if gpu.cost is not None else ()
         rows = tuple(
             (

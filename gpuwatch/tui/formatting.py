@@ -110,9 +110,13 @@ def gauge(
     if marker_ratio is not None and math.isfinite(marker_ratio):
         at = min(width - 1, max(0, round(marker_ratio * width)))
         cells[at] = ("┃", marker_style)
+    # one span per run of a style, not per cell: every span is styled again on every repaint
     text = Text()
-    for char, char_style in cells:
-        text.append(char, style=char_style)
+    run_start = 0
+    for i in range(1, width + 1):
+        if i == width or cells[i][1] != cells[run_start][1]:
+            text.append("".join(char for char, _ in cells[run_start:i]), style=cells[run_start][1])
+            run_start = i
     return text
 
 

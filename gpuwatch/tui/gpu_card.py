@@ -190,6 +190,16 @@ _PROVENANCE_STYLE = {
 }
 
 
+def spark_buckets(values: Sequence[float], width: int) -> tuple[float, ...]:
+    """What a ``width``-cell Sparkline draws of ``values`` (its summary is ``max``): the series' minimum and
+    maximum, then each cell's bucket maximum, partitioned as ``textual.renderables.sparkline`` does."""
+    n = len(values)
+    if n < 2 or width <= 0:
+        return tuple(values)
+    cells = (values[n * k // width : n * (k + 1) // width] for k in range(width))
+    return (min(values), max(values), *(max(cell) for cell in cells if len(cell)))
+
+
 class GpuCard(Widget, can_focus=True):
     """A card; click or focus+enter selects the GPU for the process table, roofline and cost panes."""
 
@@ -207,15 +217,24 @@ class GpuCard(Widget, can_focus=True):
         self._sample: GpuSample | None = None
         self._assessment: GpuAssessment | None = None
         self._badge_key: tuple[str, ...] | None = None
+        #: what the body and each sparkline last showed: an update that would draw the same is skipped
+        #: (every refresh costs a repaint, and a layout one re-lays the whole screen)
+        self._body_shown: tuple[int, Text] | None = None
+        self._spark_shown: dict[str, tuple[int, tuple[float, ...]]] = {}
 
     def compose(self) -> ComposeResult:
-        yield Static(id="body", classes="card-body")
+        body = Static(id="body", classes="card-body")
+        sparks = {name: Sparkline(id=f"spark-{name}", classes=f"spark spark-{name}") for name in SPARKLINES}
+        for widget in (body, *sparks.values()):
+            # they hold no links, and looking for them costs a pass over every repainted line
+            widget.auto_links = False
+        yield body
         yield Horizontal(id="badges", classes="badges")
         for row in (("temperature", "power"), ("bandwidth", "clock")):
             with Horizontal(classes="spark-row"):
                 for name in row:
                     yield Label(SPARKLINES[name], classes="spark-label")
-                    yield Sparkline([], id=f"spark-{name}", classes=f"spark spark-{name}")
+                    yield sparks[name]
 
     def show(
         self, sample: GpuSample, assessment: GpuAssessment | None, series: Mapping[str, Sequence[float]]
@@ -225,7 +244,7 @@ class GpuCard(Widget, can_focus=True):
         self._render_body()
         self._show_badges(sample)
         for name, values in series.items():
-            self.query_one(f"#spark-{name}", Sparkline).data = list(values)
+            self._show_series(name, values)
         self.set_class(sample.lost, "-lost")
 
     @property
@@ -240,7 +259,27 @@ class GpuCard(Widget, can_focus=True):
         if self._sample is None:
             return
         width = max(10, self.content_size.width)
-        self.query_one("#body", Static).update(card_body(self._sample, self._assessment, width))
+        body = card_body(self._sample, self._assessment, width)
+        shown = self._body_shown
+        if shown is not None and shown[0] == width and shown[1] == body:
+            return
+        # the body's height is its line count (lines are cut to the width): a new layout only when that moves
+        same_height = (
+            shown is not None and shown[0] == width and shown[1].plain.count("\n") == body.plain.count("\n")
+        )
+        self._body_shown = (width, body)
+        self.query_one("#body", Static).update(body, layout=not same_height)
+
+    def _show_series(self, name: str, values: Sequence[float]) -> None:
+        """Hand a sparkline new data only when what it draws changes: it draws one bar per cell, the
+        bucket's maximum scaled between the series' minimum and maximum."""
+        spark = self.query_one(f"#spark-{name}", Sparkline)
+        width = spark.size.width
+        key = (width, spark_buckets(values, width))
+        if self._spark_shown.get(name) == key:
+            return
+        self._spark_shown[name] = key
+        spark.data = list(values)
 
     def _show_badges(self, sample: GpuSample) -> None:
         badges = badges_for(sample.clock_event_reasons)

@@ -35,23 +35,19 @@ class ProcessTable(Vertical):
 
     def on_mount(self) -> None:
         self._rows: tuple[tuple[str, str, str], ...] | None = None
+        self._title: str | None = None
 
     def show(self, sample: GpuSample | None) -> None:
-        title = self.query_one("#process-title", Label)
-        table = self.query_one("#process-table", DataTable)
         if sample is None:
-            table.clear()
-            title.update("processes")
+            self._show("processes", None)
             return
         processes = sample.processes
         why = sample.unavailable.get("processes")
         if processes is None:
-            table.clear()
-            self._rows = None
             reason = f" ({why.value.replace('_', ' ')})" if why is not None else ""
-            title.update(f"processes on GPU {sample.index} {short_name(sample.name)}: unavailable{reason}")
+            name = f"GPU {sample.index} {short_name(sample.name)}"
+            self._show(f"processes on {name}: unavailable{reason}", None)
             return
-        title.update(f"processes on GPU {sample.index} {short_name(sample.name)}: {len(processes)}")
         ordered = sorted(processes, key=lambda p: -(p.used_memory_bytes or 0))
         rows = tuple(
             (
@@ -61,11 +57,20 @@ class ProcessTable(Vertical):
             )
             for p in ordered
         )
+        self._show(f"processes on GPU {sample.index} {short_name(sample.name)}: {len(processes)}", rows)
+
+    def _show(self, title: str, rows: tuple[tuple[str, str, str], ...] | None) -> None:
+        """Touch only what changed: an update, even to the same text, re-lays the whole screen, and
+        refilling the table would lose the cursor the user put there."""
+        if title != self._title:
+            self._title = title
+            self.query_one("#process-title", Label).update(title)
         if rows == self._rows:
-            return  # keep the cursor where the user put it
+            return
         self._rows = rows
+        table = self.query_one("#process-table", DataTable)
         table.clear()
-        for row in rows:
+        for row in rows or ():
             table.add_row(*row, key=row[0])
 
 

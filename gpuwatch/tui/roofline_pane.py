@@ -118,7 +118,10 @@ class RooflinePane(Horizontal):
         words = self.query_one("#roofline-words", Static)
         if sample is None:
             return
-        title.update(f"GPU {sample.index} {short_name(sample.name)}")
+        # Static.content is what was last set: an equal update would only re-lay the screen
+        name = f"GPU {sample.index} {short_name(sample.name)}"
+        if title.content != name:
+            title.update(name)
         if spec is None:
             plot.reason = (
                 f"{sample.name} is not in the catalog: its ceilings are unknown (add it with a GPU TOML)"
@@ -127,6 +130,6 @@ class RooflinePane(Horizontal):
             plot.refresh()
         else:
             plot.picture = picture_for(spec, assessment.roofline if assessment else None, trail)
-        words.update(
-            bound_in_words(assessment) if assessment is not None else Text("no assessment yet", "dim")
-        )
+        said = bound_in_words(assessment) if assessment is not None else Text("no assessment yet", "dim")
+        if words.content != said:
+            words.update(said)
