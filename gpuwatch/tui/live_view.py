@@ -22,6 +22,9 @@ def grid_columns(width: int, gpu_count: int) -> int:
     return max(1, min(gpu_count, width // CARD_MIN_WIDTH, 4))
 
 
+PROCESS_NAME_WIDTH = 48
+
+
 class ProcessTable(Vertical):
     """Processes on the selected GPU, largest memory first."""
 
@@ -29,7 +32,9 @@ class ProcessTable(Vertical):
         yield Label("processes", id="process-title", classes="pane-title")
         table: DataTable[str] = DataTable(id="process-table", cursor_type="row", zebra_stripes=True)
         table.add_column("PID", key="pid", width=8)
-        table.add_column("process", key="name")
+        # a fixed width: DataTable's auto width raced with the first rows (a flaky snapshot showed
+        # the column at its header's width); longer command lines are cut by the table
+        table.add_column("process", key="name", width=PROCESS_NAME_WIDTH)
         table.add_column("GPU memory", key="memory", width=12)
         yield table
 
