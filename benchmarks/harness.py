@@ -124,13 +124,17 @@ def sustained_rate(port: int, window_s: float, threads: int = 4) -> tuple[int, f
     return sum(done), time.perf_counter() - t0
 
 
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU of a process and all its descendants."""
+def _process_tree(pid: int) -> list[psutil.Process]:
     procs = [psutil.Process(pid)]
     with contextlib.suppress(psutil.Error):
         procs += procs[0].children(recursive=True)
+    return procs
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU of a process and all its descendants."""
     total = 0.0
-    for p in procs:
+    for p in _process_tree(pid):
         with contextlib.suppress(psutil.Error):
             t = p.cpu_times()
             total += t.user + t.system
@@ -138,11 +142,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_bytes(pid: int) -> int:
-    procs = [psutil.Process(pid)]
-    with contextlib.suppress(psutil.Error):
-        procs += procs[0].children(recursive=True)
+    """Resident memory of a process and all its descendants (the exporter's NVML child counts)."""
     total = 0
-    for p in procs:
+    for p in _process_tree(pid):
         with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
     return total

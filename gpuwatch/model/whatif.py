@@ -163,17 +163,9 @@ def _memory(
             dp_gpus=dp_gpus,
             activation_checkpointing=inputs.activation_checkpointing,
         )
-    if inputs.mode == "lora":
-        return memory.lora_memory(
-            model,
-            inputs.batch,
-            inputs.context_tokens,
-            rank=inputs.lora_rank,
-            optimizer=_optimizer(inputs),
-            activation_checkpointing=inputs.activation_checkpointing,
-        )
-    if inputs.mode == "qlora":
-        return memory.qlora_memory(
+    if inputs.mode in ("lora", "qlora"):
+        adapter_memory = memory.lora_memory if inputs.mode == "lora" else memory.qlora_memory
+        return adapter_memory(
             model,
             inputs.batch,
             inputs.context_tokens,
