@@ -262,3 +262,12 @@ def test_a_zero_bus_width_or_max_clock_is_absent_not_zero(
         assert getattr(gpu, reading) is None
         assert gpu.unavailable[reading] is Unavailable.NOT_SUPPORTED, reading
     assert gpu.sm_clock_max_hz is not None
+
+
+def test_pcie_throughput_reads_back_the_rate_the_card_moves(box: SimFactory) -> None:
+    """NVML's PCIe throughput is in KB/s: the poller must turn it back into the bytes/s the card moved."""
+    sim, poller = box("rtx4090", scenario="decode")
+    gpu = run(sim, poller, 3)[-1].gpus[0]
+    demand = sim.devices[0].demand  # type: ignore[attr-defined]
+    assert gpu.pcie_tx_bytes_s == pytest.approx(demand.pcie_tx_bytes_s, rel=1e-3)
+    assert gpu.pcie_rx_bytes_s == pytest.approx(demand.pcie_rx_bytes_s, rel=1e-3)

@@ -26,6 +26,10 @@ import pynvml as N
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.telemetry.sample import GpmSample, GpuSample, ProcessSample, Snapshot, Unavailable
 
+#: nvmlDeviceGetPcieThroughput answers "KB/s" without saying which KB; 1024 as nvitop reads it. The
+#: simulated NVML encodes with the same constant so that the two cannot drift apart.
+PCIE_THROUGHPUT_KB_BYTES = 1024
+
 log = logging.getLogger(__name__)
 
 #: Reasons that do not change while the driver stays loaded: cache them, never call again.
@@ -709,7 +713,7 @@ class NvmlReader:
                 readings=[reading],
             )
             if kb_s is not None:
-                v[reading] = kb_s * 1000.0  # NVML: KB/s
+                v[reading] = kb_s * PCIE_THROUGHPUT_KB_BYTES
         for reading, key in (
             ("pcie_link_gen", "nvmlDeviceGetCurrPcieLinkGeneration"),
             ("pcie_link_width", "nvmlDeviceGetCurrPcieLinkWidth"),

@@ -21,6 +21,7 @@ from typing import Any
 
 import pynvml as N
 
+from gpuwatch.telemetry.nvml_reader import PCIE_THROUGHPUT_KB_BYTES
 from gpuwatch.telemetry.simulated.physics import (
     REASON_GPU_IDLE,
     REASON_HW_SLOWDOWN,
@@ -868,7 +869,7 @@ def _pcie_throughput(lib: FakeNvmlLib, dev: SimDevice, counter: Any, out: Any) -
         rate = dev.demand.pcie_rx_bytes_s
     else:
         return INVALID
-    _set(out, round(rate / 1024))  # KB/s
+    _set(out, round(rate / PCIE_THROUGHPUT_KB_BYTES))
     return OK
 
 
