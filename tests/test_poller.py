@@ -249,7 +249,7 @@ def test_a_zero_bus_width_or_max_clock_is_absent_not_zero(
     from gpuwatch.telemetry import nvml_reader
 
     real_max_clock = pynvml.nvmlDeviceGetMaxClockInfo
-    monkeypatch.setattr(nvml_reader, "lookup_catalog", lambda name, pci: None)
+    monkeypatch.setattr(nvml_reader, "identify_gpu", lambda pci, name: None)
     monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryBusWidth", lambda h: 0)
     monkeypatch.setattr(
         pynvml,

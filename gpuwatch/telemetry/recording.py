@@ -451,7 +451,7 @@ class ReplaySource(SnapshotFeed):
                 # break the history so no rate spans the seam.
                 self._offset_s += self._last_ts + 1.0 - ts
                 ts = self._last_ts + 1.0
-                self._history.mark_gap(ts - 0.5)
+                self._mark_gap(ts - 0.5)
             elif self._last_ts is not None and not self._fast and self.played:
                 replay_clock_s += min((ts - self._last_ts) / self.speed, self.max_gap_s)
                 delay = wall_start + replay_clock_s - time.monotonic()
