@@ -271,3 +271,46 @@ def test_pcie_throughput_reads_back_the_rate_the_card_moves(box: SimFactory) -> 
     demand = sim.devices[0].demand  # type: ignore[attr-defined]
     assert gpu.pcie_tx_bytes_s == pytest.approx(demand.pcie_tx_bytes_s, rel=1e-3)
     assert gpu.pcie_rx_bytes_s == pytest.approx(demand.pcie_rx_bytes_s, rel=1e-3)
+
+
+def test_a_card_known_only_by_pci_id_gets_catalog_bandwidth_and_is_in_the_catalog(
+    box: SimFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a board whose NVML name the catalog does not list (OEM/driver naming), no usable bus width:
+    # the PCI device id alone must identify it, for the reader's bandwidth and the assessor alike
+    import pynvml
+
+    from gpuwatch.live.assessor import Assessor
+    from gpuwatch.live.config import LiveConfig, parse_workload
+    from gpuwatch.model.catalog import get_gpu
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetName", lambda h: "NVIDIA Board 2684 (OEM)")
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryBusWidth", lambda h: 0)
+    sim, poller = box("rtx4090", scenario="decode")
+    snap = run(sim, poller, 3)[-1]
+    gpu = snap.gpus[0]
+    spec = get_gpu("rtx4090")
+    assert gpu.name == "NVIDIA Board 2684 (OEM)" and gpu.catalog_id == "rtx4090"
+    assert gpu.pci_device_id in spec.pci_device_ids
+    assert gpu.memory_bus_width_bits == spec.memory_bus_width_bits
+    config = LiveConfig(workload=parse_workload("llama-3-8b:fp16:batch=8"))
+    assessed = Assessor(config).assess(snap, poller.history, ()).gpus[0]
+    assert assessed.gpu_id == "rtx4090"
+    assert "not in the catalog" not in (assessed.bound.detail or "")
+    assert assessed.roofline is not None
+
+
+def test_an_older_recording_is_identified_on_load(tmp_path: object) -> None:
+    # files written before catalog_id existed read back identified by the same matcher as live cards
+    from pathlib import Path
+
+    from gpuwatch.telemetry.recording import RecordWriter, read_recording
+    from gpuwatch.telemetry.sample import GpuSample
+
+    path = Path(str(tmp_path)) / "old.gwrec"
+    old = GpuSample(index=0, uuid="GPU-0", name="NVIDIA H100 80GB HBM3", pci_bus_id="0:1", temperature_c=50.0)
+    with RecordWriter(path) as writer:
+        writer.write(Snapshot(1000.0, "nvml", (old,)))
+    (back,) = list(read_recording(path))
+    assert back.gpus[0].catalog_id == "h100-sxm"
+    assert back.gpus[0].read_timestamp_s == 1000.0 and not back.gpus[0].stale

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from gpuwatch.errors import UserError
+from gpuwatch.telemetry.card_identity import upgrade_snapshot
 from gpuwatch.telemetry.history import History
 from gpuwatch.telemetry.sample import Snapshot, Unavailable
 from gpuwatch.telemetry.source import SnapshotFeed
@@ -169,7 +170,7 @@ def decode_snapshot(payload: bytes) -> Snapshot:
     except _DecodeError as exc:
         raise ValueError(str(exc)) from None
     assert isinstance(snap, Snapshot)
-    return snap
+    return upgrade_snapshot(snap)  # older recordings: catalog identity and read times
 
 
 # --- framing ------------------------------------------------------------------------------------
