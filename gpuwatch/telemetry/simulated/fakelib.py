@@ -212,9 +212,7 @@ class FakeNvmlLib:
         """Injected latency (outside the lock, so other devices are not stalled) and crashes."""
         sim = self.sim
         now = sim.elapsed_s()
-        delay = sim.faults.latency_s(index, now)
-        if delay > 0:
-            time.sleep(delay)
+        sim.faults.hold(index, now, sim.elapsed_s)  # injected latency; ends early when its fault does
         if sim.faults.should_crash(index, now):
             # What a segfault inside libnvidia-ml looks like to the process (nvitop#139).
             os.kill(os.getpid(), signal.SIGSEGV)
