@@ -132,3 +132,51 @@ def test_the_child_dies_with_its_parent_and_never_spins(faults: str) -> None:
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def gpuwatch(*args: str, timeout_s: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gpuwatch", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+
+
+def test_record_survives_a_segfault_inside_nvml(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from gpuwatch.telemetry.recording import read_recording
+
+    path = Path(str(tmp_path)) / "crash.gwrec"
+    # the simulated driver SIGSEGVs the NVML process 2 simulated seconds after each start
+    done = gpuwatch(
+        "record",
+        str(path),
+        "--sim",
+        "rtx4090",
+        "--faults",
+        "crash@2",
+        "--duration",
+        "6",
+        "--interval",
+        "0.25",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "killed by SIGSEGV" in done.stderr  # said once per crash, in one line
+    snaps = list(read_recording(path))
+    assert len(snaps) >= 4 and any(s.errors.get("nvml_child_restart") for s in snaps)
+
+
+def test_record_with_an_nvml_that_cannot_start_is_one_line(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "none.gwrec"
+    done = gpuwatch(
+        "record", str(path), "--sim", "rtx4090", "--faults", "init:driver_not_loaded", "--duration", "30"
+    )
+    assert done.returncode != 0
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert any("modprobe nvidia" in ln for ln in lines) and "Traceback" not in done.stderr

@@ -32,7 +32,7 @@ def build_app(args: argparse.Namespace) -> GpuwatchApp:
 
     banner = None
     try:
-        session = open_session(args)
+        session = open_session(args, isolate=True)  # NVML in a child: a driver crash is a message
     except NvmlUnavailable as exc:
         banner = fallback_banner(str(exc))
         session = open_session(argparse.Namespace(**{**vars(args), "sim": FALLBACK_SIM}))

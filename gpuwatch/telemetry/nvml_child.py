@@ -73,6 +73,7 @@ def main(fd: int, parent_pid: int) -> None:
     assert kind == "config" and isinstance(config, ChildConfig)
     send(("starting", os.getpid()))
     stop = threading.Event()
+    polling = threading.Event()
 
     def watch_parent() -> None:
         try:
@@ -80,6 +81,8 @@ def main(fd: int, parent_pid: int) -> None:
                 pass
         except (EOFError, OSError):
             os._exit(0)  # parent gone (EOF): exit at once, blocked reads included
+        if not polling.is_set():
+            os._exit(0)  # still inside NVML's start-up (a slow driver): nothing to shut down cleanly
         stop.set()
 
     threading.Thread(target=watch_parent, name="gpuwatch-parent-watch", daemon=True).start()
@@ -107,6 +110,7 @@ def main(fd: int, parent_pid: int) -> None:
         )
         poller.add_listener(lambda snap: send(("snapshot", snap)))
         poller.start()
+        polling.set()
     except UserError as exc:  # NvmlUnavailable included: one line for the parent to show
         send(("error", str(exc)))
         conn.close()

@@ -255,7 +255,8 @@ class NvmlSupervisor(SnapshotFeed):
         self._stop_child()
         how = describe_exit(code)
         if self._child_error is not None:  # NVML could not start: a state, retried on the back-off
-            log.warning("%s (retrying in %.0f s)", self._child_error, self._backoff_s)
+            if self._state.phase == "failed":  # the first time the state says it; the log tells retries
+                log.warning("%s (retrying in %.0f s)", self._child_error, self._backoff_s)
             self._set_state("failed", self._child_error)
             return
         self.exits[how] += 1

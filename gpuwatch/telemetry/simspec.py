@@ -15,6 +15,24 @@ class SimSpec:
     faults: str | None = None
     driver: str = "r580"
 
+    def validate(self) -> None:
+        """UserError (one line) for a bad device list, scenario, time scale or fault string, now.
+
+        A supervised child installs the box in its own process; without this a typo would only be a
+        "failed" state there instead of the command's one-line error here. Builds and drops a box.
+        """
+        from gpuwatch.telemetry.simulated import SimulatedNvml
+
+        SimulatedNvml(
+            self.devices,
+            scenario=self.scenario or "decode",
+            seed=self.seed,
+            time_scale=self.time_scale,
+            manual_clock=True,
+            driver=self.driver,
+            faults=self.faults,
+        )
+
     def install(self) -> Any:
         from gpuwatch.telemetry.simulated import install
 

@@ -65,6 +65,7 @@ def open_source(
         if isolate:
             from gpuwatch.telemetry.nvml_supervisor import NvmlSupervisor
 
+            spec.validate()  # a bad option is this command's one-line error, not the child's state
             return NvmlSupervisor(interval_s=interval, sim=spec, description=description)
         from gpuwatch.telemetry.simulated import uninstall
 
