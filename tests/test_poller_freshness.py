@@ -139,3 +139,17 @@ def test_every_bad_fault_string_is_one_line(spec: str) -> None:
         parse_faults(spec)
     message = str(info.value)
     assert "\n" not in message and spec in message
+
+
+def test_a_failed_re_init_leaves_no_healthy_gpu_up_with_empty_readings(hung) -> None:  # type: ignore[no-untyped-def]
+    # GPU 0 falls off; the re-init it triggers fails (driver gone for a while): GPU 1 cannot be read
+    sim, poller = hung("lost:0@3-40,init:driver_not_loaded@4-15")
+    during = poll_until(sim, poller, 12)
+    healthy = during[-1][1].gpus[1]
+    assert not healthy.lost
+    assert healthy.stale and healthy.temperature_c is None  # not "up" with every reading "supported"
+    assert healthy.unavailable["temperature_c"] is not None
+    after = poll_until(sim, poller, 35)
+    back = after[-1][1].gpus[1]
+    assert not back.stale and back.temperature_c is not None  # the next re-init succeeded by itself
+    assert after[-1][1].gpus[0].lost
