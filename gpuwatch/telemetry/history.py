@@ -23,6 +23,8 @@ _NOT_SCALAR = {
     "pci_bus_id",
     "pci_device_id",
     "catalog_id",
+    "vbios_version",
+    "compute_capability",
     "clock_event_seconds_total",
     "processes",
     "gpm",
