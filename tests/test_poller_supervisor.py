@@ -180,3 +180,33 @@ def test_record_with_an_nvml_that_cannot_start_is_one_line(tmp_path: object) -> 
     assert done.returncode != 0
     lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
     assert any("modprobe nvidia" in ln for ln in lines) and "Traceback" not in done.stderr
+
+
+def test_a_wedged_child_makes_every_gpu_stale_and_recovers_when_it_answers_again() -> None:
+    # SIGSTOP freezes the whole NVML process (as a driver that holds every thread would): no snapshot
+    # arrives, so after the freshness bound (5 s here) the parent itself publishes the GPUs as stale
+    source = supervisor(devices="rtx4090,rtx4090")
+    snaps: list[Snapshot] = []
+    source.add_listener(snaps.append)
+    source.start()
+    try:
+        assert source.wait_ready(60.0).phase == "running"
+        pid = source.child_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        frozen_at = len(snaps)
+        try:
+            assert wait_for(lambda: any(all(g.stale for g in s.gpus) for s in snaps[frozen_at:]), 15.0)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        stale = next(s for s in snaps[frozen_at:] if all(g.stale for g in s.gpus))
+        assert all(g.temperature_c is None and g.read_timestamp_s > 0 for g in stale.gpus)
+        assert stale.last_read_timestamp_s is None  # nothing was read: the last good poll does not advance
+        assert stale.poll_duration_s is not None and stale.poll_duration_s > 5.0  # uncapped
+        n = len(snaps)
+        assert wait_for(lambda: len(snaps) > n + 2 and not any(g.stale for g in snaps[-1].gpus), 15.0)
+        assert source.restarts == 0  # frozen is not dead: no restart, it simply answers again
+    finally:
+        source.stop()
+    stamps = [s.timestamp_s for s in snaps]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
