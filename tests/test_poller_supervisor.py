@@ -210,3 +210,19 @@ def test_a_wedged_child_makes_every_gpu_stale_and_recovers_when_it_answers_again
         source.stop()
     stamps = [s.timestamp_s for s in snaps]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+
+
+def test_the_childs_log_lines_come_through_the_parents_logging(caplog: pytest.LogCaptureFixture) -> None:
+    # a lost card is logged by the reader inside the child; the parent's handlers (here pytest's) get it
+    import logging
+
+    source = supervisor(faults="lost:0@1", devices="rtx4090")
+    with caplog.at_level(logging.INFO):
+        source.start()
+        try:
+            assert source.wait_ready(60.0).phase == "running"
+            assert wait_for(lambda: any("lost" in r.getMessage() for r in caplog.records), 20.0)
+        finally:
+            source.stop()
+    lost = next(r for r in caplog.records if "lost" in r.getMessage())
+    assert lost.name.startswith("gpuwatch.telemetry") and lost.levelno == logging.WARNING

@@ -272,6 +272,10 @@ class NvmlSupervisor(SnapshotFeed):
         if kind == "error":
             self._child_error = str(payload)
             return
+        if kind == "log":  # the child's log record, under its own logger name, through our logging
+            level, name, message = payload
+            logging.getLogger(name).log(level, "%s", message)
+            return
         if kind == "starting":
             if self._state.phase == "starting":
                 self._set_state("starting", "waiting for NVML to answer")
