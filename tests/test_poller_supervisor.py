@@ -226,3 +226,16 @@ def test_the_childs_log_lines_come_through_the_parents_logging(caplog: pytest.Lo
             source.stop()
     lost = next(r for r in caplog.records if "lost" in r.getMessage())
     assert lost.name.startswith("gpuwatch.telemetry") and lost.levelno == logging.WARNING
+
+
+def test_record_with_a_driver_that_takes_2_s_per_call_ends_on_time(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "slow.gwrec"
+    started = time.monotonic()
+    done = gpuwatch("record", str(path), "--sim", "rtx4090", "--faults", "slow:2", "--duration", "3")
+    took_s = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    # at most the first-snapshot wait (10 s) + the child's stop (5 s) + start-up, never minutes
+    assert took_s < 30.0, took_s
