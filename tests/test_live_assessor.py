@@ -46,6 +46,7 @@ def sample(gpu: str = "rtx4090", index: int = 0, **changes: Any) -> GpuSample:
         uuid=f"GPU-{index}",
         name=spec.nvml_names[0],
         pci_bus_id=f"0:{index}",
+        catalog_id=spec.id,  # telemetry identifies the card once (model.catalog.identify_gpu)
         sm_clock_hz=spec.boost_clock_hz,
         sm_clock_max_hz=spec.boost_clock_hz * 1.2,
         power_w=300.0,
@@ -224,7 +225,7 @@ def test_default_alternatives_skip_the_card_itself_and_unpriced_cards() -> None:
 
 
 def test_a_card_outside_the_catalog_and_a_lost_card() -> None:
-    unknown = dataclasses.replace(sample(index=0), name="NVIDIA Future GPU 9000")
+    unknown = dataclasses.replace(sample(index=0), name="NVIDIA Future GPU 9000", catalog_id=None)
     lost = GpuSample(index=1, uuid="GPU-1", name=RTX4090.nvml_names[0], pci_bus_id="0:1", lost=True)
     box = assess(config(), unknown, lost)
     assert box.gpus[0].gpu_id is None and box.gpus[0].roofline is None

@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         replay_speed=spec.replay_speed,
         interval_s=interval_s or 1.0,
         faults=spec.faults,
+        isolate=True,  # NVML in a child: a driver crash or hang costs a message, never the recording
     )
     pending: queue.Queue[Snapshot] = queue.Queue()
     source.add_listener(pending.put)  # the poll thread only queues; this thread does the I/O
@@ -93,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     writer.write(pending.get(timeout=0.1))
                 except queue.Empty:
+                    state = source.state()
+                    if state.phase == "failed":  # NVML cannot start: one line, what is recorded stays
+                        raise UserError(state.message or "NVML unavailable") from None
                     continue
             source.stop()
             stopped = True

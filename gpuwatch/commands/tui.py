@@ -38,7 +38,8 @@ def build_app(args: argparse.Namespace) -> GpuwatchApp:
     banner = None
     config = live_config(args)
     try:
-        session = open_live_session(args, config=config)
+        # NVML in a child: a driver crash is a message
+        session = open_live_session(args, config=config, isolate=True)
     except NvmlUnavailable as exc:
         banner = fallback_banner(str(exc))
         session = open_live_session(args, config=config, sim=FALLBACK_SIM)

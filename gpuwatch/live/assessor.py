@@ -37,10 +37,12 @@ __all__ = ["Assessor", "ResolvedWorkload", "clock_scales", "derated", "identify_
 
 
 def identify_gpu(sample: GpuSample) -> GpuSpec | None:
-    """The catalog entry for the card NVML names; None for a card the catalog lacks."""
+    """The catalog entry telemetry matched for this card (``sample.catalog_id``); None when it has none."""
+    if sample.catalog_id is None:
+        return None
     try:
-        return get_gpu(sample.name)
-    except UnknownIdError:
+        return get_gpu(sample.catalog_id)
+    except UnknownIdError:  # a recording made with a catalog entry this catalog lacks
         return None
 
 

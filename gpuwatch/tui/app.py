@@ -163,7 +163,7 @@ class GpuwatchApp(App[None]):
 
     @staticmethod
     def _spec_for(sample: GpuSample, assessment: GpuAssessment | None) -> GpuSpec | None:
-        for key in (assessment.gpu_id if assessment else None, sample.name):
+        for key in (assessment.gpu_id if assessment else None, sample.catalog_id):
             if key:
                 try:
                     return get_gpu(key)
