@@ -60,9 +60,10 @@ class Assessor:
     # -- caches: the model is pure, prices are fixed for a session ---------------------------------
 
     def _spec(self, sample: GpuSample) -> GpuSpec | None:
-        if sample.name not in self._specs:
-            self._specs[sample.name] = identify_gpu(sample)
-        return self._specs[sample.name]
+        key = sample.catalog_id or ""
+        if key not in self._specs:
+            self._specs[key] = identify_gpu(sample)
+        return self._specs[key]
 
     def _estimate(self, gpu: GpuSpec, compute_scale: float, memory_scale: float) -> ThroughputEstimate | None:
         if self.workload is None:
