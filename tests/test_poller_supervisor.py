@@ -239,3 +239,19 @@ def test_record_with_a_driver_that_takes_2_s_per_call_ends_on_time(tmp_path: obj
     assert "Traceback" not in done.stderr
     # at most the first-snapshot wait (10 s) + the child's stop (5 s) + start-up, never minutes
     assert took_s < 30.0, took_s
+
+
+def test_stopped_and_started_again_it_runs_and_idles_without_spinning() -> None:
+    source = supervisor()
+    source.start()
+    assert source.wait_ready(60.0).phase == "running"
+    source.stop()
+    source.start()
+    try:
+        assert wait_for(lambda: source.child_pid is not None, 30.0)
+        me = psutil.Process()
+        me.cpu_percent(None)
+        time.sleep(2.0)
+        assert me.cpu_percent(None) < 50.0  # the supervisor waits on sockets; it does not poll them
+    finally:
+        source.stop()

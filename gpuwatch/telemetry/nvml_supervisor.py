@@ -131,6 +131,9 @@ class NvmlSupervisor(SnapshotFeed):
         if self._thread is not None:
             return
         self._stop.clear()
+        for end in (self._wake_r, self._wake_w):
+            end.close()
+        self._wake_r, self._wake_w = socket.socketpair()  # fresh: a byte left by an earlier stop would spin
         # the child is spawned by this long-lived thread: PR_SET_PDEATHSIG fires when the *thread*
         # that forked the child ends, so a short-lived caller thread must not be the one
         self._thread = threading.Thread(target=self._supervise, name="gpuwatch-nvml-supervisor", daemon=True)
@@ -144,6 +147,8 @@ class NvmlSupervisor(SnapshotFeed):
             self._thread.join(timeout=10.0)
             self._thread = None
         self._stop_child()
+        for end in (self._wake_r, self._wake_w):
+            end.close()
 
     def state(self) -> SourceState:
         return self._state
