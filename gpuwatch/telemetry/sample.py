@@ -193,6 +193,11 @@ class GpuSample:
     unavailable: Mapping[str, Unavailable] = field(default_factory=dict)
 
     @property
+    def current(self) -> bool:
+        """Read, fresh and not lost: what a face publishes as up (gpu_up 1) and shows as live."""
+        return not self.lost and not self.stale
+
+    @property
     def throttle_reason_names(self) -> list[str]:
         return reason_names(self.clock_event_reasons or 0)
 
