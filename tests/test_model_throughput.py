@@ -306,3 +306,14 @@ def test_prefill_follows_the_weight_formats_gemm_path() -> None:
     assert prefill("int8", "h100-sxm", "vllm") > 1.5 * prefill("fp16", "h100-sxm", "vllm")  # int8 MMA
     assert prefill("fp8", "a100-80gb-sxm", "vllm") < prefill("fp16", "a100-80gb-sxm", "vllm")  # no fp8 cores
     assert gpu.peak("int8") == 2 * gpu.peak("fp16acc")
+
+
+def test_fp4_formats_prefill_on_blackwell_fp4_cores_and_dequantise_elsewhere() -> None:
+    model = get_model("llama-3.1-8b")
+
+    def prefill(quant: str, card: str) -> float:
+        est = estimate_throughput(model, quant, get_gpu(card), 1, 4096, engine="vllm")
+        return float(est.prefill_tokens_per_s)
+
+    assert prefill("nvfp4", "b200") > prefill("fp8", "b200") > prefill("bf16", "b200")
+    assert prefill("nvfp4", "h100-sxm") < prefill("bf16", "h100-sxm")  # no fp4 tensor cores on Hopper
