@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from gpuwatch.model.catalog import DTYPE_KEYS, all_gpus, get_gpu, gpu_ids, load_user_gpus, reset_user_gpus
+from gpuwatch.model.catalog import (
+    DTYPE_KEYS,
+    all_gpus,
+    get_gpu,
+    gpu_ids,
+    identify_gpu,
+    load_user_gpus,
+    reset_user_gpus,
+)
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
 
 REQUIRED_IDS = {
@@ -40,7 +48,8 @@ def test_every_gpu_is_complete_and_sourced(gpu) -> None:  # type: ignore[no-unty
         assert gpu.sources.get(key), f"{gpu.id}: no source for {key}"
     assert gpu.planning_only == (gpu.vendor != "nvidia")
     if not gpu.planning_only:
-        assert gpu.nvml_names and gpu.pci_device_ids
+        assert gpu.pci_device_ids
+        assert gpu.nvml_names or gpu.id == "rtx4060ti-16gb"  # its NVML name is the 8 GB card's too
 
 
 def test_datasheet_figures_the_articles_get_wrong() -> None:
@@ -243,3 +252,8 @@ def test_the_real_4080_super_capture_identifies_and_matches_the_catalog() -> Non
 def test_fp4_only_where_the_chip_has_fp4_tensor_cores() -> None:
     assert {g.id for g in all_gpus() if "fp4" in g.peak_flops} == {"rtx5090", "rtx5080", "rtxpro6000", "b200"}
     assert get_gpu("b200").peak("fp4") == 2 * get_gpu("b200").peak("fp8")
+
+
+def test_a_name_two_boards_share_identifies_by_pci_id_only() -> None:
+    assert identify_gpu(0x280510DE, "NVIDIA GeForce RTX 4060 Ti").id == "rtx4060ti-16gb"
+    assert identify_gpu(0x280310DE, "NVIDIA GeForce RTX 4060 Ti") is None  # the 8 GB card: not in the catalog
