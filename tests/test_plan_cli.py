@@ -290,7 +290,8 @@ def test_bad_values_are_one_line_errors(
         ["cost", "--utilisation", "0.01", "--service-life", "0.1", "--electricity-price", "0"],
         ["train", "--tokens", "1e16", "--mfu", "0.01", "--count", "100000", "--cloud-price", "1e4"],
         ["gpus", "--model", "llama-3.1-70b", "--batch", "65536", "--context", "131072", "--count", "100000"],
-        ["parallel", "--model", "llama-3.1-405b", "--batch", "65536", "--context", "131072", "--count", "100000"],
+        ["parallel", "--model", "llama-3.1-405b", "--batch", "65536", "--context", "131072",
+         "--count", "100000"],
     ],
 )  # fmt: skip
 def test_extreme_allowed_values_print_no_nan_or_inf(
