@@ -515,7 +515,8 @@ def load_hf_config(path: str | Path, *, model_id: str | None = None) -> ModelSpe
         raise ModelInputError(f"{origin}: not a UTF-8 text file") from None
     if not isinstance(config, dict):
         raise ModelInputError(f"{origin}: expected a JSON object at the top level")
-    name = model_id or str(config.get("_name_or_path") or file.parent.name or "local-model")
+    fallback = file.stem if file.stem != "config" else file.parent.name  # "qwen3-8b.json" or "qwen3-8b/"
+    name = model_id or str(config.get("_name_or_path") or fallback or "local-model")
     return spec_from_config(
         config,
         origin,
