@@ -317,3 +317,14 @@ def test_fp4_formats_prefill_on_blackwell_fp4_cores_and_dequantise_elsewhere() -
 
     assert prefill("nvfp4", "b200") > prefill("fp8", "b200") > prefill("bf16", "b200")
     assert prefill("nvfp4", "h100-sxm") < prefill("bf16", "h100-sxm")  # no fp4 tensor cores on Hopper
+
+
+def test_gguf_int8_path_is_llama_cpps_other_engines_dequantise() -> None:
+    model, gpu = get_model("llama-2-7b"), get_gpu("rtx4090")
+
+    def prefill(quant: str, engine: str) -> float:
+        est = estimate_throughput(model, quant, gpu, 1, 512, prompt_tokens=512, engine=engine)
+        return float(est.prefill_tokens_per_s)
+
+    assert prefill("q4_K_M", "llama.cpp") > prefill("fp16", "llama.cpp")  # MMQ on the int8 peak
+    assert prefill("q4_K_M", "vllm") < prefill("fp16", "vllm")  # dequantise, then an fp16 GEMM

@@ -35,6 +35,8 @@ class QuantFormat:
     prefill_dtype: str = ""
     prefill_ratio: float = 1.0
     prefill_source: str = ""
+    #: engines whose kernels take that path (empty: all); the others dequantise to an fp16 GEMM
+    prefill_engines: tuple[str, ...] = ()
 
     @property
     def prefill_path(self) -> str:
@@ -76,7 +78,8 @@ def _gguf(gguf_id: str, bits: float, source: str) -> QuantFormat:
         weight_only=True,
         prefill_dtype="int8",
         prefill_ratio=MMQ_INT8_PREFILL_RATIO,
-        prefill_source=_MMQ_SOURCE,
+        prefill_source=_MMQ_SOURCE + "; vLLM's GGUF kernels dequantise to fp16 for prefill-sized batches",
+        prefill_engines=("llama.cpp",),
     )
 
 

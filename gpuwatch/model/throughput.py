@@ -116,10 +116,12 @@ def flops_per_token(model: ModelSpec, context_tokens: ArrayLike) -> ArrayLike:
 def prefill_peak_flops(profile: EngineProfile, gpu: GpuSpec, quant: QuantFormat | str) -> float:
     """The tensor ceiling prefill reaches for this weight format: the engine's share of the peak of the
     format's GEMM path, times the path's own efficiency; a path the GPU lacks (fp8 or fp4 weights on a chip
-    without those tensor cores) dequantises to fp16."""
+    without those tensor cores) or the engine lacks (GGUF's int8 MMQ outside llama.cpp) dequantises to
+    fp16."""
     q = _quant(quant)
     path = q.prefill_path
-    if path in gpu.peak_flops or path in ("fp16", "bf16"):
+    engine_takes_path = not q.prefill_engines or profile.name in q.prefill_engines
+    if engine_takes_path and (path in gpu.peak_flops or path in ("fp16", "bf16")):
         return profile.effective_peak_flops(gpu, path) * q.prefill_ratio
     return profile.effective_peak_flops(gpu, "fp16") * DEQUANT_FP16_PREFILL_RATIO
 
