@@ -329,3 +329,22 @@ def test_context_beyond_the_maximum_is_refused() -> None:
         memory.training_memory(llama3, 1, 16384)
     assert memory.inference_memory(llama3, "fp16", 1, 8192).total_bytes > 0  # the maximum itself is fine
     assert float(np.max(memory.kv_cached_tokens(get_model("qwen3-8b"), np.array([40960])))) == 40960
+
+
+def test_hostile_configs_are_refused_cheaply(tmp_path: Path) -> None:
+    config = _config("gemma-3-27b-it")
+    config["text_config"]["num_hidden_layers"] = 10**12  # would loop over a trillion layers
+    with pytest.raises(ModelInputError, match="'num_hidden_layers' = 1000000000000 is beyond"):
+        load_hf_config(_write(tmp_path, config))
+    big = tmp_path / "big.json"
+    big.write_text('{"pad": "' + "x" * (2 << 20) + '"}')
+    with pytest.raises(ModelInputError, match="larger than 1024 KiB"):
+        load_hf_config(big)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelInputError, match=r"nested too deeply|not valid JSON"):
+        load_hf_config(deep)
+    binary = tmp_path / "bin.json"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ModelInputError, match="not a UTF-8 text file"):
+        load_hf_config(binary)

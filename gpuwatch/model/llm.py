@@ -272,12 +272,29 @@ def resolve_model(key_or_path: str) -> ModelSpec:
     return get_model(key_or_path)  # raises UnknownIdError with close matches
 
 
+#: a config.json larger than this is not a model config (published ones are a few KiB); refusing it keeps
+#: a hostile file from costing more to read than to reject
+MAX_CONFIG_BYTES = 1 << 20
+#: the largest value a shape key may take: far beyond any published model (Llama-3.1-405B: 126 layers,
+#: hidden 16384, MLP 53248; DeepSeek-V3: 256 experts; Gemma-3: vocab 262208), small enough that counting
+#: layers or parameters never runs away
+_SHAPE_MAX = 1 << 24
+_LAYERS_MAX = 4096
+
+
 def _positive_int(config: Mapping[str, Any], key: str, origin: str) -> int:
     if key not in config:
         raise ModelInputError(f"{origin}: missing key {key!r} (needed for the model shape)")
     value = config[key]
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ModelInputError(f"{origin}: key {key!r} must be a positive integer, got {value!r}")
+        raise ModelInputError(f"{origin}: key {key!r} must be a positive integer, got {value!r:.40}")
+    limit = _LAYERS_MAX if key == "num_hidden_layers" else _SHAPE_MAX
+    if key == "max_position_embeddings":
+        limit = 1 << 30
+    if value > limit:
+        raise ModelInputError(
+            f"{origin}: key {key!r} = {value} is beyond any model the planner can plan (max {limit:,})"
+        )
     return value
 
 
@@ -286,8 +303,10 @@ def _count(config: Mapping[str, Any], key: str, origin: str, default: int = 0) -
     value = config.get(key)
     if value is None:
         return default
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ModelInputError(f"{origin}: key {key!r} must be a whole number >= 0, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value > _SHAPE_MAX:
+        raise ModelInputError(
+            f"{origin}: key {key!r} must be a whole number from 0 to {_SHAPE_MAX:,}, got {value!r:.40}"
+        )
     return value
 
 
@@ -506,13 +525,21 @@ def load_hf_config(path: str | Path, *, model_id: str | None = None) -> ModelSpe
         file = file / "config.json"
     origin = str(file)
     try:
-        config = json.loads(file.read_text(encoding="utf-8"))
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ModelInputError(
+                f"{origin}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a model config.json"
+            )
+        config = json.loads(raw.decode("utf-8"))
     except OSError as exc:
         raise ModelInputError(f"{origin}: cannot read config.json ({exc.strerror or exc})") from None
     except json.JSONDecodeError as exc:
         raise ModelInputError(f"{origin}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except UnicodeDecodeError:
         raise ModelInputError(f"{origin}: not a UTF-8 text file") from None
+    except RecursionError:
+        raise ModelInputError(f"{origin}: JSON nested too deeply to be a model config") from None
     if not isinstance(config, dict):
         raise ModelInputError(f"{origin}: expected a JSON object at the top level")
     fallback = file.stem if file.stem != "config" else file.parent.name  # "qwen3-8b.json" or "qwen3-8b/"
