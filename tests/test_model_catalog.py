@@ -257,3 +257,14 @@ def test_fp4_only_where_the_chip_has_fp4_tensor_cores() -> None:
 def test_a_name_two_boards_share_identifies_by_pci_id_only() -> None:
     assert identify_gpu(0x280510DE, "NVIDIA GeForce RTX 4060 Ti").id == "rtx4060ti-16gb"
     assert identify_gpu(0x280310DE, "NVIDIA GeForce RTX 4060 Ti") is None  # the 8 GB card: not in the catalog
+
+
+def test_oversized_or_binary_gpu_file_is_one_line(tmp_path: Path) -> None:
+    big = tmp_path / "big.toml"
+    big.write_text("# " + "x" * (2 << 20) + "\n")
+    with pytest.raises(ModelInputError, match="larger than 1024 KiB"):
+        load_user_gpus(big)
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ModelInputError, match="not a UTF-8 text file"):
+        load_user_gpus(binary)

@@ -93,6 +93,8 @@ _OPTIONAL = (
 _TEXT_KEYS = ("name", "vendor", "architecture", "segment", "memory_type", "interconnect_name")
 _POSITIVE_KEYS = ("memory_gib", "memory_bandwidth_gb_s", "tdp_w", "boost_clock_mhz")
 _INT_KEYS = ("memory_bus_width_bits", "pcie_gen", "pcie_lanes")
+#: the built-in catalog of 30 cards is 60 KiB; a user file far larger is not a GPU list
+_MAX_GPU_FILE_BYTES = 1 << 20
 _NO_LIST_PRICE = "no vendor list price published (NVIDIA/AMD sell datacenter parts through OEMs)"
 
 
@@ -323,9 +325,15 @@ def load_user_gpus(path: str | Path) -> tuple[GpuSpec, ...]:
     """
     origin = str(path)
     try:
-        document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        with Path(path).open("rb") as handle:
+            raw = handle.read(_MAX_GPU_FILE_BYTES + 1)
+        if len(raw) > _MAX_GPU_FILE_BYTES:
+            raise ModelInputError(f"{origin}: larger than {_MAX_GPU_FILE_BYTES // 1024} KiB; not a GPU file")
+        document = tomllib.loads(raw.decode("utf-8"))
     except OSError as exc:
         raise ModelInputError(f"{origin}: cannot read GPU file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ModelInputError(f"{origin}: not a UTF-8 text file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ModelInputError(f"{origin}: not valid TOML ({exc})") from None
     loaded: list[GpuSpec] = []
