@@ -326,10 +326,10 @@ def load_user_gpus(path: str | Path) -> tuple[GpuSpec, ...]:
     origin = str(path)
     try:
         with Path(path).open("rb") as handle:
-            raw = handle.read(_MAX_GPU_FILE_BYTES + 1)
-        if len(raw) > _MAX_GPU_FILE_BYTES:
+            data = handle.read(_MAX_GPU_FILE_BYTES + 1)
+        if len(data) > _MAX_GPU_FILE_BYTES:
             raise ModelInputError(f"{origin}: larger than {_MAX_GPU_FILE_BYTES // 1024} KiB; not a GPU file")
-        document = tomllib.loads(raw.decode("utf-8"))
+        document = tomllib.loads(data.decode("utf-8"))
     except OSError as exc:
         raise ModelInputError(f"{origin}: cannot read GPU file ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
