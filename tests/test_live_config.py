@@ -206,3 +206,10 @@ def test_an_unpriced_alternative_says_how_to_price_it(tmp_path: Path) -> None:
         write(tmp_path, 'alternatives = ["a100-80gb-sxm"]\n[gpu_prices]\na100-80gb-sxm = 15000\n')
     )
     assert priced.gpu_prices == {"a100-80gb-sxm": 15000.0}
+
+
+def test_gpu_prices_and_alternatives_take_the_sim_ids(tmp_path: Path) -> None:
+    """One id scheme (issue 14): what `--sim` accepts names the same card in [gpu_prices] and alternatives."""
+    config = load_config(write(tmp_path, 'alternatives = ["h100", "4090"]\n[gpu_prices]\nh100 = 25000\n'))
+    assert config.gpu_prices == {"h100-sxm": 25000.0}
+    assert config.alternatives == ("h100-sxm", "rtx4090")
