@@ -348,3 +348,13 @@ def test_hostile_configs_are_refused_cheaply(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ModelInputError, match="not a UTF-8 text file"):
         load_hf_config(binary)
+
+
+def test_lora_adapters_on_moe_count_dense_layers_and_shared_experts() -> None:
+    v3 = get_model("deepseek-v3")
+    h = 7168
+    # gate_proj adapters: 3 dense layers (width 18432) + 58 MoE layers x (256 routed + 1 shared) x width 2048
+    expected = 3 * (h + 18432) + 58 * 257 * (h + 2048)
+    assert memory.lora_trainable_params(v3, 1, ("gate_proj",)) == expected
+    mixtral = get_model("mixtral-8x7b")
+    assert memory.lora_trainable_params(mixtral, 1, ("down_proj",)) == 32 * 8 * (14336 + 4096)

@@ -428,22 +428,28 @@ def lora_trainable_params(
     model: ModelSpec, rank: ArrayLike, target_modules: str | Sequence[str] = ALL_LINEAR
 ) -> ArrayLike:
     """r x (in + out) per adapted matrix (A is r x in, B is out x r), per layer; MoE expert projections per
-    expert."""
+    expert (routed and shared), dense layers of an MoE at their own width.
+
+    MLA models (DeepSeek) name their attention projections differently (q_a/q_b, kv_a/kv_b); their
+    q/k/v/o adapters are sized here as if the attention were GQA of the same heads, an approximation."""
     r = _nonneg(rank, "rank")
     h, i = model.hidden_size, model.intermediate_size
     q_dim = model.num_attention_heads * model.head_dim
     kv_dim = model.num_kv_heads * model.head_dim
-    dims = {
-        "q_proj": (h + q_dim, 1),
-        "k_proj": (h + kv_dim, 1),
-        "v_proj": (h + kv_dim, 1),
-        "o_proj": (q_dim + h, 1),
-        "gate_proj": (h + i, model.num_experts),
-        "up_proj": (h + i, model.num_experts),
-        "down_proj": (i + h, model.num_experts),
-    }
-    per_rank = sum(width * copies for width, copies in (dims[t] for t in _target_list(target_modules)))
-    return _collapse(r * per_rank * model.num_layers)
+    layers = model.num_layers
+    attention = {"q_proj": h + q_dim, "k_proj": h + kv_dim, "v_proj": h + kv_dim, "o_proj": q_dim + h}
+    if model.is_moe:
+        dense_i = model.dense_intermediate_size
+        shared_i = model.shared_expert_intermediate_size
+        mlp_per_matrix = model.num_dense_layers * (h + dense_i) + model.num_moe_layers * (
+            model.num_experts * (h + i) + model.num_shared_experts * (h + shared_i)
+        )
+    else:
+        mlp_per_matrix = layers * (h + i)
+    per_rank = sum(
+        attention[t] * layers if t in attention else mlp_per_matrix for t in _target_list(target_modules)
+    )
+    return _collapse(r * per_rank)
 
 
 def lora_memory(
