@@ -513,6 +513,7 @@ def catalog_entry(gpu: GpuSpec) -> dict[str, Any]:
         "interconnect_name": gpu.interconnect_name,
         "list_price_usd": gpu.list_price_usd,
         "nvml_names": list(gpu.nvml_names),
+        "aliases": list(gpu.aliases),
         "planning_only": gpu.planning_only,
         "sources": dict(gpu.sources),
     }
