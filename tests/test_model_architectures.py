@@ -358,3 +358,21 @@ def test_lora_adapters_on_moe_count_dense_layers_and_shared_experts() -> None:
     assert memory.lora_trainable_params(v3, 1, ("gate_proj",)) == expected
     mixtral = get_model("mixtral-8x7b")
     assert memory.lora_trainable_params(mixtral, 1, ("down_proj",)) == 32 * 8 * (14336 + 4096)
+
+
+def test_per_layer_options_the_configs_can_carry(tmp_path: Path) -> None:
+    # Qwen2-MoE mlp_only_layers: those layers keep a dense MLP of intermediate_size
+    config = _config("qwen1.5-moe-a2.7b")
+    base = load_hf_config(CONFIGS / "qwen1.5-moe-a2.7b.json")
+    config["mlp_only_layers"] = [0, 1]
+    two_dense = load_hf_config(_write(tmp_path, config))
+    assert (base.num_dense_layers, two_dense.num_dense_layers) == (0, 2)
+    moe_layer = 60 * 3 * 2048 * 1408 + 3 * 2048 * 5632 + 2048 * 60 + 2048  # experts, shared, router, gate
+    assert base.total_params - two_dense.total_params == 2 * (moe_layer - 3 * 2048 * 5632)
+    # a Phi-3 sliding_window applies to every layer; explicit all-full layer_types mean no window
+    phi = _config("phi-4")
+    phi["sliding_window"] = 2047
+    assert load_hf_config(_write(tmp_path, phi)).num_sliding_layers == 40
+    qwen = _config("qwen3-8b")
+    qwen["layer_types"] = ["full_attention"] * 36
+    assert load_hf_config(_write(tmp_path, qwen)).num_sliding_layers == 0
