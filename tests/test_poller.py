@@ -384,3 +384,21 @@ def test_the_readings_operators_get_elsewhere_where_nvml_gives_them(box: SimFact
     assert g4090.unavailable["nvlink_tx_bytes_total"] is Unavailable.NOT_SUPPORTED
     assert g4090.unavailable["nvlink_crc_flit_errors_total"] is Unavailable.NOT_SUPPORTED
     assert snaps[-1].cuda_driver_version  # the CUDA driver version travels on the snapshot
+
+
+def test_xid_events_are_counted_per_code_and_a_lost_gpu_keeps_the_xid_that_took_it_down() -> None:
+    sim = sim_mod.install("rtx4090,rtx4090", manual_clock=True, faults="xid:0:48@1,xid:0:48@2,lost:1@3")
+    poller = NvmlPoller(interval_s=0.05, clock=sim.now_s, sim=SimSpec("2xrtx4090"), backoff_initial_s=60.0)
+    poller.start(background=False)
+    try:
+        for _ in range(100):  # the event thread wakes within its wait
+            sim.advance(0.1)
+            snap = poller.poll_once()
+            if snap.gpus[1].lost and snap.gpus[1].xid_errors_by_code and snap.gpus[0].xid_errors_total == 2:
+                break
+        assert snap.gpus[0].xid_errors_by_code == {"48": 2} and snap.gpus[0].last_xid == 48
+        lost = snap.gpus[1]
+        assert lost.lost and lost.xid_errors_by_code == {"79": 1} and lost.xid_errors_total == 1
+    finally:
+        poller.stop()
+        sim_mod.uninstall()

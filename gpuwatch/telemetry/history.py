@@ -26,6 +26,7 @@ _NOT_SCALAR = {
     "vbios_version",
     "compute_capability",
     "clock_event_seconds_total",
+    "xid_errors_by_code",
     "processes",
     "gpm",
     "unavailable",

@@ -346,6 +346,7 @@ class NvmlReader:
             lost=True,
             xid_errors_total=xids,
             last_xid=last_xid,
+            xid_errors_by_code=self.xid.by_code(dev.index),
             unavailable=dict.fromkeys(READING_NAMES, Unavailable.GPU_LOST),
         )
 
@@ -502,6 +503,7 @@ class NvmlReader:
             if value is not None:
                 r.unavailable.pop(key, None)
         v["xid_errors_total"], v["last_xid"], xid_reason = self.xid.counts(dev.index)
+        v["xid_errors_by_code"] = self.xid.by_code(dev.index)
         if xid_reason is not None:
             r.unavailable["xid_errors_total"] = xid_reason
         dev.read_timestamp_s = self.clock()

@@ -169,6 +169,8 @@ class GpuSample:
     remap_failure: bool | None = None
     xid_errors_total: int = 0
     last_xid: int | None = None
+    #: Xid events by code ("79": 1, ...): which errors, not only how many (a lost card keeps its Xid 79)
+    xid_errors_by_code: Mapping[str, int] = field(default_factory=dict)
     #: ECC error counts since the last driver reload (volatile); None on cards without ECC (GeForce)
     ecc_errors_corrected_total: int | None = None
     ecc_errors_uncorrected_total: int | None = None
