@@ -51,7 +51,8 @@ def test_article_002_70b_design_question() -> None:
 def test_batch_sweep_trades_latency_for_cost() -> None:
     plan = plan_serving(
         get_model("llama-3-8b"), "bf16", get_gpu("h100-sxm"), rate_requests_per_s=10, prompt_tokens=256,
-        output_tokens=256, sweep_batches=[1, 4, 16, 64, 100000], gpu_usd_per_h=2.0, electricity_usd_per_kwh=0.12,
+        output_tokens=256, sweep_batches=[1, 4, 16, 64, 100000], gpu_usd_per_h=2.0,
+        electricity_usd_per_kwh=0.12,
     )  # fmt: skip
     rows = plan.sweep
     assert [r.concurrency for r in rows] == [1, 4, 16, 64]

@@ -316,10 +316,11 @@ def plan_serving_best_tp(model: ModelSpec, quant: str, gpu: GpuSpec, **kwargs: A
         if model.num_attention_heads % tp == 0
     ]
     ok = [p for p in plans if p.best is not None and p.gpus is not None]
-    if ok:
-        chosen = min(ok, key=lambda p: (p.gpus, p.best.usd_per_mtok if p.best else math.inf))
-    else:
-        chosen = plans[-1]
+
+    def cost(p: ServingPlan) -> tuple[int, float]:
+        return (p.gpus or 0, p.best.usd_per_mtok if p.best else math.inf)
+
+    chosen = min(ok, key=cost) if ok else plans[-1]
     others = [
         f"TP {p.gpus_per_replica}: "
         + (f"{p.replicas} replicas, {p.gpus} GPUs" if p.gpus else "does not meet the target")
