@@ -1,8 +1,9 @@
 """python -m benchmarks.accuracy [--markdown]: the planner's error on published measurements, per group.
 
 Decode, batched decode and prefill come from the engine-profile measurements
-(gpuwatch/model/data/engine_profiles.toml); memory (engine KV budgets) and power from
-gpuwatch/model/data/published_checks.toml. Only held-out points (no constant was set from them) count
+(gpuwatch/model/data/engine_profiles.toml); memory (engine KV budgets), the longest fine-tuning contexts
+and power from gpuwatch/model/data/published_checks.toml. Only held-out points (no constant was set from
+them) count
 towards the error columns; fit points are counted beside them. README's accuracy table is this script's
 ``--markdown`` output.
 """
@@ -19,7 +20,7 @@ from gpuwatch.model.calibration import relative_error
 from gpuwatch.model.engine_profiles import load_measurements
 from gpuwatch.model.published import published_checks
 
-GROUPS = ("decode", "batched decode", "prefill", "memory", "power")
+GROUPS = ("decode", "batched decode", "prefill", "memory", "fine-tune context", "power")
 
 
 def _group(phase: str, batch: int) -> str:

@@ -1,5 +1,5 @@
-"""Published measurements of power and engine memory (data/published_checks.toml), loaded for the tests
-and benchmarks/accuracy.py, and the planner's prediction of each."""
+"""Published measurements of power, engine memory and fine-tuning context (data/published_checks.toml),
+loaded for the tests and benchmarks/accuracy.py, and the planner's prediction of each."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from typing import Any
 
 from gpuwatch.model.catalog import get_gpu
 from gpuwatch.model.engine_memory import engine_budget
+from gpuwatch.model.finetune import longest_context
 from gpuwatch.model.llm import get_model
 from gpuwatch.model.serving import powered_throughput
 
 
 @dataclass(frozen=True)
 class Check:
-    group: str  # "power" | "memory"
+    group: str  # "power" | "memory" | "fine-tune context"
     what: str
     measured: float
     predicted: float
@@ -69,6 +70,18 @@ def _memory(row: dict[str, Any]) -> Check:
     )
 
 
+def _finetune(row: dict[str, Any]) -> Check:
+    limit = longest_context(get_model(row["model"]), row["vram_gib"] * 2**30, framework=row["framework"])
+    return Check(
+        "fine-tune context", row["what"], row["measured_context_tokens"], float(limit.max_context_tokens),
+        row["tolerance_ratio"], row["use"], row["source"],
+    )  # fmt: skip
+
+
 def published_checks() -> tuple[Check, ...]:
     data = _data()
-    return tuple([_power(r) for r in data["power"]] + [_memory(r) for r in data["memory"]])
+    return tuple(
+        [_power(r) for r in data["power"]]
+        + [_memory(r) for r in data["memory"]]
+        + [_finetune(r) for r in data["finetune"]]
+    )
