@@ -3,9 +3,8 @@
 Decode, batched decode and prefill come from the engine-profile measurements
 (gpuwatch/model/data/engine_profiles.toml); memory (engine KV budgets), the longest fine-tuning contexts
 and power from gpuwatch/model/data/published_checks.toml. Only held-out points (no constant was set from
-them) count
-towards the error columns; fit points are counted beside them. README's accuracy table is this script's
-``--markdown`` output.
+them) count towards the error columns; fit points are counted beside them. README's accuracy table is
+this script's ``--markdown`` output.
 """
 
 from __future__ import annotations
