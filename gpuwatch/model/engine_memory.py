@@ -225,11 +225,15 @@ def engine_budget(
     context_tokens: int,
     *,
     count: int = 1,
+    parallel: str = "tp",
     kv_dtype: str = "fp16",
     knobs: EngineKnobs | None = None,
 ) -> EngineBudget:
-    """The engine's per-GPU memory layout for ``model`` over ``count`` GPUs (tensor parallel)."""
-    _check(model, context_tokens, count)
+    """The engine's per-GPU memory layout for ``model`` over ``count`` GPUs, tensor (``tp``: heads split)
+    or pipeline (``pp``: layers split) parallel."""
+    if parallel not in ("tp", "pp"):
+        raise ModelInputError(f"parallelism must be tp or pp, got {parallel!r}")
+    _check(model, context_tokens, count if parallel == "tp" else 1)
     k = knobs or EngineKnobs()
     fmt = get_quant(quant)
     name = engine.lower()
@@ -237,7 +241,10 @@ def engine_budget(
         raise ModelInputError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
     visible, visible_source = visible_bytes(gpu)
     weights = float(weight_bytes(model, fmt)) / count
-    kv_seq = _per_gpu_kv(model, context_tokens, kv_dtype, count)
+    if parallel == "tp":
+        kv_seq = _per_gpu_kv(model, context_tokens, kv_dtype, count)
+    else:  # each stage holds its layers' share of every sequence
+        kv_seq = float(kv_cache_bytes(model, 1, context_tokens, kv_dtype)) / count
     notes = [f"CUDA-visible memory {visible / GIB:.2f} GiB per GPU ({visible_source})"]
     if name == "vllm":
         return _vllm(model, gpu, context_tokens, count, k, visible, weights, kv_seq, notes)

@@ -17,7 +17,8 @@ fixed-point step: the activity is taken at the load clock.
   capacity  = B / latency requests/s                             (Little's law: B = lambda x latency)
 
 B runs from 1 to the engine's maximum concurrent sequences at context P + G (engine_memory). The answer is
-the B with the most capacity whose latency meets the target; replicas = ceil(R / capacity). The latency is
+the largest B whose latency meets the target (latency and capacity both grow with B); replicas =
+ceil(R / capacity). The latency is
 the modelled one for requests of exactly P and G tokens, without queueing variance: the p95 target is met
 by that latency, not by a distribution (said in the answer's notes).
 """
@@ -34,6 +35,7 @@ from gpuwatch.model.engine_memory import EngineBudget, EngineKnobs, engine_budge
 from gpuwatch.model.engine_profiles import DEFAULT_ENGINE, get_engine_profile
 from gpuwatch.model.errors import ModelInputError
 from gpuwatch.model.llm import ModelSpec
+from gpuwatch.model.parallel import Link
 from gpuwatch.model.power import (
     MEMORY_CLOCK_EXPONENT,
     CardPower,
@@ -77,6 +79,8 @@ def powered_throughput(
     *,
     engine: str = DEFAULT_ENGINE,
     count: int = 1,
+    parallel: str = "tp",
+    link: Link | None = None,
     kv_dtype: str = "fp16",
     power_limit_w: float | None = None,
     card: CardPower | None = None,
@@ -85,9 +89,8 @@ def powered_throughput(
     fmt = get_quant(quant)
     prof = get_engine_profile(engine)
     card = card or card_power(gpu.tdp_w, gpu.segment)
-    base = estimate_throughput(
-        model, fmt, gpu, batch, context_tokens, engine=prof, count=count, kv_dtype=kv_dtype
-    )
+    split = dict(count=count, parallel=parallel, link=link, kv_dtype=kv_dtype)
+    base = estimate_throughput(model, fmt, gpu, batch, context_tokens, engine=prof, **split)  # type: ignore[arg-type]
     step = _scalar(base.decode_step_s)
     bw = _scalar(base.bytes_per_decode_step) / count / step
     flops = _scalar(base.flops_per_decode_step) / count / step
@@ -104,7 +107,13 @@ def powered_throughput(
             memory_bandwidth_bytes_s=gpu.memory_bandwidth_bytes_s * r**MEMORY_CLOCK_EXPONENT,
         )
         estimate = estimate_throughput(
-            model, fmt, slowed_gpu, batch, context_tokens, engine=prof, count=count, kv_dtype=kv_dtype
+            model,
+            fmt,
+            slowed_gpu,
+            batch,
+            context_tokens,
+            engine=prof,
+            **split,  # type: ignore[arg-type]
         )
     tok_s = _scalar(estimate.decode_tokens_per_s)
     watts = power.power_w * count
@@ -287,13 +296,23 @@ def plan_serving(
         _point(model, quant, gpu, b, prompt_tokens, output_tokens, **kwargs)  # type: ignore[arg-type]
         for b in levels
     )
-    # the best level over every concurrency up to the memory limit (not only the sweep's)
-    candidates = [
-        _point(model, quant, gpu, b, prompt_tokens, output_tokens, **kwargs)  # type: ignore[arg-type]
-        for b in _levels(limit)
-    ]
-    ok = [p for p in candidates if p.meets_latency]
-    best = max(ok, key=lambda p: p.requests_per_s) if ok else None
+
+    # latency grows with concurrency and so does a replica's capacity: the best is the largest concurrency
+    # up to the memory limit that still meets the target (bisection over every integer, not the sweep's)
+    def at(b: int) -> ServingPoint:
+        return _point(model, quant, gpu, b, prompt_tokens, output_tokens, **kwargs)  # type: ignore[arg-type]
+
+    best: ServingPoint | None = at(limit)
+    if best is not None and not best.meets_latency:
+        lo, hi = 0, limit  # at(lo) meets (lo = 0: none known), at(hi) does not
+        best = None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            point = at(mid)
+            if point.meets_latency:
+                lo, best = mid, point
+            else:
+                hi = mid
     replicas = None if best is None else math.ceil(rate_requests_per_s / best.requests_per_s - 1e-9)
     if best is None:
         notes.append(f"even one sequence takes longer than {p95_latency_s:g} s on this replica")
