@@ -231,19 +231,25 @@ def memory_answer(inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, gpu:
     )
 
 
-def _engine_budget(inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, gpu: GpuSpec) -> EngineBudget:
+def _engine_budget(
+    inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, gpu: GpuSpec
+) -> EngineBudget | None:
     """How the engine profile's engine lays the card out for this workload (``count`` GPUs, tensor or
-    pipeline parallel)."""
-    return engine_budget(
-        get_engine_profile(inputs.engine).name,
-        model,
-        quant,
-        gpu,
-        inputs.context_tokens,
-        count=inputs.count,
-        parallel=inputs.parallel,
-        knobs=inputs.engine_knobs,
-    )
+    pipeline parallel); None where the engine could not run it so (a TP degree that does not divide the
+    heads: the parallel table still lists that count)."""
+    try:
+        return engine_budget(
+            get_engine_profile(inputs.engine).name,
+            model,
+            quant,
+            gpu,
+            inputs.context_tokens,
+            count=inputs.count,
+            parallel=inputs.parallel,
+            knobs=inputs.engine_knobs,
+        )
+    except ModelInputError:
+        return None
 
 
 def link_for(inputs: PlanInputs, gpu: GpuSpec) -> parallel.Link:
