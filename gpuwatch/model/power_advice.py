@@ -51,9 +51,10 @@ class PowerAdvice:
     bound: str
     expected_speed_loss_ratio: float  # 1 - tokens/s at the advised cap / at the default limit
     power_saving_w: float
-    usd_per_mtok_default: float | None
+    usd_per_mtok_default: float | None  # None without an absolute tokens/s
     usd_per_mtok_advised: float | None
     tokens_per_j_gain_ratio: float  # tokens/J at the advised cap / at the default - 1
+    usd_per_mtok_change_ratio: float  # $/1M at the advised cap / at the default - 1 (needs no tokens/s)
     reason: str
     options: tuple[CapOption, ...] = field(default=())
     provenance: str = "modelled"
@@ -97,10 +98,9 @@ def advise_power_limit(
 ) -> PowerAdvice:
     """Evaluate caps from ``min_limit_w`` to the default limit and pick the best for ``objective``.
 
-    $ per 1M tokens needs ``tokens_per_s_at_default`` (measured or modelled); without it the objective
-    falls back to tokens per joule, which is a ratio of the current figures and needs no absolute speed.
-    Tokens per joule alone always favours the lowest cap; ``max_speed_loss_ratio`` bounds what may be given
-    up for it.
+    Both objectives are ratios of the figures at the default limit, so neither needs an absolute tokens/s:
+    ``tokens_per_s_at_default`` (measured or modelled) only turns them into $ and tokens/s figures. Tokens
+    per joule alone always favours the lowest cap; ``max_speed_loss_ratio`` bounds what may be given up.
     """
     if objective not in OBJECTIVES:
         raise ModelInputError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
@@ -110,8 +110,6 @@ def advise_power_limit(
     top = default if max_limit_w is None else min(max_limit_w, default)
     if not (0 < min_limit_w <= top):
         raise ModelInputError(f"power limit range {min_limit_w}-{top} W is empty")
-    if objective == "usd_per_mtok" and tokens_per_s_at_default is None:
-        objective = "tokens_per_j"
     limits = sorted(
         set(candidates_w or [])
         | {min(top, min_limit_w + i * step_w) for i in range(int((top - min_limit_w) // step_w) + 1)}
@@ -140,8 +138,8 @@ def advise_power_limit(
     base_speed_per_w = base.speed_ratio / base.power_w
 
     def score(o: CapOption) -> float:
-        if objective == "usd_per_mtok" and o.usd_per_mtok is not None:
-            return o.usd_per_mtok
+        if objective == "usd_per_mtok":
+            return o.usd_per_h / o.speed_ratio  # $ per token, up to the unknown tokens/s at the default
         return -(o.speed_ratio / o.power_w)
 
     allowed = [
@@ -176,6 +174,8 @@ def advise_power_limit(
         usd_per_mtok_default=base.usd_per_mtok,
         usd_per_mtok_advised=best.usd_per_mtok,
         tokens_per_j_gain_ratio=gain,
+        usd_per_mtok_change_ratio=(best.usd_per_h / best.speed_ratio) / (base.usd_per_h / base.speed_ratio)
+        - 1.0,
         reason=reason,
         options=options,
     )
