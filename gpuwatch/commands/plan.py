@@ -33,7 +33,7 @@ _HELP = {
 #: `plan serve`'s request options: what the plan answers for, not PlanInputs fields
 SERVE_REQUEST = ("prompt_tokens", "output_tokens", "rate", "p95_latency_s", "sweep_batch")
 _GROUPS = (
-    ("workload", ("model", "quant", "gpu", "count", "batch", "context_tokens")),
+    ("workload", ("model", "quant", "gpu", "count", "batch", "context_tokens", "kv_dtype")),
     ("serving", ("engine_profile", "parallel", "link", "microbatches", "power_limit_w")),
     ("requests", SERVE_REQUEST),
     (
@@ -103,6 +103,8 @@ def _check_meaningful(args: argparse.Namespace, inputs: PlanInputs) -> None:
     for key, flag in (("optimizer", "--optimizer"), ("activation_checkpointing", "--checkpointing")):
         if key in g and inputs.mode == "inference":
             raise UserError(f"{flag} applies to --mode train, lora or qlora")
+    if "kv_dtype" in g and inputs.mode != "inference":
+        raise UserError("--kv-dtype applies to --mode inference (training keeps no KV cache)")
 
 
 def run(args: argparse.Namespace) -> int:

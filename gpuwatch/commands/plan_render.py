@@ -14,9 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from gpuwatch.model import cost as cost_model
+from gpuwatch.model import memory as memory_model
 from gpuwatch.model import serving, whatif
 from gpuwatch.model.catalog import GpuSpec
-from gpuwatch.model.llm import ModelSpec
+from gpuwatch.model.llm import ModelSpec, param_breakdown
 from gpuwatch.model.quant import QuantFormat
 from gpuwatch.model.whatif import PlanInputs
 
@@ -66,6 +67,35 @@ def _workload_json(
     return out
 
 
+def _model_json(inputs: PlanInputs, model: ModelSpec) -> dict[str, Any]:
+    """The model's own figures: parameter counts from its shape and the KV cache at the chosen dtype
+    (per token of context at the chosen context: sliding windows make it fall with the context)."""
+    counts = param_breakdown(model)
+    return {
+        "params_total": counts.total,
+        "params_active": counts.active,
+        "params_active_excl_embedding": counts.active_excluding_embedding,
+        "kv_dtype": inputs.kv_dtype,
+        "kv_bytes_per_token": float(
+            memory_model.kv_bytes_per_token_at(model, inputs.context_tokens, inputs.kv_dtype)
+        ),
+        "kv_bytes_per_token_full_attention": memory_model.kv_cache_bytes_per_token(model, inputs.kv_dtype),
+        "max_context_tokens": model.max_context_tokens,
+    }
+
+
+def _model_line(inputs: PlanInputs, model: ModelSpec) -> str:
+    facts = _model_json(inputs, model)
+    active = " (dense: all active)"
+    if model.is_moe:
+        active = f", {facts['params_active'] / 1e9:,.2f} B active per token"
+    return (
+        f"{facts['params_total'] / 1e9:,.2f} B parameters{active}; KV cache "
+        f"{facts['kv_bytes_per_token'] / 2**10:,.1f} KiB per token ({inputs.kv_dtype}); "
+        f"context up to {model.max_context_tokens:,}"
+    )
+
+
 def _title(inputs: PlanInputs, model: ModelSpec, quant: QuantFormat | None, gpu: GpuSpec | None) -> str:
     parts = [model.name] + ([quant.id] if quant else [])
     where = f" on {inputs.count}× {gpu.name}" if gpu else ""
@@ -108,6 +138,7 @@ def memory(inputs: PlanInputs, as_json: bool) -> int:
     payload = {
         "command": "memory",
         "workload": _workload_json(inputs, model, quant, gpu),
+        **_model_json(inputs, model),
         **_memory_json(mem),
     }
     if inputs.mode in TRAINING_MODES:
@@ -132,6 +163,7 @@ def memory(inputs: PlanInputs, as_json: bool) -> int:
             f"{verdict}: {mem.per_gpu_gib:,.2f} of {mem.usable_gib:,.2f} GiB usable per GPU "
             f"({mem.capacity_gib:g} GiB less the allocator reserve); GPUs needed: {needed}"
         )
+        console.print(_model_line(inputs, model))
         _notes(console, mem.notes)
         if mem.engine_budget is not None:
             _engine_budget(console, mem.engine_budget)
@@ -184,6 +216,7 @@ def throughput(inputs: PlanInputs, as_json: bool) -> int:
     payload = {
         "command": "throughput",
         "workload": _workload_json(inputs, model, quant, gpu),
+        **_model_json(inputs, model),
         **_throughput_json(est),
         "link": link.description,
         "fits": mem.fits,
@@ -497,6 +530,7 @@ def serve(inputs: PlanInputs, request: dict[str, Any], as_json: bool, *, best_tp
         output_tokens=request["output_tokens"],
         p95_latency_s=request["p95_latency_s"],
         engine=inputs.engine,
+        kv_dtype=inputs.kv_dtype,
         knobs=inputs.engine_knobs,
         sweep_batches=request["sweep_batch"],
         gpu_usd_per_h=per_gpu_usd_h or 0.0,

@@ -34,7 +34,7 @@ from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.engine_memory import EngineBudget, EngineKnobs, engine_budget
 from gpuwatch.model.engine_profiles import DEFAULT_ENGINE, get_engine_profile
 from gpuwatch.model.errors import ModelInputError
-from gpuwatch.model.llm import ModelSpec
+from gpuwatch.model.llm import ModelSpec, check_context
 from gpuwatch.model.parallel import Link
 from gpuwatch.model.power import (
     MEMORY_CLOCK_EXPONENT,
@@ -263,11 +263,7 @@ def plan_serving(
     if p95_latency_s is not None and not (math.isfinite(p95_latency_s) and p95_latency_s > 0):
         raise ModelInputError(f"p95 latency must be a positive number of seconds, got {p95_latency_s}")
     context = prompt_tokens + output_tokens
-    if context > model.max_context_tokens:
-        raise ModelInputError(
-            f"prompt + output = {context:,} tokens exceeds {model.name}'s maximum context of "
-            f"{model.max_context_tokens:,}"
-        )
+    check_context(model, context, "prompt + output")
     mem_engine = _MEMORY_ENGINE.get(get_engine_profile(engine).name, "vllm")
     budget = engine_budget(
         mem_engine, model, quant, gpu, context, count=count, kv_dtype=kv_dtype, knobs=knobs

@@ -23,7 +23,7 @@ from gpuwatch.model.engine_memory import EngineBudget, EngineKnobs, engine_budge
 from gpuwatch.model.engine_profiles import DEFAULT_ENGINE, get_engine_profile
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
 from gpuwatch.model.finetune import step_flops_per_token
-from gpuwatch.model.llm import ModelSpec, resolve_model
+from gpuwatch.model.llm import ModelSpec, check_context, resolve_model
 from gpuwatch.model.quant import QuantFormat, get_quant
 from gpuwatch.model.serving import PoweredThroughput, powered_throughput
 from gpuwatch.model.throughput import ThroughputEstimate, estimate_throughput
@@ -66,9 +66,8 @@ class PlanInputs:
     zero_stage: int = 0  # train: > 0 makes the ``count`` GPUs ZeRO data-parallel ranks
     optimizer: str | None = None  # None: DEFAULT_OPTIMIZER[mode]
     microbatches: int | None = None  # pipeline micro-batches; None: one per sequence of the batch
-    power_limit_w: float | None = None  # per GPU; None: the card's default limit (its TDP)
-    engine_knobs: EngineKnobs = field(default_factory=EngineKnobs)  # the engine's memory-budget settings
-    framework: str = "hf"  # fine-tuning framework (gpuwatch/model/finetune.py)
+from gpuwatch.model.finetune import step_flops_per_token
+from gpuwatch.model.llm import ModelSpec, check_context, resolve_model
 
     def with_(self, **changes: object) -> PlanInputs:
         """A copy with ``changes``; OwnershipCost field names (``pue=1.3``) change ``prices``, EngineKnobs
@@ -174,7 +173,9 @@ def _memory(
     inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, dp_gpus: Any = 1
 ) -> memory.MemoryBreakdown:
     if inputs.mode == "inference":
-        return memory.inference_memory(model, quant, inputs.batch, inputs.context_tokens)
+        return memory.inference_memory(
+            model, quant, inputs.batch, inputs.context_tokens, kv_dtype=inputs.kv_dtype
+        )
     if inputs.mode == "train":
         return memory.training_memory(
             model,
@@ -246,6 +247,7 @@ def _engine_budget(
             inputs.context_tokens,
             count=inputs.count,
             parallel=inputs.parallel,
+            kv_dtype=inputs.kv_dtype,
             knobs=inputs.engine_knobs,
         )
     except ModelInputError:
@@ -271,6 +273,7 @@ def powered_answer(
         count=inputs.count,
         parallel=inputs.parallel,
         link=link_for(inputs, gpu),
+        kv_dtype=inputs.kv_dtype,
         power_limit_w=inputs.power_limit_w,
     )
 
@@ -291,6 +294,7 @@ def throughput_answer(
         count=inputs.count,
         parallel=inputs.parallel,
         link=link_for(inputs, gpu),
+        kv_dtype=inputs.kv_dtype,
     )
 
 
@@ -419,7 +423,9 @@ def _check(inputs: PlanInputs) -> None:
 def resolve(inputs: PlanInputs) -> tuple[ModelSpec, QuantFormat, GpuSpec]:
     """The model (catalog id or local config.json), quantisation and GPU; one-line errors otherwise."""
     _check(inputs)
-    return resolve_model(inputs.model), get_quant(inputs.quant), get_gpu(inputs.gpu)
+    model = resolve_model(inputs.model)
+    check_context(model, inputs.context_tokens)
+    return model, get_quant(inputs.quant), get_gpu(inputs.gpu)
 
 
 def answer(inputs: PlanInputs) -> PlanAnswer:
@@ -568,7 +574,14 @@ def parallel_answer(inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, gp
         max_tp_degree_decode=max_tp(inputs.batch),
         max_tp_degree_prefill=max_tp(inputs.batch * inputs.context_tokens),
         gpus_to_hold=int(
-            parallel.gpus_to_hold(model, quant, gpu, batch=inputs.batch, context_tokens=inputs.context_tokens)
+            parallel.gpus_to_hold(
+                model,
+                quant,
+                gpu,
+                batch=inputs.batch,
+                context_tokens=inputs.context_tokens,
+                kv_dtype=inputs.kv_dtype,
+            )
         ),
         pipeline_stages=inputs.count,
         microbatches=microbatches,
@@ -600,6 +613,7 @@ def catalog_entry(gpu: GpuSpec) -> dict[str, Any]:
         "interconnect_name": gpu.interconnect_name,
         "list_price_usd": gpu.list_price_usd,
         "nvml_names": list(gpu.nvml_names),
+        "aliases": list(gpu.aliases),
         "planning_only": gpu.planning_only,
         "sources": dict(gpu.sources),
     }

@@ -54,6 +54,17 @@ def quant_id(value: Any) -> str:
         raise Invalid(reason=str(exc)) from None
 
 
+def kv_dtype_id(value: Any) -> str:
+    from gpuwatch.model.quant import get_kv_dtype, kv_dtype_ids
+
+    if not isinstance(value, str):
+        raise Invalid(f"a KV-cache dtype: {', '.join(kv_dtype_ids())}")
+    try:
+        return get_kv_dtype(value.strip()).id
+    except UnknownIdError as exc:
+        raise Invalid(reason=str(exc)) from None
+
+
 def gpu_id(value: Any) -> str:
     """A catalog GPU id or NVML name, as the catalog's id."""
     from gpuwatch.model.catalog import get_gpu
@@ -428,6 +439,17 @@ declare(
         default=_PLAN.quant,
         toml="workload.quant",
         parse=quant_id,
+    )
+)
+declare(
+    Option(
+        "kv_dtype",
+        ("--kv-dtype",),
+        "text",
+        "KV-cache dtype: fp16, bf16, fp8, int8, q8_0, q4_0 (memory, decode bytes and cost follow it)",
+        default=_PLAN.kv_dtype,
+        parse=kv_dtype_id,
+        metavar="DTYPE",
     )
 )
 declare(
@@ -918,12 +940,13 @@ _OWNING = (
     "cloud_usd_per_gpu_h",
 )
 PLAN_OPTIONS: dict[str, tuple[str, ...]] = {
-    "memory": (*_WORKLOAD, *_TRAINING, "engine_profile", "parallel", *_ENGINE_MEMORY),
-    "throughput": (*_WORKLOAD, *_SERVING, "power_limit_w"),
-    "cost": (*_WORKLOAD, *_SERVING, "power_limit_w", *_OWNING),
+    "memory": (*_WORKLOAD, "kv_dtype", *_TRAINING, "engine_profile", "parallel", *_ENGINE_MEMORY),
+    "throughput": (*_WORKLOAD, "kv_dtype", *_SERVING, "power_limit_w"),
+    "cost": (*_WORKLOAD, "kv_dtype", *_SERVING, "power_limit_w", *_OWNING),
     # requests, not tokens: the workload's batch is what the plan chooses
     "serve": (
         *(k for k in _WORKLOAD if k not in ("batch", "context_tokens")),
+        "kv_dtype",
         "engine_profile",
         "prompt_tokens",
         "output_tokens",
@@ -937,11 +960,12 @@ PLAN_OPTIONS: dict[str, tuple[str, ...]] = {
     # the comparison prices each GPU at its own list price
     "gpus": (
         *(k for k in _WORKLOAD if k != "gpu"),
+        "kv_dtype",
         "engine_profile",
         "parallel",
         *(k for k in _OWNING if k not in ("gpu_price_usd", "server_capex_usd")),
     ),
-    "parallel": (*_WORKLOAD, *_SERVING, "microbatches"),
+    "parallel": (*_WORKLOAD, "kv_dtype", *_SERVING, "microbatches"),
     "train": (
         *(k for k in _WORKLOAD if k != "quant"),
         *_TRAINING,
