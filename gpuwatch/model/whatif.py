@@ -66,8 +66,10 @@ class PlanInputs:
     zero_stage: int = 0  # train: > 0 makes the ``count`` GPUs ZeRO data-parallel ranks
     optimizer: str | None = None  # None: DEFAULT_OPTIMIZER[mode]
     microbatches: int | None = None  # pipeline micro-batches; None: one per sequence of the batch
-from gpuwatch.model.finetune import step_flops_per_token
-from gpuwatch.model.llm import ModelSpec, check_context, resolve_model
+    kv_dtype: str = "fp16"  # how the engine stores the KV cache (quant.get_kv_dtype): memory, decode bytes
+    power_limit_w: float | None = None  # per GPU; None: the card's default limit (its TDP)
+    engine_knobs: EngineKnobs = field(default_factory=EngineKnobs)  # the engine's memory-budget settings
+    framework: str = "hf"  # fine-tuning framework (gpuwatch/model/finetune.py)
 
     def with_(self, **changes: object) -> PlanInputs:
         """A copy with ``changes``; OwnershipCost field names (``pue=1.3``) change ``prices``, EngineKnobs
