@@ -137,7 +137,6 @@ def run(args: argparse.Namespace) -> int:
     from gpuwatch.live.config import gpu_price_usd
     from gpuwatch.live.power_advice import advise_gpu
     from gpuwatch.model.catalog import get_gpu
-
     from gpuwatch.telemetry.simulated.simulator import STATE_ENV
 
     samples = args.samples or 5
@@ -189,8 +188,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     console = Console()
     table = Table(title=f"power-limit advice ({session.description}; modelled)", title_justify="left")
-    for col in ("GPU", "now", "default", "advised", "tokens/s", "power", "why"):
-        table.add_column(col, justify="left" if col in ("GPU", "why") else "right")
+    for col in ("GPU", "now", "default", "advised", "tokens/s", "power", "bound"):
+        table.add_column(col, justify="left" if col in ("GPU", "bound") else "right")
     for sample, mean_w, live in rows:
         a = live.advice
         table.add_row(
@@ -200,9 +199,14 @@ def run(args: argparse.Namespace) -> int:
             "n/a" if a is None else f"{a.advised_limit_w:,.0f} W",
             "n/a" if a is None else f"-{a.expected_speed_loss_ratio:.1%}",
             "n/a" if a is None else f"-{a.power_saving_w:,.0f} W",
-            live.reason + (f" [{live.bound_basis}]" if live.bound_basis else ""),
+            "n/a" if a is None else a.bound,
         )
     console.print(table)
+    for sample, _, live in rows:
+        console.print(
+            f"GPU {sample.index}: {live.reason}"
+            + (f" (bound from {live.bound_basis})" if live.bound_basis else "")
+        )
     return 0
 
 
