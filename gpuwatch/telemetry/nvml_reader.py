@@ -24,6 +24,7 @@ from typing import Any
 import pynvml as N
 
 from gpuwatch.model.catalog import GpuSpec
+from gpuwatch.telemetry.containers import Container, ContainerResolver
 from gpuwatch.telemetry.sample import GpmSample, GpuSample, ProcessSample, Snapshot, Unavailable
 
 #: nvmlDeviceGetPcieThroughput answers "KB/s" without saying which KB; 1024 as nvitop reads it. The
@@ -215,6 +216,7 @@ class DeviceState:
     gpm_samples: list[Any] = field(default_factory=list)  # two-sample ring
     gpm_last: tuple[int, float] | None = None  # (ring slot holding the previous sample, its time)
     process_names: dict[int, str | None] = field(default_factory=dict)
+    process_containers: dict[int, Container | None] = field(default_factory=dict)
     #: reading -> the call that delivered it when it was a fallback (for doctor)
     fallbacks: dict[str, str] = field(default_factory=dict)
     catalog: GpuSpec | None = None
@@ -317,12 +319,15 @@ class NvmlReader:
         clock: Callable[[], float] | None = None,
         xid_events: bool = True,
         slow_tier_every: int = SLOW_TIER_EVERY,
+        containers: ContainerResolver | None = None,
     ) -> None:
         import time
 
         if slow_tier_every < 1:
             raise ValueError(f"slow_tier_every must be at least 1 poll, got {slow_tier_every}")
         self.slow_tier_every = slow_tier_every
+        #: process -> container; simulated processes are not real ones, so only real NVML looks by default
+        self.containers = containers or (ContainerResolver() if source_label == "nvml" else None)
         self.source_label = source_label
         self.clock = clock or time.time
         self.devices: list[DeviceState] = []
@@ -895,16 +900,21 @@ class NvmlReader:
             alive.add(pid)
             if pid not in dev.process_names:
                 dev.process_names[pid] = self._process_name(dev, pid)
+                dev.process_containers[pid] = self.containers.lookup(pid) if self.containers else None
+            box = dev.process_containers.get(pid)
             used = p.usedGpuMemory
             out.append(
                 ProcessSample(
                     pid=pid,
                     name=dev.process_names[pid],
                     used_memory_bytes=int(used) if used is not None else None,
+                    container=box.label if box else None,
+                    container_runtime=box.runtime if box else None,
                 )
             )
         for pid in set(dev.process_names) - alive:
             del dev.process_names[pid]
+            dev.process_containers.pop(pid, None)
         return tuple(out)
 
     def _process_name(self, dev: DeviceState, pid: int) -> str | None:
