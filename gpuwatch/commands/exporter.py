@@ -45,6 +45,20 @@ def register(sub: Any) -> None:
         help="also publish per-process GPU memory with pid and process name labels (off by default: "
         "process names can be sensitive and each process adds series)",
     )
+    p.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="label per-GPU series with the pod, namespace and container holding the GPU, from the "
+        "kubelet's pod-resources API (needs the kubernetes extra)",
+    )
+    from gpuwatch.telemetry.kubernetes import DEFAULT_SOCKET
+
+    p.add_argument(
+        "--kubelet-socket",
+        metavar="PATH",
+        default=DEFAULT_SOCKET,
+        help=f"with --kubernetes: the kubelet's pod-resources socket (default {DEFAULT_SOCKET})",
+    )
     add_source_options(p, with_prices=True, subcommand=True)
     p.set_defaults(run=run)
 
@@ -54,21 +68,30 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client.registry import CollectorRegistry
 
     from gpuwatch.exporter.collector import GpuwatchCollector
+    from gpuwatch.exporter.kubernetes import PodCollector
     from gpuwatch.exporter.server import ExporterServer, make_app, parse_listen
     from gpuwatch.live.session import open_session
+    from gpuwatch.telemetry.kubernetes import PodAllocations
 
     host, port = parse_listen(args.listen)
     for option, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if path is not None and not os.path.isfile(path):
             raise UserError(f"{option} {path}: no such file")
+    pods = PodAllocations(args.kubelet_socket) if args.kubernetes else None  # no extra: one line, now
     session = open_session(args, isolate=True)  # no driver and no --sim: NvmlUnavailable, one line
     # a collector that describes nothing (it must not read the session before the first poll) is
     # only reached by a ?name[]= filtered scrape when the registry is told to keep such collectors
     registry = CollectorRegistry(support_collectors_without_names=True)
+    pod_collector = PodCollector(session, pods) if pods is not None else None
     collector = GpuwatchCollector(
-        session, process_metrics=args.process_metrics, source_description=session.description
+        session,
+        process_metrics=args.process_metrics,
+        source_description=session.description,
+        gpu_labels=pod_collector.gpu_labels if pod_collector is not None else None,
     )
     registry.register(collector)
+    if pod_collector is not None:
+        registry.register(pod_collector)
     # the exporter's own CPU and memory; served from the per-snapshot cache, so as of the last poll
     ProcessCollector(registry=registry)
     server = ExporterServer(
@@ -84,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, stop)
     session.start()
+    if pods is not None:
+        pods.start()
     print(f"gpuwatch exporter: serving {server.url} ({session.description})", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
@@ -91,5 +116,7 @@ def run(args: argparse.Namespace) -> int:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if pods is not None:
+            pods.stop()
         session.stop()
     return 0
