@@ -244,7 +244,7 @@ class PrometheusRack:
             if exc.code in (401, 403):
                 raise PrometheusError(
                     f"Prometheus {self.config.url}: HTTP {exc.code} ({detail or exc.reason}): check "
-                    "--prometheus-user/--prometheus-password or --prometheus-bearer-token"
+                    "--prometheus-user/--prometheus-password-file or --prometheus-bearer-token-file"
                 ) from None
             raise PrometheusError(
                 f"Prometheus {self.config.url}: HTTP {exc.code}: {detail or exc.reason}"
