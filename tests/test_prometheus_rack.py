@@ -4,6 +4,7 @@ screen in Pilot on the snapshots it makes. The real-Prometheus test is tests/int
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import shutil
 import ssl
@@ -23,6 +24,7 @@ from gpuwatch.errors import UserError
 from gpuwatch.telemetry.prometheus_rack import (
     PrometheusConfig,
     PrometheusRack,
+    RackAlert,
     RackGpu,
     RackSnapshot,
     parse_match,
@@ -410,6 +412,19 @@ async def test_screen_lines_sorting_down_hosts_and_errors(prom: FakePrometheus) 
         await pilot.pause(0.3)
         assert isinstance(app.screen, HostScreen) and app.screen.instance == A
         await pilot.press("escape")
+        # host A's exporter answers but its readings stopped (the rules' GpuwatchStale fires): no figures
+        first = answers[0]
+        stale_alert = RackAlert("GpuwatchStale", "warning")
+        hosts = tuple(
+            dataclasses.replace(h, alerts=(*h.alerts, stale_alert)) if h.instance == A else h
+            for h in first.hosts
+        )
+        answers.append(dataclasses.replace(first, hosts=hosts))
+        await pilot.press("r")
+        await pilot.pause(0.3)
+        a_row = next(r for r in _rows(app) if r[0] == A)
+        assert a_row[3] == "STALE" and set(a_row[4:12]) == {""} and "GpuwatchStale" in a_row[-1]
+        assert next(r for r in _rows(app) if r[0] == B)[11] == "0 s ago"
         # Prometheus goes away: the error replaces the table, never the last answer
         answers.append(RackSnapshot(timestamp_s=0, error="Prometheus http://x unreachable: refused"))
         await pilot.press("r")

@@ -30,10 +30,13 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from gpuwatch.errors import UserError
 
 DEFAULT_MATCH = 'job=~"gpuwatch.*"'
+#: the alert (grafana/rules) that says a host's readings are stale
+STALE_ALERT = "GpuwatchStale"
 #: the most of one query's answer read (a rack of 1,000 GPUs answers in well under this)
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 TIMEOUT_S = 10.0
@@ -173,6 +176,12 @@ class RackHost:
     #: firing alerts that name this host but no GPU of it (exporter down, stale, poll errors)
     alerts: tuple[RackAlert, ...] = ()
 
+    @property
+    def stale(self) -> bool:
+        """The exporter answers but its NVML readings stopped: the rules' GpuwatchStale is firing (the
+        rule holds the threshold; the rack does not keep a second one)."""
+        return any(a.name == STALE_ALERT for a in self.alerts)
+
 
 @dataclass(frozen=True, slots=True)
 class RackSnapshot:
@@ -292,54 +301,37 @@ class PrometheusRack:
         _, known = self.query(f"last_over_time(gpuwatch_gpu_info{{{m}}}[1h])")
         _, alerts = self.query(f'ALERTS{{alertstate="firing",{m}}}')
 
-        hosts: dict[tuple[str, str], dict[str, object]] = {}
-        for labels, value in ups:
-            key = (labels.get("instance", ""), labels.get("job", ""))
-            hosts[key] = {"up": value == 1.0, "gpus": {}, "alerts": [], "poll": None}
-
-        def gpu_fields(labels: dict[str, str]) -> dict[str, object] | None:
-            host = hosts.get((labels.get("instance", ""), labels.get("job", "")))
-            if host is None or "gpu" not in labels:
-                return None
-            gpus = host["gpus"]
-            assert isinstance(gpus, dict)
-            return gpus.setdefault(labels["gpu"], {"reasons": []})
-
+        hosts = {_host_key(labels): _HostAcc(up=value == 1.0) for labels, value in ups}
         for labels, _value in known:
-            fields = gpu_fields(labels)
-            if fields is not None:
-                fields["uuid"] = labels.get("uuid", "")
-                fields["name"] = labels.get("name")
+            gpu = _gpu_acc(hosts, labels)
+            if gpu is not None:
+                gpu.fields["uuid"] = labels.get("uuid", "")
+                gpu.fields["name"] = labels.get("name")
         for labels, value in series:
             name = labels.get("__name__", "")
             if name in HOST_GAUGES:
-                host = hosts.get((labels.get("instance", ""), labels.get("job", "")))
-                if host is not None:
-                    host["poll"] = value
+                if _host_key(labels) in hosts:
+                    hosts[_host_key(labels)].poll_s = value
                 continue
-            fields = gpu_fields(labels)
-            if fields is None or not math.isfinite(value):
+            gpu = _gpu_acc(hosts, labels)
+            if gpu is None or not math.isfinite(value):
                 continue
-            if name in SELECT:
-                label, wanted = SELECT[name]
-                if labels.get(label) != wanted:
-                    continue
+            if name in SELECT and labels.get(SELECT[name][0]) != SELECT[name][1]:
+                continue
             if name == "gpuwatch_clock_event_reason_active":
                 if value == 1.0:
-                    reasons = fields["reasons"]
-                    assert isinstance(reasons, list)
-                    reasons.append(labels.get("reason", "?"))
+                    gpu.reasons.append(labels.get("reason", "?"))
             elif name == "gpuwatch_clock_hertz":
                 if labels.get("clock") == "sm":
-                    fields["sm_clock_hz"] = value
+                    gpu.fields["sm_clock_hz"] = value
             elif name == "gpuwatch_bound":
                 if value == 1.0:
-                    fields["bound"] = labels.get("kind")
+                    gpu.fields["bound"] = labels.get("kind")
             elif name in GAUGES:
-                fields[GAUGES[name]] = value
+                gpu.fields[GAUGES[name]] = value
                 if name in ("gpuwatch_tokens_per_second", "gpuwatch_usd_per_million_tokens"):
-                    fields[GAUGES[name] + "_provenance"] = labels.get("provenance")
-                fields.setdefault("uuid", labels.get("uuid", ""))
+                    gpu.fields[GAUGES[name] + "_provenance"] = labels.get("provenance")
+                gpu.fields.setdefault("uuid", labels.get("uuid", ""))
 
         unmatched: list[RackAlert] = []
         for labels, _value in alerts:
@@ -348,49 +340,69 @@ class PrometheusRack:
                 severity=labels.get("severity", ""),
                 detail=tuple(sorted((k, v) for k, v in labels.items() if k not in _ALERT_BOOKKEEPING)),
             )
-            host = hosts.get((labels.get("instance", ""), labels.get("job", "")))
-            if host is None:
+            host = hosts.get(_host_key(labels))
+            gpu = _gpu_acc(hosts, labels)
+            if gpu is not None:
+                gpu.alerts.append(alert)
+            elif host is not None:
+                host.alerts.append(alert)
+            else:
                 unmatched.append(alert)
-                continue
-            fields = gpu_fields(labels) if "gpu" in labels else None
-            target = fields.setdefault("alerts", []) if fields is not None else host["alerts"]
-            assert isinstance(target, list)
-            target.append(alert)
 
         out = []
         for (instance, job), host in sorted(hosts.items()):
-            gpus_raw = host["gpus"]
-            assert isinstance(gpus_raw, dict)
-            gpus = []
-            for index, fields in gpus_raw.items():
-                reasons = tuple(sorted(fields.pop("reasons")))
-                alerts_of = tuple(sorted(fields.pop("alerts", []), key=_alert_order))
-                gpus.append(
-                    RackGpu(
-                        instance=instance,
-                        job=job,
-                        gpu=index,
-                        throttle_reasons=reasons,
-                        alerts=alerts_of,
-                        **fields,
-                    )
+            gpus = [
+                RackGpu(
+                    instance=instance,
+                    job=job,
+                    gpu=index,
+                    throttle_reasons=tuple(sorted(acc.reasons)),
+                    alerts=tuple(sorted(acc.alerts, key=_alert_order)),
+                    **acc.fields,
                 )
-            poll = host["poll"]
-            host_alerts = host["alerts"]
-            assert isinstance(host_alerts, list)
+                for index, acc in host.gpus.items()
+            ]
+            age = max(0.0, when - host.poll_s) if host.poll_s is not None and host.up else None
             out.append(
                 RackHost(
                     instance=instance,
                     job=job,
-                    up=bool(host["up"]),
-                    poll_age_s=max(0.0, when - poll) if isinstance(poll, float) and host["up"] else None,
+                    up=host.up,
+                    poll_age_s=age,
                     gpus=tuple(sorted(gpus, key=lambda g: g.key)),
-                    alerts=tuple(sorted(host_alerts, key=_alert_order)),
+                    alerts=tuple(sorted(host.alerts, key=_alert_order)),
                 )
             )
         return RackSnapshot(
             timestamp_s=now, hosts=tuple(out), query_time_s=when or None, unmatched_alerts=tuple(unmatched)
         )
+
+
+@dataclass
+class _GpuAcc:
+    fields: dict[str, Any] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+    alerts: list[RackAlert] = field(default_factory=list)
+
+
+@dataclass
+class _HostAcc:
+    up: bool
+    poll_s: float | None = None
+    gpus: dict[str, _GpuAcc] = field(default_factory=dict)
+    alerts: list[RackAlert] = field(default_factory=list)
+
+
+def _host_key(labels: Mapping[str, str]) -> tuple[str, str]:
+    return (labels.get("instance", ""), labels.get("job", ""))
+
+
+def _gpu_acc(hosts: dict[tuple[str, str], _HostAcc], labels: Mapping[str, str]) -> _GpuAcc | None:
+    """The GPU a series names, on a host Prometheus scrapes (series of other targets are ignored)."""
+    host = hosts.get(_host_key(labels))
+    if host is None or "gpu" not in labels:
+        return None
+    return host.gpus.setdefault(labels["gpu"], _GpuAcc())
 
 
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}

@@ -25,6 +25,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+from textual.worker import get_current_worker
 
 from gpuwatch.telemetry.prometheus_rack import SORTS, RackAlert, RackGpu, RackHost, RackSnapshot, sort_gpus
 from gpuwatch.tui.formatting import MISSING, gib, percent, rate, usd
@@ -45,6 +46,7 @@ COLUMNS = (
     ("tokens", "tok/s", 12),
     ("cost", "$/1M tok", 12),
     ("headroom", "headroom", 8),
+    ("age", "polled", 7),
     ("alerts", "alerts", 40),
 )
 
@@ -72,25 +74,16 @@ def alert_text(alerts: tuple[RackAlert, ...]) -> Text:
 
 
 def gpu_row(host: RackHost, g: RackGpu) -> tuple[str | Text, ...]:
+    blank = ("",) * 8
     if not host.up:
         down = Text("DOWN", style="bold red")
-        return (
-            host.instance,
-            g.gpu,
-            short(g.name),
-            down,
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            alert_text(host.alerts),
-        )
+        return (host.instance, g.gpu, short(g.name), down, *blank, alert_text(host.alerts))
+    if host.stale:  # readings that stopped are not shown as if current
+        stale = Text("STALE", style="bold yellow")
+        return (host.instance, g.gpu, short(g.name), stale, *blank, alert_text((*g.alerts, *host.alerts)))
     if g.up == 0.0:
         lost = Text("LOST", style="bold red")
-        return (host.instance, g.gpu, short(g.name), lost, "", "", "", "", "", "", "", alert_text(g.alerts))
+        return (host.instance, g.gpu, short(g.name), lost, *blank, alert_text(g.alerts))
     temp = f"{g.temperature_c:.0f}°C" if g.temperature_c is not None else MISSING
     if g.power_w is not None:
         power = f"{g.power_w:.0f}/{g.power_limit_w:.0f} W" if g.power_limit_w else f"{g.power_w:.0f} W"
@@ -119,6 +112,7 @@ def gpu_row(host: RackHost, g: RackGpu) -> tuple[str | Text, ...]:
         provenance(rate(g.tokens_per_s, "").strip(), g.tokens_per_s_provenance),
         provenance(usd(g.usd_per_mtok), g.usd_per_mtok_provenance),
         percent(g.headroom_ratio),
+        f"{host.poll_age_s:.0f} s ago" if host.poll_age_s is not None else MISSING,
         alert_text((*g.alerts, *host.alerts)),
     )
 
@@ -135,7 +129,7 @@ def rack_rows(snap: RackSnapshot, by: str) -> list[tuple[str, tuple[str | Text, 
         if not h.gpus:
             state = Text("DOWN", style="bold red") if not h.up else Text("no GPUs", style="dim")
             rows.append(
-                (f"{h.instance}|{h.job}|", (h.instance, "", "", state, *[""] * 7, alert_text(h.alerts)))
+                (f"{h.instance}|{h.job}|", (h.instance, "", "", state, *[""] * 8, alert_text(h.alerts)))
             )
     return rows
 
@@ -284,7 +278,8 @@ class RackApp(App[None]):
     @work(thread=True, exclusive=True, group="rack")
     def _refresh_worker(self) -> None:
         snap = self._read()
-        self.call_from_thread(self.show, snap)
+        if not get_current_worker().is_cancelled:  # a newer refresh replaced this one: drop its answer
+            self.call_from_thread(self.show, snap)
 
     def action_cycle_sort(self) -> None:
         self.action_sort(SORT_ORDER[(SORT_ORDER.index(self.sort) + 1) % len(SORT_ORDER)])
