@@ -108,6 +108,8 @@ def rack_answers(query: str) -> dict[str, Any]:
         gpu("gpuwatch_roofline_headroom_ratio", A, "0", 0.9),
         gpu("gpuwatch_usd_per_million_tokens", A, "0", 0.34, basis="live", provenance="modelled"),
         gpu("gpuwatch_usd_per_million_tokens", A, "0", 9.99, basis="cloud", provenance="configured"),
+        gpu("gpuwatch_reading_supported", A, "0", 0, reading="fan_speed_ratio"),  # a passive card
+        gpu("gpuwatch_reading_supported", A, "0", 1, reading="temperature_c"),
         gpu("gpuwatch_temperature_celsius", B, "0", 60),
         gpu("gpuwatch_throttled", B, "0", 0),
         gpu("gpuwatch_roofline_headroom_ratio", B, "0", 0.2),
@@ -379,7 +381,7 @@ def _rows(app: RackApp) -> list[list[str]]:
 
 
 async def test_screen_lines_sorting_down_hosts_and_errors(prom: FakePrometheus) -> None:
-    from textual.widgets import Label
+    from textual.widgets import Label, Static
 
     rack = PrometheusRack(PrometheusConfig(prom.url))
     answers: list[RackSnapshot] = [rack.read()]
@@ -411,6 +413,12 @@ async def test_screen_lines_sorting_down_hosts_and_errors(prom: FakePrometheus) 
         await pilot.press("enter")
         await pilot.pause(0.3)
         assert isinstance(app.screen, HostScreen) and app.screen.instance == A
+        card = str(app.screen.query_one(".host-card", Static).render())
+        assert "88 °C" in card and "sw_thermal" in card and "$0.34 mod" in card
+        fan = next(line for line in card.splitlines() if line.startswith("fan"))
+        power = next(line for line in card.splitlines() if line.startswith("power "))
+        assert fan.endswith("not supported by this card") and power.endswith("n/a")  # unknown vs unsupported
+        assert "GpuThermalThrottling (warning)" in card and "uuid=" not in card
         await pilot.press("escape")
         # host A's exporter answers but its readings stopped (the rules' GpuwatchStale fires): no figures
         first = answers[0]

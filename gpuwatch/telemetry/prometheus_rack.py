@@ -63,11 +63,18 @@ GAUGES: Mapping[str, str] = {
 }
 #: series that carry an extra label: only the one with this label value is read
 SELECT: Mapping[str, tuple[str, str]] = {"gpuwatch_usd_per_million_tokens": ("basis", "live")}
-LABELLED = ("gpuwatch_clock_event_reason_active", "gpuwatch_clock_hertz", "gpuwatch_bound")
+LABELLED = (
+    "gpuwatch_clock_event_reason_active",
+    "gpuwatch_clock_hertz",
+    "gpuwatch_bound",
+    "gpuwatch_reading_supported",
+)
 HOST_GAUGES = ("gpuwatch_last_successful_poll_timestamp_seconds",)
 
 _MATCHER = re.compile(r'\s*[A-Za-z_][A-Za-z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*')
-_ALERT_BOOKKEEPING = frozenset({"__name__", "alertname", "alertstate", "severity", "instance", "job", "gpu"})
+_ALERT_BOOKKEEPING = frozenset(
+    {"__name__", "alertname", "alertstate", "severity", "instance", "job", "gpu", "uuid"}
+)
 
 
 def parse_match(text: str) -> str:
@@ -157,6 +164,8 @@ class RackGpu:
     sm_clock_hz: float | None = None
     bound: str | None = None
     throttle_reasons: tuple[str, ...] = ()
+    #: readings the host's exporter says this card cannot give (gpuwatch_reading_supported == 0)
+    unsupported: tuple[str, ...] = ()
     alerts: tuple[RackAlert, ...] = ()
 
     @property
@@ -324,6 +333,9 @@ class PrometheusRack:
             elif name == "gpuwatch_clock_hertz":
                 if labels.get("clock") == "sm":
                     gpu.fields["sm_clock_hz"] = value
+            elif name == "gpuwatch_reading_supported":
+                if value == 0.0:
+                    gpu.unsupported.append(labels.get("reading", "?"))
             elif name == "gpuwatch_bound":
                 if value == 1.0:
                     gpu.fields["bound"] = labels.get("kind")
@@ -357,6 +369,7 @@ class PrometheusRack:
                     job=job,
                     gpu=index,
                     throttle_reasons=tuple(sorted(acc.reasons)),
+                    unsupported=tuple(sorted(acc.unsupported)),
                     alerts=tuple(sorted(acc.alerts, key=_alert_order)),
                     **acc.fields,
                 )
@@ -382,6 +395,7 @@ class PrometheusRack:
 class _GpuAcc:
     fields: dict[str, Any] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
     alerts: list[RackAlert] = field(default_factory=list)
 
 

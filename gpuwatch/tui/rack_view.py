@@ -145,20 +145,39 @@ def host_card(host: RackHost, g: RackGpu) -> Text:
     if g.up == 0.0:
         t.append("GPU LOST: the exporter reports it fell off the bus\n", style="bold red")
 
-    def line(label: str, value: str) -> None:
+    def line(label: str, value: str, reading: str = "") -> None:
         t.append(f"{label:<14}", style="dim")
+        if value.startswith(MISSING) and reading in g.unsupported:
+            value = "not supported by this card"
         t.append(value + "\n")
 
-    line("temperature", f"{g.temperature_c:.0f} °C" if g.temperature_c is not None else MISSING)
-    line("to slowdown", f"{g.slowdown_margin_c:.0f} °C" if g.slowdown_margin_c is not None else MISSING)
-    line("power", f"{g.power_w:.0f} W" if g.power_w is not None else MISSING)
-    line("power limit", f"{g.power_limit_w:.0f} W" if g.power_limit_w is not None else MISSING)
-    line("SM busy", percent(g.sm_busy_ratio))
-    line("mem busy", percent(g.memory_controller_busy_ratio))
+    line(
+        "temperature",
+        f"{g.temperature_c:.0f} °C" if g.temperature_c is not None else MISSING,
+        "temperature_c",
+    )
+    line(
+        "to slowdown",
+        f"{g.slowdown_margin_c:.0f} °C" if g.slowdown_margin_c is not None else MISSING,
+        "slowdown_margin_c",
+    )
+    line("power", f"{g.power_w:.0f} W" if g.power_w is not None else MISSING, "power_w")
+    line(
+        "power limit", f"{g.power_limit_w:.0f} W" if g.power_limit_w is not None else MISSING, "power_limit_w"
+    )
+    line("SM busy", percent(g.sm_busy_ratio), "sm_busy_ratio")
+    line("mem busy", percent(g.memory_controller_busy_ratio), "memory_controller_busy_ratio")
     line("SM clock", f"{g.sm_clock_hz / 1e6:.0f} MHz" if g.sm_clock_hz is not None else MISSING)
-    line("memory", f"{gib(g.memory_used_bytes)} / {gib(g.memory_total_bytes)} GiB")
-    line("fan", percent(g.fan_speed_ratio))
-    line("P-state", f"P{g.performance_state:.0f}" if g.performance_state is not None else MISSING)
+    memory = (
+        f"{gib(g.memory_used_bytes)} / {gib(g.memory_total_bytes)} GiB" if g.memory_used_bytes else MISSING
+    )
+    line("memory", memory, "memory_used_bytes")
+    line("fan", percent(g.fan_speed_ratio), "fan_speed_ratio")
+    line(
+        "P-state",
+        f"P{g.performance_state:.0f}" if g.performance_state is not None else MISSING,
+        "performance_state",
+    )
     line("throttle", ", ".join(g.throttle_reasons) or ("none" if g.throttled == 0 else MISSING))
     line("bound", g.bound or MISSING)
     line("headroom", percent(g.headroom_ratio))
