@@ -86,6 +86,13 @@ def test_host_processes_and_nonsense_have_no_container(text: str) -> None:
     assert parse_cgroup(text) is None
 
 
+def test_paths_seen_from_another_cgroup_namespace_still_name_the_container() -> None:
+    """gpuwatch in its own container (the DaemonSet) reads the host's /proc from a private cgroup
+    namespace: other containers' paths then start with `/..` segments."""
+    found = parse_cgroup(v2(f"/../../kubepods-besteffort-pod{POD_SYSTEMD}.slice/cri-containerd-{CID}.scope"))
+    assert found == Container(runtime="containerd", id=CID, pod_uid=POD)
+
+
 def test_v2_line_wins_over_v1_lines_in_hybrid_mode() -> None:
     other = "a" * 64
     text = v1(f"/docker/{other}") + v2(f"/system.slice/docker-{CID}.scope")
@@ -248,5 +255,6 @@ async def test_the_process_table_shows_the_container_beside_the_process(tmp_path
             table = app.query_one("#process-table", DataTable)
             rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
             assert rows and rows[0][0] == "4242" and rows[0][1].startswith("(llama-server) ")
+            await pilot.pause(0.5)  # let the lazily mounted panes finish mounting before the app exits
     finally:
         rack.close()
