@@ -261,3 +261,13 @@ def test_generated_stubs_match_the_proto_beside_them() -> None:
             line for line in generated.splitlines() if not line.startswith("# ") or "@@" in line
         )
         assert body == fresh, name
+
+
+def test_without_the_extra_kubernetes_is_one_line_saying_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gpuwatch.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "grpc", None)  # import grpc -> ImportError
+    with pytest.raises(UserError, match=r"pip install 'gpuwatch-roofline\[kubernetes\]'"):
+        PodAllocations("/nonexistent.sock")

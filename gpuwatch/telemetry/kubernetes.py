@@ -52,9 +52,10 @@ def _load_stubs() -> tuple[Any, Any, Any]:
         import grpc
 
         from gpuwatch.telemetry.podresources import api_pb2, api_pb2_grpc
-    except ImportError as exc:
+    except Exception as exc:  # missing, or older than the stubs need (they raise their own error types)
         raise UserError(
-            f"--kubernetes needs grpcio and protobuf ({exc}): pip install 'gpuwatch[kubernetes]'"
+            f"--kubernetes needs grpcio>=1.85.1 and protobuf>=7.35.1 ({exc}): "
+            "pip install 'gpuwatch-roofline[kubernetes]'"
         ) from None
     return grpc, api_pb2, api_pb2_grpc
 
