@@ -140,7 +140,7 @@ def host_card(host: RackHost, g: RackGpu) -> Text:
     t.append(f"GPU {g.gpu}  {g.name or MISSING}\n", style="bold")
     t.append(f"{g.uuid}\n", style="dim")
     if not host.up:
-        t.append("exporter DOWN: no readings (Prometheus' last scrape failed)\n", style="bold red")
+        t.append("exporter DOWN: no readings (Prometheus' last scrape failed)", style="bold red")
         return t
     if g.up == 0.0:
         t.append("GPU LOST: the exporter reports it fell off the bus\n", style="bold red")
@@ -189,15 +189,14 @@ def host_card(host: RackHost, g: RackGpu) -> Text:
         if alert.detail:
             t.append("  " + " ".join(f"{k}={v}" for k, v in alert.detail), style="dim")
         t.append("\n")
+    t.rstrip()
     return t
 
 
 def host_title(host: RackHost) -> str:
-    state = "up" if host.up else "DOWN"
-    age = f", last NVML poll {host.poll_age_s:.0f} s before the query" if host.poll_age_s is not None else ""
-    return (
-        f"{host.instance} (job {host.job}): exporter {state}{age}, {len(host.gpus)} GPU(s) — from Prometheus"
-    )
+    state = "exporter up" if host.up else "exporter DOWN"
+    age = f", polled {host.poll_age_s:.0f} s before the query" if host.poll_age_s is not None else ""
+    return f"{host.instance} ({host.job}): {state}{age}, {len(host.gpus)} GPU(s), from Prometheus"
 
 
 class HostScreen(Screen[None]):
