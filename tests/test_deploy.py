@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,9 @@ def test_containerfile_copies_what_exists_and_runs_the_exporter_on_its_port() ->
     cmd = yaml.safe_load(re.search(r"^CMD (.+)$", text, re.M).group(1))  # type: ignore[union-attr]
     assert Path(entry[0]).name == "gpuwatch" and entry[1] == "exporter"
     assert build_parser().parse_args([*entry[1:], *cmd]).listen == f":{DEFAULT_PORT}"
-    assert "[kubernetes]" in text  # the image can serve --kubernetes
+    assert "[kubernetes]" in text  # the image can serve --kubernetes, an extra pyproject declares
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {req.split(">")[0] for req in extras["kubernetes"]} == {"grpcio", "protobuf"}
     assert re.search(r"^USER \d+$", text, re.M)  # not root by default
 
 

@@ -1,19 +1,14 @@
 """Which container a GPU process runs in, from its cgroup path, and the container's name from the runtime.
 
 NVIDIA's driver is not PID-namespace aware: NVML lists host PIDs. The cgroup a PID belongs to
-(``/proc/PID/cgroup``) names its container in every common layout:
+(``/proc/PID/cgroup``) names its container in every common layout (systemd driver / cgroupfs driver):
 
-========== ================================================= ===========================================
-runtime    systemd cgroup driver (v1 or v2)                  cgroupfs driver
-========== ================================================= ===========================================
-Docker     ``/system.slice/docker-<id>.scope``               ``/docker/<id>``
-Podman     ``/machine.slice/libpod-<id>.scope`` (rootless:   ``/libpod_parent/libpod-<id>``
-           ``…/user@UID.service/…/libpod-<id>.scope``)
-containerd ``/kubepods.slice/…-pod<uid>.slice/                ``/kubepods/<qos>/pod<uid>/<id>``,
-(CRI)      cri-containerd-<id>.scope``; nerdctl:              ``/<namespace>/<id>`` (nerdctl, ctr)
-           ``nerdctl-<id>.scope``
-CRI-O      ``…/crio-<id>.scope``                              ``/kubepods/…/pod<uid>/<id>``
-========== ================================================= ===========================================
+* Docker: ``/system.slice/docker-<id>.scope`` / ``/docker/<id>``;
+* Podman: ``/machine.slice/libpod-<id>.scope`` (rootless: ``…/user@UID.service/…/libpod-<id>.scope``,
+  possibly ending in ``/container``) / ``/libpod_parent/libpod-<id>``;
+* containerd under Kubernetes: ``/kubepods.slice/…-pod<uid>.slice/cri-containerd-<id>.scope`` /
+  ``/kubepods/<qos>/pod<uid>/<id>``; nerdctl: ``nerdctl-<id>.scope`` / ``/<namespace>/<id>``;
+* CRI-O: ``…/crio-<id>.scope`` / ``/kubepods/…/pod<uid>/<id>``.
 
 On cgroup v1 every controller has a line (``4:memory:/docker/<id>``); on v2 there is one
 (``0::/docker/<id>``). The name comes from the runtime's state where it is readable (root, or the
