@@ -47,10 +47,14 @@ LAYOUTS = {
     ),
     ("containerd", "nerdctl-systemd"): f"/system.slice/nerdctl-{CID}.scope",
     ("containerd", "namespace-cgroupfs"): f"/default/{CID}",
+    ("cri-o", "systemd"): (
+        f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{POD_SYSTEMD}.slice/crio-{CID}.scope"
+    ),
+    # a Guaranteed-QoS pod has no QoS slice; dockershim-era nodes named the container docker-<id>.scope
     (
-        "cri-o",
-        "systemd",
-    ): f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{POD_SYSTEMD}.slice/crio-{CID}.scope",
+        "docker",
+        "kubernetes-guaranteed",
+    ): f"/kubepods.slice/kubepods-pod{POD_SYSTEMD}.slice/docker-{CID}.scope",
 }
 
 
