@@ -71,13 +71,14 @@ def run(args: argparse.Namespace) -> int:
     from gpuwatch.exporter.kubernetes import PodCollector
     from gpuwatch.exporter.server import ExporterServer, make_app, parse_listen
     from gpuwatch.live.session import open_session
-    from gpuwatch.telemetry.kubernetes import PodAllocations
+    from gpuwatch.telemetry.kubernetes import DEFAULT_SOCKET, PodAllocations
 
     host, port = parse_listen(args.listen)
     for option, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if path is not None and not os.path.isfile(path):
             raise UserError(f"{option} {path}: no such file")
-    pods = PodAllocations(args.kubelet_socket) if args.kubernetes else None  # no extra: one line, now
+    # before the NVML child starts: without the kubernetes extra this is one line, and nothing to stop
+    pods = PodAllocations(args.kubelet_socket or DEFAULT_SOCKET) if args.kubernetes else None
     session = open_session(args, isolate=True)  # no driver and no --sim: NvmlUnavailable, one line
     # a collector that describes nothing (it must not read the session before the first poll) is
     # only reached by a ?name[]= filtered scrape when the registry is told to keep such collectors

@@ -62,7 +62,7 @@ def _secret(option: str, path: str | None) -> str | None:
 
 
 def config_from_args(args: argparse.Namespace) -> PrometheusConfig:
-    from gpuwatch.telemetry.prometheus_rack import PrometheusConfig, parse_match
+    from gpuwatch.telemetry.prometheus_rack import DEFAULT_MATCH, PrometheusConfig, parse_match
 
     for option, path in (
         ("--prometheus-ca", args.prometheus_ca),
@@ -77,14 +77,14 @@ def config_from_args(args: argparse.Namespace) -> PrometheusConfig:
         raise UserError("--prometheus-password-file needs --prometheus-user")
     return PrometheusConfig(
         url=args.prometheus,
-        match=parse_match(args.match),
+        match=parse_match(args.match or DEFAULT_MATCH),
         username=args.prometheus_user,
         password=_secret("--prometheus-password-file", args.prometheus_password_file),
         bearer_token=_secret("--prometheus-bearer-token-file", args.prometheus_bearer_token_file),
         ca_file=args.prometheus_ca,
         client_cert=args.prometheus_cert,
         client_key=args.prometheus_key,
-        insecure_skip_verify=args.prometheus_insecure,
+        insecure_skip_verify=bool(args.prometheus_insecure),
     )
 
 
