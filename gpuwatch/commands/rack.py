@@ -7,46 +7,92 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpuwatch.errors import UserError
+from gpuwatch.options import Invalid, Option, add_options, declare
+from gpuwatch.telemetry.prometheus_rack import DEFAULT_MATCH, PrometheusConfig, parse_match
 
 if TYPE_CHECKING:
-    from gpuwatch.telemetry.prometheus_rack import PrometheusConfig
     from gpuwatch.tui.rack_view import RackApp
 
 #: seconds between rack refreshes when --interval is not given (Prometheus scrapes every 15 s by default)
 DEFAULT_INTERVAL_S = 5.0
 
 
-def add_rack_options(parser: argparse.ArgumentParser) -> None:
-    """Options of the rack view. Secrets are read from files, never taken on the command line (where
-    every user of the machine can read them in the process list)."""
-    from gpuwatch.telemetry.prometheus_rack import DEFAULT_MATCH
+def _url(text: str) -> str:
+    try:
+        PrometheusConfig(url=text)
+    except UserError:
+        raise Invalid("the server's URL, e.g. http://127.0.0.1:9090") from None
+    return text
 
-    g = parser.add_argument_group("rack (from Prometheus)")
-    g.add_argument(
-        "--prometheus",
+
+def _matchers(text: str) -> str:
+    try:
+        return parse_match(text)
+    except UserError:
+        raise Invalid('label matchers, e.g. job="gpuwatch" or {job=~"gpu.*",env="prod"}') from None
+
+
+#: the rack view's options (secrets are files: a value on the command line is in every user's `ps`)
+RACK_OPTIONS = (
+    "prometheus",
+    "match",
+    "prometheus_user",
+    "prometheus_password_file",
+    "prometheus_bearer_token_file",
+    "prometheus_ca",
+    "prometheus_cert",
+    "prometheus_key",
+    "prometheus_insecure",
+)
+declare(
+    Option(
+        "prometheus",
+        ("--prometheus",),
+        "text",
+        "show the whole rack from this Prometheus server instead of this machine's GPUs",
         metavar="URL",
-        help="show the whole rack from this Prometheus server (e.g. http://127.0.0.1:9090) instead of "
-        "this machine's GPUs",
+        parse=_url,
     )
-    g.add_argument(
-        "--match",
-        metavar="MATCHERS",
+)
+declare(
+    Option(
+        "match",
+        ("--match",),
+        "text",
+        "with --prometheus: label matchers selecting the exporters' targets",
         default=DEFAULT_MATCH,
-        help=f"with --prometheus: label matchers selecting the exporters' targets (default {DEFAULT_MATCH})",
+        metavar="MATCHERS",
+        parse=_matchers,
     )
-    g.add_argument("--prometheus-user", metavar="USER", help="basic-auth user for --prometheus")
-    g.add_argument("--prometheus-password-file", metavar="FILE", help="file holding the basic-auth password")
-    g.add_argument(
-        "--prometheus-bearer-token-file", metavar="FILE", help="file holding a bearer token for --prometheus"
+)
+declare(
+    Option(
+        "prometheus_user", ("--prometheus-user",), "text", "basic-auth user for --prometheus", metavar="USER"
     )
-    g.add_argument("--prometheus-ca", metavar="FILE", help="CA bundle (PEM) to verify an https Prometheus")
-    g.add_argument("--prometheus-cert", metavar="FILE", help="client certificate (PEM) for mutual TLS")
-    g.add_argument("--prometheus-key", metavar="FILE", help="private key (PEM) of --prometheus-cert")
-    g.add_argument(
-        "--prometheus-insecure",
-        action="store_true",
-        help="do not verify the https Prometheus' certificate (testing only)",
+)
+declare(Option("prometheus_password_file", ("--prometheus-password-file",), "text",
+               "file holding the basic-auth password of --prometheus-user", metavar="FILE"))  # fmt: skip
+declare(Option("prometheus_bearer_token_file", ("--prometheus-bearer-token-file",), "text",
+               "file holding a bearer token for --prometheus", metavar="FILE"))  # fmt: skip
+declare(Option("prometheus_ca", ("--prometheus-ca",), "text", "CA bundle (PEM) to verify an https Prometheus",
+               metavar="FILE"))  # fmt: skip
+declare(Option("prometheus_cert", ("--prometheus-cert",), "text", "client certificate (PEM) for mutual TLS",
+               metavar="FILE"))  # fmt: skip
+declare(Option("prometheus_key", ("--prometheus-key",), "text", "private key (PEM) of --prometheus-cert",
+               metavar="FILE"))  # fmt: skip
+declare(
+    Option(
+        "prometheus_insecure",
+        ("--prometheus-insecure",),
+        "bool",
+        "do not verify the https Prometheus' certificate (testing only)",
+        default=False,
     )
+)
+
+
+def add_rack_options(parser: argparse.ArgumentParser) -> None:
+    add_options(parser, RACK_OPTIONS, group="rack (from Prometheus)")
 
 
 def _secret(option: str, path: str | None) -> str | None:
@@ -62,8 +108,6 @@ def _secret(option: str, path: str | None) -> str | None:
 
 
 def config_from_args(args: argparse.Namespace) -> PrometheusConfig:
-    from gpuwatch.telemetry.prometheus_rack import DEFAULT_MATCH, PrometheusConfig, parse_match
-
     for option, path in (
         ("--prometheus-ca", args.prometheus_ca),
         ("--prometheus-cert", args.prometheus_cert),
