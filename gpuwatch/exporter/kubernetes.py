@@ -7,6 +7,9 @@ Labels (bounded; see gpuwatch.telemetry.kubernetes):
 * ``gpuwatch_gpu_pod_info{gpu, uuid, pod, namespace, container} 1``: one series per container holding
   a GPU (several for a shared GPU), gone when the allocation is;
 * ``gpuwatch_kubernetes_pod_resources_up``: 1 when the last ``List`` of the kubelet answered.
+
+With ``--process-metrics`` too, a process series' ``container`` is the process's own (from its cgroup),
+which also tells the sharers of a shared GPU apart.
 """
 
 from __future__ import annotations
