@@ -526,7 +526,12 @@ class GpuwatchCollector(Collector):
                 fams.gauge(
                     "gpuwatch_process_memory_used_bytes",
                     "Device memory per process (opt-in: --process-metrics; process names can be sensitive).",
-                    {**labels, "pid": str(p.pid), "process": p.name or "", "container": p.container or ""},
+                    {
+                        **labels,
+                        "pid": str(p.pid),
+                        "process": p.name or "",
+                        "container": p.container or labels.get("container", ""),
+                    },
                     float(p.used_memory_bytes),
                     "bytes",
                 )

@@ -9,7 +9,7 @@ Labels (bounded; see gpuwatch.telemetry.kubernetes):
 * ``gpuwatch_kubernetes_pod_resources_up``: 1 when the last ``List`` of the kubelet answered.
 
 With ``--process-metrics`` too, a process series' ``container`` is the process's own (from its cgroup),
-which also tells the sharers of a shared GPU apart.
+which also tells the sharers of a shared GPU apart; where the cgroup names none, the GPU's holder.
 """
 
 from __future__ import annotations
