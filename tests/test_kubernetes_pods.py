@@ -169,7 +169,9 @@ def test_per_gpu_series_carry_the_single_holder_and_shared_gpus_list_each_sharer
         pods.refresh()
         pod_collector = PodCollector(rack.session, pods)
         registry = CollectorRegistry()
-        registry.register(GpuwatchCollector(rack.session, gpu_labels=pod_collector.gpu_labels))
+        registry.register(
+            GpuwatchCollector(rack.session, gpu_labels=pod_collector.gpu_labels, process_metrics=True)
+        )
         registry.register(pod_collector)
         metrics = scrape(registry)
 
@@ -187,6 +189,9 @@ def test_per_gpu_series_carry_the_single_holder_and_shared_gpus_list_each_sharer
             ("1", "research", "nb-ben", "jupyter"),
         ]
         assert metrics["gpuwatch_kubernetes_pod_resources_up"][0]["value"] == "1.0"
+        # a process whose cgroup names no container (the simulator's) carries the GPU holder's
+        procs = {(s["gpu"], s["pod"], s["container"]) for s in metrics["gpuwatch_process_memory_used_bytes"]}
+        assert ("0", "vllm-0", "vllm") in procs and all(c == "" for g, _, c in procs if g == "1")
 
         # the kubelet goes away: labels empty (never the pods of the last answer), up 0
         server.stop(None)
