@@ -444,3 +444,29 @@ async def test_screen_lines_sorting_down_hosts_and_errors(prom: FakePrometheus) 
         await pilot.press("r")
         await pilot.pause(0.3)
         assert _rows(app) == [] and "unreachable" in str(app.query_one("#rack-title", Label).render())
+
+
+def test_lost_gpus_and_hosts_without_gpus_have_lines_of_their_own() -> None:
+    from gpuwatch.telemetry.prometheus_rack import RackHost
+    from gpuwatch.tui.rack_view import rack_rows
+
+    lost = RackGpu(
+        instance=A, job="gpuwatch", gpu="1", name="NVIDIA H100 80GB HBM3", up=0.0, temperature_c=None
+    )
+    fine = RackGpu(
+        instance=A, job="gpuwatch", gpu="0", name="NVIDIA H100 80GB HBM3", up=1.0, temperature_c=50
+    )
+    snap = RackSnapshot(
+        timestamp_s=0,
+        hosts=(
+            RackHost(A, "gpuwatch", up=True, poll_age_s=2.0, gpus=(fine, lost)),
+            RackHost(B, "gpuwatch", up=True, poll_age_s=1.0),  # exporter up, no GPU series
+            RackHost(C, "gpuwatch", up=False),  # down, never seen in the last hour
+        ),
+    )
+    rows = {key: [str(c) for c in cells] for key, cells in rack_rows(snap, "hottest")}
+    assert rows[f"{A}|gpuwatch|0"][3] == "50°C" and rows[f"{A}|gpuwatch|0"][11] == "2 s ago"
+    assert rows[f"{A}|gpuwatch|1"][3] == "LOST" and set(rows[f"{A}|gpuwatch|1"][4:12]) == {""}
+    assert rows[f"{B}|gpuwatch|"][3] == "no GPUs"
+    assert rows[f"{C}|gpuwatch|"][3] == "DOWN"
+    assert len(rows) == 4
