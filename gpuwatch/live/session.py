@@ -13,9 +13,10 @@ import threading
 from collections.abc import Callable
 
 from gpuwatch.live.assessment import BoxAssessment
-from gpuwatch.live.assessor import Assessor
+from gpuwatch.live.assessor import Assessor, identify_gpu
 from gpuwatch.live.config import LiveConfig, load_config
-from gpuwatch.telemetry.engines import EngineWatcher
+from gpuwatch.live.engine_ceiling import ceiling_tokens_per_s
+from gpuwatch.telemetry.engines import EngineReading, EngineWatcher
 from gpuwatch.telemetry.sample import Snapshot
 from gpuwatch.telemetry.source import SnapshotSource
 
@@ -33,6 +34,7 @@ class LiveSession:
         self._lock = threading.Lock()  # serialises assess(): the assessor's alert state is ordered
         self._latest: tuple[Snapshot, BoxAssessment] | None = None
         self._listeners: list[Callable[[Snapshot, BoxAssessment], None]] = []
+        self._failure: str | None = None
         source.add_listener(self.on_snapshot)
 
     @property
@@ -59,13 +61,31 @@ class LiveSession:
         """Assess one snapshot and tell the listeners (the source calls this; tests may too)."""
         readings = self.engines.latest() if self.engines is not None else ()
         with self._lock:
-            assessment = self.assessor.assess(snap, self.source.history, readings)
+            assessment = self._assess(snap, readings)
             self._latest = (snap, assessment)
         for fn in list(self._listeners):
             try:
                 fn(snap, assessment)
             except Exception:  # a face's bug must not stop the assessment of the next snapshot
                 log.exception("live session listener failed")
+
+    def _assess(self, snap: Snapshot, readings: tuple[EngineReading, ...]) -> BoxAssessment:
+        """The assessment; a failure with the engines' figures retries without them, and a failure
+        even then gives an assessment with every figure unknown, so telemetry never stops."""
+        if self.engines is not None:
+            w = self.assessor.workload
+            self.engines.ceiling_tokens_per_s = ceiling_tokens_per_s(
+                snap, identify_gpu, w.model.active_params if w else None
+            )
+        for attempt in (readings, ()) if readings else ((),):
+            try:
+                return self.assessor.assess(snap, self.source.history, attempt)
+            except Exception as exc:
+                why = f"{type(exc).__name__}: {exc}"
+                if why != self._failure:  # once per distinct failure, not a traceback per poll
+                    log.exception("assessment failed%s", " with the engines' readings" if attempt else "")
+                self._failure = why
+        return BoxAssessment(snap.timestamp_s, (), None, None, None)
 
 
 def open_session(args: argparse.Namespace, *, isolate: bool = False) -> LiveSession:
