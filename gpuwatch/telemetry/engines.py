@@ -209,10 +209,14 @@ def parse_engine_metrics(
     try:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
+                try:
+                    value = float(sample.value)
+                except (OverflowError, TypeError, ValueError):  # a 400-digit integer: no real count
+                    value = math.inf
                 # summed over label sets: data-parallel engines publish one series per rank
-                values[sample.name] = values.get(sample.name, 0.0) + sample.value
+                values[sample.name] = values.get(sample.name, 0.0) + value
                 model_name = model_name or sample.labels.get("model_name")
-    except (ValueError, TypeError, IndexError, KeyError) as exc:  # the parser's ways of saying "not text"
+    except (ValueError, TypeError, IndexError, KeyError, OverflowError) as exc:  # the parser's "not text"
         return _unknown(url, now_s, f"not Prometheus metrics text ({_short(str(exc)) or type(exc).__name__})")
     spec = next(
         (e for e in ENGINES if e.generation_total in values or e.running in values),
