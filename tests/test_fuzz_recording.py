@@ -33,7 +33,13 @@ FUZZ = settings(
 
 def snap(i: int) -> Snapshot:
     gpu = GpuSample(
-        index=0, uuid="GPU-1", name="NVIDIA GeForce RTX 4090", pci_bus_id="0:1", power_w=200.0 + i
+        index=0,
+        uuid="GPU-1",
+        name="NVIDIA GeForce RTX 4090",
+        pci_bus_id="0:1",
+        power_w=200.0 + i,
+        catalog_id="rtx4090",
+        read_timestamp_s=1_700_000_000.0 + i,
     )
     return Snapshot(timestamp_s=1_700_000_000.0 + i, source="nvml", gpus=(gpu,))
 

@@ -19,8 +19,9 @@ import time
 from types import FrameType
 from typing import Any
 
-from gpuwatch.commands.common import add_source_options
+from gpuwatch.commands.common import add_source_options, live_config, source_spec
 from gpuwatch.errors import UserError
+from gpuwatch.options import add_options
 from gpuwatch.telemetry.recording import RecordWriter, ReplayStatus, repair_recording
 from gpuwatch.telemetry.sample import Snapshot
 
@@ -34,7 +35,7 @@ def register(sub: Any) -> None:
     )
     add_source_options(p, subcommand=True)
     p.add_argument("file", metavar="FILE", help="recording to write (continued if it exists)")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
+    add_options(p, ["duration"])
     p.add_argument(
         "--repair",
         action="store_true",
@@ -97,6 +98,20 @@ def _repair(path: str) -> int:
     return 0
 
 
+#: --duration counts from the first snapshot (NVML's child takes a moment to start), waiting at most
+#: this long for it, so that a driver that never answers still ends the run near its duration
+START_GRACE_S = 5.0
+
+
+def _over(started: float, duration_s: float | None, first_at: float | None) -> bool:
+    """Whether --duration has passed, counted from the first snapshot (or the grace's end)."""
+    if duration_s is None:
+        return False
+    now = time.monotonic()
+    waited = (first_at if first_at is not None else now) - started
+    return now >= started + duration_s + min(START_GRACE_S, waited)
+
+
 #: a source stuck in a slow driver call gets this long to stop before `record` leaves it behind
 STOP_TIMEOUT_S = 1.5
 
@@ -145,24 +160,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace, started: float, stop: _StopFlag) -> int:
-    from gpuwatch.live.config import load_config
     from gpuwatch.telemetry.engines import EngineWatcher
     from gpuwatch.telemetry.sources import open_source  # the poller stack loads only when used
 
     duration_s: float | None = args.duration
     _positive(duration_s, "--duration")
-    _positive(getattr(args, "interval", None), "--interval")
-    config = load_config(getattr(args, "config", None), args)  # --config, --engine, --workload, --interval
+    config = live_config(args)  # --config, --engine, --workload, --interval (one line when bad)
     workload = config.workload.spec if config.workload else None
+    spec = source_spec(args)  # ranges were checked when the options were parsed
     source = open_source(
-        sim=args.sim,
-        scenario=args.scenario,
-        time_scale=args.time_scale,
-        seed=args.seed,
-        replay=args.replay,
-        replay_speed=args.replay_speed,
+        sim=spec.sim,
+        scenario=spec.scenario,
+        time_scale=spec.time_scale,
+        seed=spec.seed,
+        replay=spec.replay,
+        replay_speed=spec.replay_speed,
         interval_s=config.interval_s,
-        faults=getattr(args, "faults", None),
+        faults=spec.faults,
+        isolate=True,  # NVML in a child: a driver crash or hang costs a message, never the recording
     )
     engines = EngineWatcher(config.engine_urls, interval_s=config.interval_s) if config.engine_urls else None
     replay_over = False
@@ -192,18 +207,22 @@ def _record(args: argparse.Namespace, started: float, stop: _StopFlag) -> int:
         try:
             if engines is not None:
                 engines.start()
-            deadline = None if duration_s is None else started + duration_s
             stop.armed = True
-            _start_within(source, stop, deadline)
+            _start_within(source, stop, None if duration_s is None else started + duration_s + START_GRACE_S)
+            first_at: float | None = None
             until = "" if duration_s is None else f" for {duration_s:g} s"
             print(f"recording {source.description} to {args.file}{until}; Ctrl-C to stop", file=sys.stderr)
-            while not stop.raised and (deadline is None or time.monotonic() < deadline):
+            while not stop.raised and not _over(started, duration_s, first_at):
                 if replay_over and pending.empty():
                     break
                 try:
                     snap = pending.get(timeout=0.1)
                 except queue.Empty:
+                    state = source.state()
+                    if state.phase == "failed":  # NVML cannot start: one line, what is recorded stays
+                        raise UserError(state.message or "NVML unavailable") from None
                     continue
+                first_at = first_at or time.monotonic()
                 writer.write(snap, engines.latest() if engines else (), workload)
         finally:
             stop.armed = True  # from here on a signal only asks to stop; the cleanup runs through

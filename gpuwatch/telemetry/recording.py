@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from gpuwatch.errors import UserError
+from gpuwatch.telemetry.card_identity import upgrade_snapshot
 from gpuwatch.telemetry.engines import EngineReading
 from gpuwatch.telemetry.history import History
 from gpuwatch.telemetry.sample import Snapshot, Unavailable
@@ -200,7 +201,9 @@ def decode_record(payload: bytes) -> Record:
     except (_DecodeError, RecursionError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(_brief(exc)) from None
     workload = obj.get("workload")
-    return Record(snap, engines, workload if isinstance(workload, str) else None)
+    assert isinstance(snap, Snapshot)
+    # older recordings: catalog identity and read times
+    return Record(upgrade_snapshot(snap), engines, workload if isinstance(workload, str) else None)
 
 
 def _brief(exc: BaseException) -> str:
@@ -791,7 +794,7 @@ class ReplaySource(SnapshotFeed):
                 # break the history so no rate spans the seam.
                 self._offset_s += self._last_ts + 1.0 - ts
                 ts = self._last_ts + 1.0
-                self._history.mark_gap(ts - 0.5)
+                self._mark_gap(ts - 0.5)
             elif self._last_ts is not None and not self._fast and self.played:
                 replay_clock_s += min((ts - self._last_ts) / self.speed, self.max_gap_s)
                 delay = wall_start + replay_clock_s - time.monotonic()
