@@ -456,3 +456,33 @@ def test_record_with_a_slow_driver_ends_near_its_duration(tmp_path: Path) -> Non
     # 0.5 s per NVML call: this took 19 s once (107 s for --duration 20); now the duration, at most 5 s
     # waiting for a first snapshot that never comes, a stop bounded to 1.5 s, and the start-up
     assert elapsed < 3 + 5 + 1.5 + 5, f"record --duration 3 took {elapsed:.1f} s"
+
+
+FAST = ("--replay-speed", "1000", "--listen", "127.0.0.1:0")
+
+
+def test_the_exporter_logs_where_a_replayed_file_is_damaged_and_that_it_ended(tmp_path: Path) -> None:
+    src = tmp_path / "src.gwrec"
+    write(src, 6)
+    data = bytearray(src.read_bytes())
+    pos = starts(bytes(data))[2]
+    data[pos + 25] ^= 0x10
+    src.write_bytes(bytes(data))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpuwatch", "exporter", "--replay", str(src), *FAST],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("replay ended" in ln for ln in lines):
+            lines.append(proc.stderr.readline())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    log = "".join(lines)
+    assert f"damaged at byte {pos}" in log and "replay ended after 5 snapshots" in log, log
+    assert "Traceback" not in log

@@ -725,7 +725,7 @@ class ReplaySource(SnapshotFeed):
     def _status(self, kind: str, message: str, position: int | None = None) -> None:
         status = ReplayStatus(kind, message, position)
         self.statuses.append(status)
-        (log.info if kind == "ended" else log.warning)("%s", message)
+        log.warning("%s", message)  # the exporter's log: a replay that ended serves frozen figures
         for fn in list(self._status_listeners):
             try:
                 fn(status)
