@@ -7,6 +7,7 @@ import http.server
 import logging
 import os
 import re
+import shutil
 import socketserver
 import subprocess
 import sys
@@ -17,7 +18,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import CollectorRegistry
 
 from gpuwatch.exporter.collector import GpuwatchCollector
 from gpuwatch.telemetry.engines import EngineReading, EngineWatcher, error_kind, parse_engine_metrics
@@ -268,6 +271,13 @@ def test_engine_state_is_exported_per_url() -> None:
     assert 0 <= got[("gpuwatch_engine_scrape_duration_seconds", "http://b/metrics")].value < 1
     assert got[("gpuwatch_engine_info", "http://b/metrics")].labels["reason"] == "other"
     assert got[("gpuwatch_engine_info", "http://a/metrics")].labels["reason"] == "ok"
+    if shutil.which("promtool"):  # the names and types follow Prometheus' conventions
+        registry = CollectorRegistry(support_collectors_without_names=True)
+        registry.register(collector)
+        done = subprocess.run(
+            ["promtool", "check", "metrics"], input=generate_latest(registry), capture_output=True, timeout=30
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 # -- one bad engine next to a simulated card, through the real exporter -------------------------------

@@ -353,7 +353,7 @@ class GpuwatchCollector(Collector):
                     "seconds",
                 )
             fams.counter(
-                "gpuwatch_engine_counter_resets",
+                "gpuwatch_engine_restarts",
                 "Times the engine's token counter went down (a restart).",
                 url,
                 state.counter_resets,
