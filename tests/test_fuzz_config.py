@@ -21,7 +21,11 @@ from gpuwatch.errors import UserError
 from gpuwatch.live.config import load_config
 
 FUZZ = settings(
-    max_examples=500, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=500,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 EXAMPLE = tomllib.loads((Path(live_package.__file__).parent / "config_example.toml").read_text())
 TOP = sorted(k for k, v in EXAMPLE.items() if not isinstance(v, dict))

@@ -12,7 +12,11 @@ from hypothesis import strategies as st
 from gpuwatch.telemetry.engines import ENGINES, EngineReading, parse_engine_metrics
 
 FUZZ = settings(
-    max_examples=600, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=600,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 
 NAMES = sorted(

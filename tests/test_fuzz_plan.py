@@ -22,7 +22,11 @@ from gpuwatch.model.llm import model_ids
 from gpuwatch.model.quant import quant_ids
 
 FUZZ = settings(
-    max_examples=500, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=500,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 #: how Python formats a float that is not a number, in a table (JSON is parsed: NaN, Infinity)
 NOT_A_NUMBER = re.compile(r"(?<![A-Za-z])(nan|inf)(?![A-Za-z])", re.IGNORECASE)

@@ -26,6 +26,7 @@ from gpuwatch.telemetry.sample import GpuSample, Snapshot
 FUZZ = settings(
     max_examples=500,
     derandomize=True,
+    database=None,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
