@@ -25,6 +25,7 @@ import logging
 import math
 import mmap
 import os
+import shutil
 import struct
 import threading
 import time
@@ -515,12 +516,17 @@ def repair_recording(path: str | Path) -> Repair:
                     buf.close()
             out.flush()
             os.fsync(out.fileno())
-        os.link(path, backup)  # the original stays reachable under its new name
+        try:
+            os.link(path, backup)  # the original stays reachable under its new name
+        except OSError:  # a file system without hard links
+            shutil.copyfile(path, backup)
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:  # a full disk, or Ctrl-C: the original is untouched, the half copy goes
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise RecordingError(f"{path}: cannot repair: {exc.strerror or exc}") from None
+        if isinstance(exc, OSError):
+            raise RecordingError(f"{path}: cannot repair: {exc.strerror or exc}") from None
+        raise
     return Repair(len(scan.records), scan.damages, backup)
 
 
