@@ -486,3 +486,32 @@ def test_the_exporter_logs_where_a_replayed_file_is_damaged_and_that_it_ended(tm
     log = "".join(lines)
     assert f"damaged at byte {pos}" in log and "replay ended after 5 snapshots" in log, log
     assert "Traceback" not in log
+
+
+def test_a_replay_of_a_recording_made_with_an_engine_shows_the_measured_tokens(
+    tmp_path: Path, engine: str
+) -> None:
+    from gpuwatch.live.assessment import Provenance
+    from gpuwatch.live.config import LiveConfig, parse_workload
+    from gpuwatch.live.session import SourceSpec, open_session
+
+    path = tmp_path / "eng.gwrec"
+    done = gpuwatch("record", str(path), "--sim", "rtx4090", "--duration", "2.5", "--interval", "0.2",
+                    "--engine", engine)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    recorded = [r.engines[0] for r in read_records(path) if r.engines and r.engines[0].error is None]
+    rated = [e for e in recorded if e.generation_tokens_per_s]
+    assert rated, "the recording holds measured engine readings"
+
+    config = LiveConfig(workload=parse_workload("llama-3-8b:fp16:batch=8:context=4096"))
+    session = open_session(config, SourceSpec(replay=str(path), replay_speed=1000))
+    boxes = []
+    session.add_listener(lambda snap, box: boxes.append(box))
+    session.start()
+    try:
+        session.source.join(10)  # type: ignore[attr-defined]
+    finally:
+        session.stop()
+    measured = [b for b in boxes if b.tokens_per_s_provenance is Provenance.MEASURED]
+    assert measured and measured[-1].tokens_per_s == pytest.approx(rated[-1].generation_tokens_per_s)
+    assert session.engines is not None and session.engines.states()[0].engine == "vllm"

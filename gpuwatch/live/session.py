@@ -118,4 +118,9 @@ def open_session(config: LiveConfig, source: SourceSpec, *, isolate: bool = Fals
         faults=source.faults,
     )
     engines = EngineWatcher(config.engine_urls, interval_s=config.interval_s) if config.engine_urls else None
+    if engines is None and source.replay:  # a recording made with --engine replays its engines' readings
+        from gpuwatch.telemetry.recording import RecordedEngines, ReplaySource
+
+        if isinstance(snapshots, ReplaySource):
+            engines = RecordedEngines(snapshots)
     return LiveSession(snapshots, config, engines)

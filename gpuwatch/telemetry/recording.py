@@ -39,7 +39,7 @@ from typing import Any, BinaryIO
 
 from gpuwatch.errors import UserError
 from gpuwatch.telemetry.card_identity import upgrade_snapshot
-from gpuwatch.telemetry.engines import EngineReading
+from gpuwatch.telemetry.engines import EngineReading, EngineState, EngineWatcher
 from gpuwatch.telemetry.history import History
 from gpuwatch.telemetry.sample import Snapshot, Unavailable
 from gpuwatch.telemetry.source import SnapshotFeed
@@ -816,3 +816,35 @@ class ReplaySource(SnapshotFeed):
     def _publish(self, snap: Snapshot) -> None:
         self.played += 1
         super()._publish(snap)
+
+
+class RecordedEngines(EngineWatcher):
+    """The serving engines' readings a recording kept, as its replay reaches them: what a live
+    session's EngineWatcher gives, so a replay of a recording made with ``--engine`` shows the
+    measured tokens/s it recorded. Nothing is scraped; readings change only with the replay."""
+
+    def __init__(self, replay: ReplaySource) -> None:
+        super().__init__(())
+        self._replay = replay
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def latest(self) -> tuple[EngineReading, ...]:
+        return self._replay.recorded_engines
+
+    def states(self) -> tuple[EngineState, ...]:
+        return tuple(
+            EngineState(
+                url=r.url,
+                up=r.error is None,
+                engine=r.engine,
+                last_success_s=r.timestamp_s if r.error is None else None,
+                last_error=r.error,
+                scrape_duration_s=None,
+            )
+            for r in self._replay.recorded_engines
+        )
