@@ -8,9 +8,8 @@ margin keeps speculative decoding and catalog error from ever tripping it: only 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from gpuwatch.model.catalog import GpuSpec
+from gpuwatch.model.catalog import get_gpu
+from gpuwatch.model.errors import UnknownIdError
 from gpuwatch.telemetry.sample import Snapshot
 
 #: GPT-2 small has 124 M parameters; nothing served for money is much smaller
@@ -19,17 +18,22 @@ MIN_ACTIVE_PARAMS = 1e8
 MARGIN = 4.0
 
 
-def ceiling_tokens_per_s(
-    snap: Snapshot, spec_of: Callable[..., GpuSpec | None], active_params: float | None
-) -> float | None:
-    """The generation-rate ceiling for the box, or None when a card is not in the catalog."""
+def _peak_flops(catalog_id: str) -> float | None:
+    try:
+        peaks = get_gpu(catalog_id).peak_flops
+    except UnknownIdError:
+        return None
+    return max(peaks.values()) if peaks else None
+
+
+def ceiling_tokens_per_s(snap: Snapshot, active_params: float | None) -> float | None:
+    """The generation-rate ceiling for the box, or None when a card is not in the catalog (then the
+    engine watcher's absolute bound stands)."""
     peak = 0.0
     for sample in snap.gpus:
-        spec = spec_of(sample)
-        if spec is None or not spec.peak_flops:
+        card = _peak_flops(sample.catalog_id) if sample.catalog_id else None
+        if card is None or card <= 0:
             return None
-        peak += max(spec.peak_flops.values())
-    if peak <= 0:
-        return None
+        peak += card
     params = max(active_params or MIN_ACTIVE_PARAMS, 1.0)
     return MARGIN * peak / (2.0 * params)

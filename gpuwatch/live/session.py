@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gpuwatch.live.assessment import BoxAssessment
-from gpuwatch.live.assessor import Assessor, identify_gpu
+from gpuwatch.live.assessor import Assessor
 from gpuwatch.live.config import LiveConfig
 from gpuwatch.live.engine_ceiling import ceiling_tokens_per_s
 from gpuwatch.options import get
@@ -75,9 +75,8 @@ class LiveSession:
         even then gives an assessment with every figure unknown, so telemetry never stops."""
         if self.engines is not None:
             w = self.assessor.workload
-            self.engines.ceiling_tokens_per_s = ceiling_tokens_per_s(
-                snap, identify_gpu, w.model.active_params if w else None
-            )
+            params = w.model.active_params if w else None
+            self.engines.ceiling_tokens_per_s = ceiling_tokens_per_s(snap, params)
         for attempt in (readings, ()) if readings else ((),):
             try:
                 return self.assessor.assess(snap, self.source.history, attempt)
