@@ -19,8 +19,9 @@ from gpuwatch.model.catalog import get_gpu
 from gpuwatch.model.llm import get_model
 from gpuwatch.model.memory import lora_memory, qlora_memory
 from gpuwatch.model.throughput import estimate_throughput
-from gpuwatch.model.whatif import PlanInputs, plan_command
-from gpuwatch.tui.app import GpuwatchApp
+from gpuwatch.model.whatif import PlanInputs
+from gpuwatch.options.plan_command import plan_command
+from gpuwatch.tui.app import GpuwatchApp, create_app
 from gpuwatch.tui.formatting import duration, rate, si, usd
 from gpuwatch.tui.gpu_card import GpuCard
 from gpuwatch.tui.live_view import LiveView
@@ -43,7 +44,7 @@ def cards(app: GpuwatchApp) -> dict[int, GpuCard]:
 
 
 async def test_live_view_has_a_card_per_gpu_with_the_polled_readings(rack: ManualRack) -> None:
-    app = GpuwatchApp(rack.session)
+    app = create_app(rack.session)
     async with started(app, size=(120, 40)) as pilot:
         rack.tick(1.0, polls=3)
         await pilot.pause()
@@ -71,7 +72,7 @@ async def test_live_view_has_a_card_per_gpu_with_the_polled_readings(rack: Manua
 
 
 async def test_throttle_badge_appears_and_notifications_say_when_it_starts_and_ends(rack: ManualRack) -> None:
-    app = GpuwatchApp(rack.session)
+    app = create_app(rack.session)
     async with started(app, size=(120, 40)) as pilot:
         rack.tick(1.0, polls=2)
         await pilot.pause()
@@ -94,7 +95,7 @@ async def test_throttle_badge_appears_and_notifications_say_when_it_starts_and_e
 async def test_eight_gpus_starting_to_throttle_are_one_toast() -> None:
     rack = ManualRack("8xrtx4090")
     try:
-        app = GpuwatchApp(rack.session)
+        app = create_app(rack.session)
         async with started(app, size=(120, 40), notifications=True) as pilot:
             rack.tick(1.0, polls=2)
             await pilot.pause()
@@ -112,7 +113,7 @@ async def test_eight_gpus_starting_to_throttle_are_one_toast() -> None:
 
 
 async def test_selecting_a_gpu_moves_processes_roofline_and_cost(rack: ManualRack) -> None:
-    app = GpuwatchApp(rack.session)
+    app = create_app(rack.session)
     async with started(app, size=(120, 40)) as pilot:
         rack.tick(1.0, polls=2)
         await pilot.pause()
@@ -145,7 +146,7 @@ async def test_selecting_a_gpu_moves_processes_roofline_and_cost(rack: ManualRac
 
 
 async def test_panes_switch_by_number_and_the_palette_selects_gpus(rack: ManualRack) -> None:
-    app = GpuwatchApp(rack.session)
+    app = create_app(rack.session)
     async with started(app, size=(120, 40)) as pilot:
         rack.tick(1.0)
         await pilot.pause()
@@ -181,7 +182,7 @@ async def _set_input(pilot: object, app: GpuwatchApp, selector: str, value: str)
 
 
 async def test_planner_answers_every_change_at_once(rack: ManualRack) -> None:
-    app = GpuwatchApp(rack.session)
+    app = create_app(rack.session)
     async with started(app, size=(120, 40)) as pilot:
         await pilot.press("4")
         await pilot.pause()
@@ -221,7 +222,7 @@ async def test_planner_answers_every_change_at_once(rack: ManualRack) -> None:
 
 
 async def test_copy_key_puts_the_equivalent_plan_command_on_the_clipboard(rack: ManualRack) -> None:
-    app = GpuwatchApp(rack.session)
+    app = create_app(rack.session)
     async with started(app, size=(120, 40)) as pilot:
         await pilot.press("4")
         await _set_input(pilot, app, "#plan-batch", "8")
@@ -254,7 +255,7 @@ async def _copied_command_output(pilot: object, app: GpuwatchApp) -> dict:
 async def test_copied_command_prints_the_numbers_the_plan_pane_shows(
     rack: ManualRack,
 ) -> None:
-    app = GpuwatchApp(rack.session)
+    app = create_app(rack.session)
     async with started(app, size=(120, 40)) as pilot:
         await pilot.press("4")
         await _set_input(pilot, app, "#plan-batch", "8")
@@ -282,7 +283,7 @@ async def test_copied_command_prints_the_numbers_the_plan_pane_shows(
 
 
 async def test_training_fields_show_for_their_mode_and_change_the_answer(rack: ManualRack) -> None:
-    app = GpuwatchApp(rack.session)
+    app = create_app(rack.session)
     async with started(app, size=(120, 40)) as pilot:
         await pilot.press("4")
         await pilot.pause()
@@ -318,7 +319,7 @@ async def test_training_fields_show_for_their_mode_and_change_the_answer(rack: M
 
 async def test_compare_prices_datacenter_gpus_from_the_config_and_says_how() -> None:
     rack = ManualRack(gpu_prices={"h100-sxm": 25_000.0})
-    app = GpuwatchApp(rack.session)
+    app = create_app(rack.session)
     async with started(app, size=(120, 40)) as pilot:
         await pilot.press("5")
         await pilot.pause()
@@ -336,7 +337,7 @@ async def test_compare_prices_datacenter_gpus_from_the_config_and_says_how() -> 
 async def test_eight_gpus_fit_120x40_and_every_gpu_is_on_screen_at_80x24() -> None:
     rack = ManualRack("8xrtx4090")
     try:
-        app = GpuwatchApp(rack.session)
+        app = create_app(rack.session)
         async with started(app, size=(120, 40)) as pilot:
             rack.tick(1.0, polls=2)
             await pilot.pause()
@@ -365,7 +366,7 @@ async def test_eight_gpus_fit_120x40_and_every_gpu_is_on_screen_at_80x24() -> No
 async def test_from_a_form_field_the_function_keys_switch_panes_and_digits_still_type(
     rack: ManualRack,
 ) -> None:
-    app = GpuwatchApp(rack.session)
+    app = create_app(rack.session)
     async with started(app, size=(120, 40)) as pilot:
         rack.tick(1.0)
         await pilot.press("4")
@@ -393,7 +394,7 @@ async def test_from_a_form_field_the_function_keys_switch_panes_and_digits_still
 
 
 async def test_ctrl_c_asks_once_and_quits_on_the_second_press(rack: ManualRack) -> None:
-    app = GpuwatchApp(rack.session)
+    app = create_app(rack.session)
     async with started(app, size=(120, 40)) as pilot:
         await pilot.press("ctrl+c")
         await pilot.pause()
@@ -407,7 +408,7 @@ async def test_ctrl_c_asks_once_and_quits_on_the_second_press(rack: ManualRack) 
 async def test_a_lost_gpu_shows_only_that_it_is_lost() -> None:
     rack = ManualRack("2xrtx4090", faults="lost:1@5")
     try:
-        app = GpuwatchApp(rack.session)
+        app = create_app(rack.session)
         async with started(app, size=(120, 40)) as pilot:
             rack.tick(1.0, polls=8)
             await pilot.pause()
@@ -424,7 +425,7 @@ async def test_a_lost_gpu_shows_only_that_it_is_lost() -> None:
 async def test_an_xid_shows_on_its_card_and_the_help_says_what_it_means() -> None:
     rack = ManualRack("2xrtx4090", faults="xid:0:48@3", xid_events=True)
     try:
-        app = GpuwatchApp(rack.session)
+        app = create_app(rack.session)
         async with started(app, size=(120, 40)) as pilot:
             for _ in range(100):  # the Xid arrives on the reader's event thread, in real time
                 rack.tick(1.0)
@@ -447,7 +448,7 @@ async def test_the_palette_screenshot_saves_in_the_current_directory_and_says_wh
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_DOWNLOAD_DIR", str(tmp_path / "no-such-dir"))
-    app = GpuwatchApp(rack.session)
+    app = create_app(rack.session)
     async with started(app, size=(120, 40)) as pilot:
         await pilot.press("ctrl+p")
         await pilot.press(*"screenshot")
@@ -476,3 +477,52 @@ async def test_no_gpu_starts_on_the_simulator_with_a_banner(monkeypatch: pytest.
         assert "NO GPU" in banner and "SIMULATED" in banner
         assert "NVML" in banner  # the reason
         assert app.feed.source.simulated
+
+
+def _recording(path: Path, polls: int) -> None:
+    """A real recording of the simulated rack, written by the recorder's own writer."""
+    from gpuwatch.telemetry.recording import RecordWriter
+
+    rack = ManualRack("2xrtx4090")
+    try:
+        with RecordWriter(path) as writer:
+            for _ in range(polls):
+                rack.tick(1.0)
+                latest = rack.session.latest()
+                assert latest is not None
+                writer.write(latest[0])
+    finally:
+        rack.close()
+
+
+async def _replay_status(path: Path) -> str:
+    from gpuwatch.live.config import LiveConfig
+    from gpuwatch.live.session import LiveSession
+    from gpuwatch.telemetry.recording import ReplaySource
+
+    session = LiveSession(ReplaySource(path, speed=0), LiveConfig())
+    app = create_app(session)
+    async with started(app, size=(120, 40)) as pilot:
+        for _ in range(50):
+            await pilot.pause(0.1)
+            status = str(app.query_one("#source-status", Static).render())
+            if status:
+                return status
+    return ""
+
+
+async def test_a_corrupt_recording_says_where_on_screen_and_one_that_ends_says_so(tmp_path: Path) -> None:
+    good = tmp_path / "good.gwrec"
+    _recording(good, polls=4)
+    status = await _replay_status(good)
+    assert status.startswith("REPLAY ENDED") and "4 played" in status
+
+    bad = tmp_path / "bad.gwrec"
+    _recording(bad, polls=6)
+    data = bytearray(bad.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = b"\xff" * 16  # a record torn in the middle of the file
+    bad.write_bytes(bytes(data))
+    status = await _replay_status(bad)
+    assert status.startswith("REPLAY STOPPED") and str(bad) in status
+    assert "byte" in status  # the position of the bad record, as the recording code reports it

@@ -25,7 +25,7 @@ from textual.widgets import Footer, Header, Input, Select, Static, TabbedContent
 
 from gpuwatch.live.alerts import summarise
 from gpuwatch.live.assessment import BoxAssessment, GpuAssessment
-from gpuwatch.telemetry.sample import Snapshot
+from gpuwatch.telemetry.sample import GpuSample, Snapshot
 from gpuwatch.tui.feed import AlertsRaised, Feed, PollArrived
 from gpuwatch.tui.gpu_card import CardReading, GpuCard
 from gpuwatch.tui.live_view import LiveView
@@ -130,6 +130,8 @@ class GpuwatchApp(App[None]):
         yield Header()
         if self.fallback_reason is not None:
             yield Static(self.fallback_reason, id="banner")
+        # what the source says about itself: a replay that stopped on a bad record, or reached its end
+        yield Static(id="source-status")
         with Container(id="main", classes="-live"):
             with TabbedContent(id="panes", initial="live"):
                 for n, (pane_id, title) in enumerate(PANES.items(), start=1):
@@ -186,6 +188,26 @@ class GpuwatchApp(App[None]):
                 self.fallback_reason, title="No GPU driver: simulated data", severity="error", timeout=15
             )
         self._apply_layout()
+        if hasattr(self.feed.source, "finished"):  # a replay: say when it stops
+            self.set_interval(1.0, self._check_source)
+
+    def _check_source(self) -> None:
+        """A replay that stops (a torn or corrupt record, or the end of the file) says so on screen, with
+        the message the recording code gives (file and byte position), instead of freezing silently."""
+        source = self.feed.source
+        error = getattr(source, "error", None)
+        played = getattr(source, "played", None)
+        if error:
+            text, kind = f"REPLAY STOPPED: {error}", "-error"
+        elif getattr(source, "finished", False):
+            text, kind = f"REPLAY ENDED: the recording's last snapshot is shown ({played} played)", "-ended"
+        else:
+            return
+        status = self.query_one("#source-status", Static)
+        if not status.has_class(kind):
+            status.update(text)
+            status.set_classes(kind)
+            self.toast(text, title="replay", severity="error" if error else "information")
 
     def on_unmount(self) -> None:
         self.feed.stop()
@@ -218,7 +240,7 @@ class GpuwatchApp(App[None]):
         self.snapshot, self.assessment = snapshot, box
         by_index = {g.index: g for g in box.gpus}
         for sample in snapshot.gpus:
-            self._remember(sample.index, by_index.get(sample.index))
+            self._remember(sample, by_index.get(sample.index))
         if self.selected_gpu is None or all(s.index != self.selected_gpu for s in snapshot.gpus):
             self.selected_gpu = snapshot.gpus[0].index if snapshot.gpus else None
         await self._refresh_panes()
@@ -232,9 +254,10 @@ class GpuwatchApp(App[None]):
                 severity=_TOAST_SEVERITY.get(summary.severity, "information"),
             )
 
-    def _remember(self, index: int, assessment: GpuAssessment | None) -> None:
+    def _remember(self, sample: GpuSample, assessment: GpuAssessment | None) -> None:
+        index = sample.index
         if index not in self._specs:
-            self._specs[index] = self._spec_for(assessment)
+            self._specs[index] = self._spec_for(sample, assessment)
         roof = assessment.roofline if assessment is not None else None
         bandwidth = self._bandwidth.setdefault(index, deque(maxlen=SPARK_POINTS))
         trail = self._trail.setdefault(index, deque(maxlen=TRAIL_POINTS))
@@ -244,17 +267,18 @@ class GpuwatchApp(App[None]):
             trail.append((roof.arithmetic_intensity_flop_per_byte, roof.attained_flops))
 
     @staticmethod
-    def _spec_for(assessment: GpuAssessment | None) -> GpuSpec | None:
-        """The card's catalog entry, as the assessor identified it (the card is identified once)."""
-        if assessment is None or not assessment.gpu_id:
-            return None
+    def _spec_for(sample: GpuSample, assessment: GpuAssessment | None) -> GpuSpec | None:
+        """The card's catalog entry, as telemetry identified it once (``GpuSample.catalog_id``)."""
         from gpuwatch.model.catalog import get_gpu
         from gpuwatch.model.errors import UnknownIdError
 
-        try:
-            return get_gpu(assessment.gpu_id)
-        except UnknownIdError:
-            return None
+        for key in (assessment.gpu_id if assessment else None, sample.catalog_id):
+            if key:
+                try:
+                    return get_gpu(key)
+                except UnknownIdError:
+                    continue
+        return None
 
     def _series(self, index: int) -> dict[str, tuple[float, ...]]:
         history = self.feed.source.history
@@ -412,8 +436,16 @@ class GpuwatchApp(App[None]):
         await self._refresh_panes()
 
     def action_copy_plan(self) -> None:
-        from gpuwatch.model.whatif import plan_command
+        from gpuwatch.options.plan_command import plan_command
 
         command = plan_command(self.plan_inputs)
         self.copy_to_clipboard(command)
         self.toast(command, title="Copied to the clipboard")
+
+
+def create_app(feed: Feed, *, fallback_reason: str | None = None) -> GpuwatchApp:
+    """The app the CLI runs and the tests drive, built one way: the Plan pane starts from the session's
+    declared workload at its prices, so that it and the Cost pane price the same what-if alike."""
+    from gpuwatch.live.config import plan_inputs
+
+    return GpuwatchApp(feed, fallback_reason=fallback_reason, plan_inputs=plan_inputs(feed.config))

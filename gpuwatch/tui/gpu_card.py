@@ -9,6 +9,7 @@ nvitop does, so that eight GPUs fit 80x24).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
@@ -100,7 +101,7 @@ def unusable_reason(sample: GpuSample) -> str | None:
     if sample.lost:
         xid = f" (Xid {sample.last_xid})" if sample.last_xid is not None else ""
         return f"GPU LOST{xid}: fell off the bus or the driver lost it; check dmesg"
-    if getattr(sample, "stale", False):
+    if sample.stale:
         return "STALE: no fresh reading from NVML; the last values are not shown as current"
     return None
 
@@ -109,7 +110,7 @@ def card_body(sample: GpuSample, assessment: GpuAssessment | None, width: int) -
     """The full card's reading lines for an inner ``width``; a pure function so tests can read it."""
     reason = unusable_reason(sample)
     if reason is not None:
-        return [Text(reason, style="bold red")]
+        return [Text(part, style="bold red") for part in textwrap.wrap(reason, max(10, width))]
     lines: list[Text] = []
 
     # temperature against the slowdown threshold
@@ -402,7 +403,7 @@ class GpuCard(Widget, can_focus=True):
         if reading is None:
             return
         sample = reading.sample
-        self.set_class(sample.lost or getattr(sample, "stale", False), "-lost")
+        self.set_class(sample.lost or sample.stale, "-lost")
         worst = badges_of(sample)[0].severity if badges_of(sample) and not sample.lost else None
         for severity in ("critical", "warning", "info"):
             self.set_class(worst == severity, f"-throttle-{severity}")
@@ -438,7 +439,9 @@ class GpuCard(Widget, can_focus=True):
             return 1
         if self.layout_mode != "full":
             return 1 if self.layout_mode == "one" else 2
-        return 1 if unusable_reason(self.reading.sample) is not None else FULL_LINES
+        if unusable_reason(self.reading.sample) is not None:
+            return len(card_body(self.reading.sample, None, width))
+        return FULL_LINES
 
     def notify_style_update(self) -> None:
         """A class or theme change (selection, throttling) restyles every line."""
