@@ -295,7 +295,8 @@ async def test_training_fields_show_for_their_mode_and_change_the_answer(rack: M
         assert app.query_one("#row-lora-rank").display and not app.query_one("#row-zero").display
         await _set_input(pilot, app, "#plan-lora-rank", "256")
         shown_text = text_of(app.query_one("#plan-result", Static))
-        need = lora_memory(get_model("llama-3-8b"), 1, 4096, rank=256)
+        # the form starts from the session's workload (batch 8, context 4096)
+        need = lora_memory(get_model("llama-3-8b"), app.plan_inputs.batch, 4096, rank=256)
         assert f"{float(need.bytes_per_gpu(1)) / 2**30:.1f} GiB" in shown_text
         assert "LoRA rank 256" in shown_text
         assert app.plan_inputs.lora_rank == 256

@@ -203,7 +203,10 @@ class GpuwatchApp(App[None]):
             text, kind = f"REPLAY ENDED: the recording's last snapshot is shown ({played} played)", "-ended"
         else:
             return
-        status = self.query_one("#source-status", Static)
+        found = self.query("#source-status")
+        if not found:
+            return  # shutting down
+        status = found.first(Static)
         if not status.has_class(kind):
             status.update(text)
             status.set_classes(kind)
