@@ -6,7 +6,6 @@ SVGs in tests/__snapshots__/ before committing them.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
@@ -90,32 +89,3 @@ def test_in_a_form_field_the_footer_says_how_to_leave(snap_compare: SnapCompare,
         await pilot.pause()
 
     assert snap_compare(create_app(rack.session), terminal_size=(120, 40), run_before=run_before)
-
-
-def test_corrupt_replay_message(
-    snap_compare: SnapCompare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from test_tui import _recording
-
-    from gpuwatch.live.config import LiveConfig
-    from gpuwatch.live.session import LiveSession
-    from gpuwatch.telemetry.recording import ReplaySource
-
-    monkeypatch.chdir(tmp_path)  # the message names the file as given: a relative name keeps it stable
-    path = Path("bad.gwrec")
-    _recording(path, polls=6)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2 : len(data) // 2 + 16] = b"\xff" * 16
-    path.write_bytes(bytes(data))
-    session = LiveSession(ReplaySource(path, speed=0), LiveConfig())
-
-    async def run_before(pilot: Pilot[None]) -> None:
-        await pilot.app.panes_ready.wait()  # type: ignore[attr-defined]
-        for _ in range(50):
-            await pilot.pause(0.1)
-            if pilot.app.query_one("#source-status").has_class("-error"):
-                break
-        pilot.app.clear_notifications()
-        await pilot.pause()
-
-    assert snap_compare(create_app(session), terminal_size=(120, 40), run_before=run_before)
