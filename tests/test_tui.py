@@ -389,7 +389,16 @@ async def test_from_a_form_field_the_function_keys_switch_panes_and_digits_still
         await pilot.press("4")
         batch.focus()
         await pilot.pause()
-        assert "esc" in app.export_screenshot()  # the footer says how to leave the field
+        footer = app.export_screenshot()
+        assert "esc" in footer and "F10" in footer and "F12" in footer  # leave, quit, help from the field
+        await pilot.press("f12")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "HelpScreen"
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("4")
+        batch.focus()
+        await pilot.pause()
         await pilot.press("escape", "1")
         assert app.active_pane == "live"
 

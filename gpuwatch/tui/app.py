@@ -79,6 +79,9 @@ class GpuwatchApp(App[None]):
         Binding("q", "quit", "Quit"),
         Binding("ctrl+c", "ctrl_c", "Quit", show=False, priority=True),
         Binding("escape", "leave_field", "Leave field", key_display="esc"),
+        # a form field types q and ?: these reach help and quit from inside one (shown only there)
+        Binding("f12", "help_from_field", "Help", key_display="F12", priority=True),
+        Binding("f10", "quit_from_field", "Quit", key_display="F10", priority=True),
         # one footer entry for the five pane keys; F1 itself is bound here
         Binding("f1", "show_pane('live')", "Panes", key_display="F1-F5", priority=True),
         Binding("[", "cycle_gpu(-1)", "Prev GPU"),
@@ -358,6 +361,12 @@ class GpuwatchApp(App[None]):
         """Escape from a form field, so that the number keys switch panes again (F1-F5 always do)."""
         self.set_focus(None)
 
+    def action_help_from_field(self) -> None:
+        self.action_help()
+
+    def action_quit_from_field(self) -> None:
+        self.exit()
+
     def action_show_pane(self, pane_id: str) -> None:
         self.show_pane(pane_id)
 
@@ -426,7 +435,7 @@ class GpuwatchApp(App[None]):
         if action == "copy_plan":
             panes = self.query(TabbedContent)
             return bool(panes) and panes.first().active in ("plan", "compare")
-        if action == "leave_field":
+        if action in ("leave_field", "help_from_field", "quit_from_field"):
             # in the footer only while a field holds the keys
             return self._in_field()
         return True

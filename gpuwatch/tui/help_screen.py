@@ -20,6 +20,7 @@ HELP_MARKDOWN_HEAD = """\
 | `1` … `5` | live · roofline · cost · plan · compare (outside a form field) |
 | `F1` … `F5`, `alt+1` … `alt+5` | the same panes from anywhere, a form field too |
 | `escape` | leave a form field (then the number keys switch panes again) |
+| `F12` · `F10` | help · quit, from inside a form field (where `?` and `q` type) |
 | `[` `]` or click a card | select the previous / next GPU (processes, roofline and cost follow it) |
 | `ctrl+p` | command palette: panes and GPUs by name |
 | `y` | in plan/compare: copy this what-if as a `gpuwatch plan …` command |
