@@ -23,6 +23,7 @@ from typing import Any
 import pynvml as N
 
 from gpuwatch.model.catalog import identify_gpu
+from gpuwatch.telemetry.containers import ContainerResolver
 from gpuwatch.telemetry.nvml_calls import (
     PERMANENT,
     SESSION_ERRORS,
@@ -32,7 +33,13 @@ from gpuwatch.telemetry.nvml_calls import (
     classify,
     text,
 )
-from gpuwatch.telemetry.nvml_fields import SLOW_READINGS, TLIMIT_FIELDS, read_fields, read_tier_fields
+from gpuwatch.telemetry.nvml_fields import (
+    SLOW_READINGS,
+    TLIMIT_FIELDS,
+    read_fields,
+    read_nvlink_link_count,
+    read_tier_fields,
+)
 from gpuwatch.telemetry.nvml_gpm import free_gpm, probe_gpm, read_gpm
 from gpuwatch.telemetry.nvml_xid import XidWatcher
 from gpuwatch.telemetry.sample import READING_NAMES, GpuSample, ProcessSample, Snapshot, Unavailable
@@ -85,12 +92,15 @@ class NvmlReader:
         clock: Callable[[], float] | None = None,
         xid_events: bool = True,
         slow_tier_every: int = SLOW_TIER_EVERY,
+        containers: ContainerResolver | None = None,
     ) -> None:
         import time
 
         if slow_tier_every < 1:
             raise ValueError(f"slow_tier_every must be at least 1 poll, got {slow_tier_every}")
         self.slow_tier_every = slow_tier_every
+        #: process -> container; simulated processes are not real ones, so only real NVML looks by default
+        self.containers = containers or (ContainerResolver() if source_label == "nvml" else None)
         self.source_label = source_label
         self.clock = clock or time.time
         self.devices: list[DeviceState] = []
@@ -240,6 +250,18 @@ class NvmlReader:
         elif bus is not None:  # 0 bits and no catalog entry: absent, never published as 0
             r.mark(["memory_bus_width_bits"], Unavailable.NOT_SUPPORTED)
         self._peak_bandwidth(dev, static, r)
+        r.read_into(
+            static, "vbios_version", text, "nvmlDeviceGetVbiosVersion", N.nvmlDeviceGetVbiosVersion, h
+        )
+        r.read_into(
+            static,
+            "compute_capability",
+            lambda cc: f"{cc[0]}.{cc[1]}",
+            "nvmlDeviceGetCudaComputeCapability",
+            N.nvmlDeviceGetCudaComputeCapability,
+            h,
+        )
+        dev.nvlink_links = read_nvlink_link_count(dev, r)
         fans = r.call("nvmlDeviceGetNumFans", N.nvmlDeviceGetNumFans, h)
         dev.num_fans = int(fans) if fans is not None else None
         dev.thresholds = self._read_thresholds(dev, r)
@@ -328,6 +350,7 @@ class NvmlReader:
             lost=True,
             xid_errors_total=xids,
             last_xid=last_xid,
+            xid_errors_by_code=self.xid.by_code(dev.index),
             unavailable=dict.fromkeys(READING_NAMES, Unavailable.GPU_LOST),
         )
 
@@ -386,6 +409,7 @@ class NvmlReader:
             ("sm_clock_hz", N.NVML_CLOCK_SM),
             ("memory_clock_hz", N.NVML_CLOCK_MEM),
             ("graphics_clock_hz", N.NVML_CLOCK_GRAPHICS),
+            ("video_clock_hz", N.NVML_CLOCK_VIDEO),
         ):
             mhz = r.call(
                 f"nvmlDeviceGetClockInfo:{clock}", N.nvmlDeviceGetClockInfo, h, clock, readings=[reading]
@@ -402,6 +426,18 @@ class NvmlReader:
         if mem is not None:
             v["memory_used_bytes"] = int(mem.used)
             v["memory_total_bytes"] = int(mem.total)
+            v["memory_free_bytes"] = int(mem.free)
+            if hasattr(mem, "reserved"):  # nvmlMemory_v2; v1's "used" includes what is reserved
+                v["memory_reserved_bytes"] = int(mem.reserved)
+            else:
+                r.mark(["memory_reserved_bytes"], Unavailable.FUNCTION_NOT_FOUND)
+        else:
+            r.mark(["memory_free_bytes", "memory_reserved_bytes"], r.last_reason)
+        for reading, key in (
+            ("encoder_util_ratio", "nvmlDeviceGetEncoderUtilization"),
+            ("decoder_util_ratio", "nvmlDeviceGetDecoderUtilization"),
+        ):
+            r.read_into(v, reading, lambda answer: answer[0] / 100.0, key, getattr(N, key), h)
         util = r.call(
             "nvmlDeviceGetUtilizationRates",
             N.nvmlDeviceGetUtilizationRates,
@@ -452,6 +488,14 @@ class NvmlReader:
         if reasons is not None:
             v["clock_event_reasons"] = int(reasons)
         if slow_due:
+            r.read_into(
+                v,
+                "pcie_replay_errors_total",
+                int,
+                "nvmlDeviceGetPcieReplayCounter",
+                N.nvmlDeviceGetPcieReplayCounter,
+                h,
+            )
             v["processes"] = self._processes(dev, r)
             dev.slow = {k: v[k] for k in SLOW_READINGS if k in v}
             dev.slow_unavailable = {k: r.unavailable[k] for k in SLOW_READINGS if k in r.unavailable}
@@ -463,6 +507,7 @@ class NvmlReader:
             if value is not None:
                 r.unavailable.pop(key, None)
         v["xid_errors_total"], v["last_xid"], xid_reason = self.xid.counts(dev.index)
+        v["xid_errors_by_code"] = self.xid.by_code(dev.index)
         if xid_reason is not None:
             r.unavailable["xid_errors_total"] = xid_reason
         dev.read_timestamp_s = self.clock()
@@ -558,16 +603,21 @@ class NvmlReader:
             alive.add(pid)
             if pid not in dev.process_names:
                 dev.process_names[pid] = self._process_name(dev, pid)
+                dev.process_containers[pid] = self.containers.lookup(pid) if self.containers else None
+            box = dev.process_containers.get(pid)
             used = p.usedGpuMemory
             out.append(
                 ProcessSample(
                     pid=pid,
                     name=dev.process_names[pid],
                     used_memory_bytes=int(used) if used is not None else None,
+                    container=box.label if box else None,
+                    container_runtime=box.runtime if box else None,
                 )
             )
         for pid in set(dev.process_names) - alive:
             del dev.process_names[pid]
+            dev.process_containers.pop(pid, None)
         return tuple(out)
 
     def _process_name(self, dev: DeviceState, pid: int) -> str | None:

@@ -97,9 +97,9 @@ class ProcessTable(Vertical):
                 continue
             for p in sample.processes:
                 sm = getattr(p, "sm_util_ratio", None)
-                rows.append(
-                    (sample.index, p.pid, process_owner(p.pid), p.name or "?", p.used_memory_bytes or 0, sm)
-                )
+                # rack: the container the process runs in, before its name
+                name = f"({p.container}) {p.name or '?'}" if p.container else p.name or "?"
+                rows.append((sample.index, p.pid, process_owner(p.pid), name, p.used_memory_bytes or 0, sm))
         column = list(PROCESS_COLUMNS).index(self.sort_key)
         numeric = self.sort_key in ("memory", "sm")
 
