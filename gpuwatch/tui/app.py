@@ -21,7 +21,7 @@ from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Container
-from textual.widgets import Footer, Header, Input, Select, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Header, Input, Label, Select, Static, TabbedContent, TabPane
 
 from gpuwatch.live.alerts import summarise
 from gpuwatch.live.assessment import BoxAssessment, GpuAssessment
@@ -30,6 +30,7 @@ from gpuwatch.tui.feed import AlertsRaised, Feed, PollArrived
 from gpuwatch.tui.gpu_card import CardReading, GpuCard
 from gpuwatch.tui.live_view import LiveView
 from gpuwatch.tui.palette import PanesAndGpus
+from gpuwatch.tui.status_bar import StatusBar, engine_states, source_line, source_state
 
 if TYPE_CHECKING:
     from gpuwatch.model.catalog import GpuSpec
@@ -135,6 +136,8 @@ class GpuwatchApp(App[None]):
             yield Static(self.fallback_reason, id="banner")
         # what the source says about itself: a replay that stopped on a bad record, or reached its end
         yield Static(id="source-status")
+        # the NVML child's trouble (failed, restarting) and each engine's scrape state, when there is any
+        yield StatusBar(id="status-bar")
         with Container(id="main", classes="-live"):
             with TabbedContent(id="panes", initial="live"):
                 for n, (pane_id, title) in enumerate(PANES.items(), start=1):
@@ -193,6 +196,21 @@ class GpuwatchApp(App[None]):
         self._apply_layout()
         if hasattr(self.feed.source, "finished"):  # a replay: say when it stops
             self.set_interval(1.0, self._check_source)
+        self._check_status()
+        self.set_interval(1.0, self._check_status)
+
+    def _check_status(self) -> None:
+        """The source's phase and the engines' states, once a second (both only read what their threads
+        left). Until the first poll the live view says why none came, when the source knows."""
+        bars = self.query(StatusBar)
+        if not bars:
+            return  # shutting down
+        state = source_state(self.feed)
+        bars.first().show(state, engine_states(self.feed))
+        waiting = self.query("#cards-waiting")
+        if waiting and state is not None:
+            line = source_line(state, time.time())
+            waiting.first(Label).update(line or "waiting for the first poll…")
 
     def _check_source(self) -> None:
         """A replay that stops (a torn or corrupt record, or the end of the file) says so on screen, with
