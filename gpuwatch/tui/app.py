@@ -37,13 +37,14 @@ if TYPE_CHECKING:
     from gpuwatch.model.whatif import PlanInputs
     from gpuwatch.tui.plan_pane import PlanPane
 
-#: pane id -> tab title; the number keys (and F1-F5, alt+1-5 from anywhere) follow this order
+#: pane id -> tab title; the number keys (and F1-F6, alt+1-6 from anywhere) follow this order
 PANES: dict[str, str] = {
     "live": "Live",
     "roofline": "Roofline",
     "cost": "Cost",
     "plan": "Plan",
     "compare": "Compare",
+    "power": "Power",
 }
 #: sparkline -> History reading (bandwidth is kept here, from the assessments)
 _HISTORY_READINGS = {"temperature": "temperature_c", "power": "power_w", "clock": "sm_clock_hz"}
@@ -83,8 +84,8 @@ class GpuwatchApp(App[None]):
         # a form field types q and ?: these reach help and quit from inside one (shown only there)
         Binding("f12", "help_from_field", "Help", key_display="F12", priority=True),
         Binding("f10", "quit_from_field", "Quit", key_display="F10", priority=True),
-        # one footer entry for the five pane keys; F1 itself is bound here
-        Binding("f1", "show_pane('live')", "Panes", key_display="F1-F5", priority=True),
+        # one footer entry for the pane keys; F1 itself is bound here
+        Binding("f1", "show_pane('live')", "Panes", key_display=f"F1-F{len(PANES)}", priority=True),
         Binding("[", "cycle_gpu(-1)", "Prev GPU"),
         Binding("]", "cycle_gpu(1)", "Next GPU"),
         Binding("y", "copy_plan", "Copy plan cmd"),
@@ -165,6 +166,7 @@ class GpuwatchApp(App[None]):
         from gpuwatch.tui.compare_pane import ComparePane
         from gpuwatch.tui.cost_pane import CostPane
         from gpuwatch.tui.plan_pane import PlanPane
+        from gpuwatch.tui.power_pane import PowerPane
         from gpuwatch.tui.roofline_pane import RooflinePane
 
         panes = {
@@ -172,6 +174,7 @@ class GpuwatchApp(App[None]):
             "cost": CostPane(id="cost-pane"),
             "plan": PlanPane(self.plan_inputs, id="plan-pane"),
             "compare": ComparePane(gpu_prices=self.feed.config.gpu_prices, id="compare-pane"),
+            "power": PowerPane(id="power-pane"),
         }
         for pane_id, pane in panes.items():
             if not self.is_running:
@@ -344,6 +347,28 @@ class GpuwatchApp(App[None]):
             from gpuwatch.tui.cost_pane import CostPane
 
             self.query_one(CostPane).show(sample, gpu, box)
+        elif active == "power" and box is not None:
+            from gpuwatch.tui.power_pane import PowerPane
+
+            self.query_one(PowerPane).request(
+                self.snapshot,
+                box,
+                self.feed.config,
+                self._specs,
+                {s.index: self._mean_power_w(s.index) for s in gpus},
+            )
+
+    def _mean_power_w(self, index: int) -> float | None:
+        """The board power over the last polls (what the advice starts from, as the command's mean)."""
+        from gpuwatch.tui.power_pane import POWER_MEAN_POLLS
+
+        try:
+            _, values = self.feed.source.history.series(index, "power_w")
+        except (KeyError, IndexError):
+            return None
+        values = values[-POWER_MEAN_POLLS:]
+        values = values[np.isfinite(values)]
+        return float(values.mean()) if values.size else None
 
     # --- selection and panes ------------------------------------------------------------------------
 
@@ -376,7 +401,7 @@ class GpuwatchApp(App[None]):
         return isinstance(self.focused, Input | Select)
 
     def action_leave_field(self) -> None:
-        """Escape from a form field, so that the number keys switch panes again (F1-F5 always do)."""
+        """Escape from a form field, so that the number keys switch panes again (F1-F6 always do)."""
         self.set_focus(None)
 
     def action_help_from_field(self) -> None:

@@ -17,8 +17,8 @@ HELP_MARKDOWN_HEAD = """\
 
 | key | does |
 |---|---|
-| `1` … `5` | live · roofline · cost · plan · compare (outside a form field) |
-| `F1` … `F5`, `alt+1` … `alt+5` | the same panes from anywhere, a form field too |
+| `1` … `6` | live · roofline · cost · plan · compare · power (outside a form field) |
+| `F1` … `F6`, `alt+1` … `alt+6` | the same panes from anywhere, a form field too |
 | `escape` | leave a form field (then the number keys switch panes again) |
 | `F12` · `F10` | help · quit, from inside a form field (where `?` and `q` type) |
 | `[` `]` or click a card | select the previous / next GPU (processes, roofline and cost follow it) |
@@ -28,6 +28,12 @@ HELP_MARKDOWN_HEAD = """\
 | `?` | this help · `escape` closes it |
 | `q` | quit · `ctrl+c` twice also quits |
 | click a process table header | sort the processes by it (the selected GPU's stay first) |
+
+## The power pane
+The cap the planner's power model advises per GPU from the live bound and the measured board power
+(mean of the last polls), as `gpuwatch advise power-limit` computes it: **modelled**, not measured.
+Memory-bound decode loses little at a lower cap; compute-bound work keeps the default. It is
+recomputed every few seconds and says which poll it came from.
 
 ## Reading the live view
 - **SM busy / MC busy** are NVML duty cycles: the share of time a kernel ran / memory was read or
