@@ -541,11 +541,12 @@ def test_tls_serves_metrics_over_https(tmp_path: Path) -> None:
         resp = conn.getresponse()
         assert resp.status == 200 and b"gpuwatch_gpu_up" in resp.read()
         conn.close()
-        # a plain-HTTP client on the TLS port gets nothing useful, and the server survives it
-        with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
-            plain = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
-            plain.request("GET", "/metrics")
-            plain.getresponse().read()
+        # a plain-HTTP client on the TLS port is told so (not an empty reply), and the server survives it
+        plain = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        plain.request("GET", "/metrics")
+        resp = plain.getresponse()
+        assert resp.status == 400 and b"HTTPS server" in resp.read()
+        plain.close()
         conn = http.client.HTTPSConnection("127.0.0.1", srv.port, timeout=10, context=context)
         conn.request("GET", "/")
         assert conn.getresponse().status == 200

@@ -40,6 +40,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
     p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="TLS, client certificates, basic auth and headers in the Prometheus exporter-toolkit format "
+        "(as node_exporter and dcgm-exporter read it); certificates are re-read when their files change",
+    )
+    p.add_argument(
         "--process-metrics",
         action="store_true",
         help="also publish per-process GPU memory with pid and process name labels (off by default: "
@@ -61,6 +68,11 @@ def run(args: argparse.Namespace) -> int:
     for option, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if path is not None and not os.path.isfile(path):
             raise UserError(f"{option} {path}: no such file")
+    web_config = None
+    if args.web_config_file is not None:
+        from gpuwatch.exporter.webconfig import load_web_config
+
+        web_config = load_web_config(args.web_config_file)
     session = open_session(args, isolate=True)  # no driver and no --sim: NvmlUnavailable, one line
     # a collector that describes nothing (it must not read the session before the first poll) is
     # only reached by a ?name[]= filtered scrape when the registry is told to keep such collectors
@@ -77,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         port,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        web_config=web_config,
     )
 
     def stop(signum: int, frame: FrameType | None) -> None:
