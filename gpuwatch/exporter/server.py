@@ -306,8 +306,9 @@ class ExporterServer:
                 return
             reader, writer, web = opened
             h = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
+            first = True  # a new connection's first request runs on the clock started at accept
             while True:
-                if h.their_state is h11.IDLE and not h.trailing_data[0]:
+                if not first and not h.trailing_data[0]:
                     # between requests: wait cheaply for the next one's first byte, then start its clock
                     async with asyncio.timeout(limits.idle_timeout_s):
                         data = await reader.read(65536)
@@ -337,7 +338,7 @@ class ExporterServer:
                 if h.our_state is h11.DONE and h.their_state is h11.DONE:
                     h.start_next_cycle()
                     web = self._web.current()[0]
-                    clean = False
+                    clean = first = False
                 else:
                     return
         except (TimeoutError, OSError, h11.LocalProtocolError, asyncio.IncompleteReadError):

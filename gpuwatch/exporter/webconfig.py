@@ -256,7 +256,7 @@ def build_ssl_context(config: WebConfig) -> ssl.SSLContext:
     """A server context for ``config.tls`` (which must be set); a one-line UserError if it does not load."""
     tls = config.tls
     assert tls is not None
-    where = config.path or "--tls-cert/--tls-key"
+    where = f"{OPTION} {config.path}"
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = _TLS_VERSIONS[tls.min_version]
     context.maximum_version = _TLS_VERSIONS[tls.max_version]
