@@ -143,9 +143,9 @@ def box(*gpus: GpuAssessment, alerts: tuple[Alert, ...] = ()) -> BoxAssessment:
     )
 
 
-def snapshot(*gpus: GpuSample, errors: dict[str, int] | None = None) -> Snapshot:
+def snapshot(*gpus: GpuSample, errors: dict[str, int] | None = None, timestamp_s: float = 1.7e9) -> Snapshot:
     return Snapshot(
-        timestamp_s=1.7e9,
+        timestamp_s=timestamp_s,
         source="sim",
         gpus=gpus,
         driver_version="580.65.06",
@@ -233,8 +233,9 @@ def test_an_unsupported_reading_is_omitted_and_flagged_never_nan() -> None:
     assert series(samples, "gpuwatch_memory_temperature_celsius") == {}
     supported = series(samples, "gpuwatch_reading_supported")
     assert supported["gpu=0,reading=memory_temperature_c"] == 0.0
-    assert supported["gpu=0,reading=temperature_c"] == 1.0
+    assert "gpu=0,reading=temperature_c" not in supported  # supported readings are not listed
     assert supported["gpu=0,reading=gpm"] == 0.0
+    assert set(supported.values()) == {0.0}
     assert not any(name.startswith("gpuwatch_gpm_") for name, _ in samples)
 
 
@@ -242,7 +243,7 @@ def test_a_transient_error_drops_the_series_but_keeps_the_reading_supported() ->
     gpu = rtx4090(power_w=None, unavailable={"power_w": Unavailable.ERROR})
     samples = scrape(GpuwatchCollector(FakeSession((snapshot(gpu), box(assessment())))))
     assert series(samples, "gpuwatch_power_watts") == {}
-    assert series(samples, "gpuwatch_reading_supported")["gpu=0,reading=power_w"] == 1.0
+    assert "gpu=0,reading=power_w" not in series(samples, "gpuwatch_reading_supported")
 
 
 def test_a_lost_gpu_is_visible_as_down_and_its_readings_vanish() -> None:
@@ -326,7 +327,9 @@ def test_health_counters_accumulate_across_polls_and_staleness_uses_the_wall_clo
     alert = Alert("throttle_started", 0, "warning", "GPU 0 throttled: sw_thermal", 1.7e9)
     session.push(snapshot(rtx4090(), errors={"gpu_lost": 1}), box(assessment(), alerts=(alert,)))
     now[0] = 1001.0
-    session.push(snapshot(rtx4090(), errors={"gpu_lost": 2, "timeout": 1}), box(assessment()))
+    session.push(
+        snapshot(rtx4090(), errors={"gpu_lost": 2, "timeout": 1}, timestamp_s=1.7e9 + 1), box(assessment())
+    )
     after = scrape(collector)
     assert series(after, "gpuwatch_polls_total") == {"": 2.0}
     assert series(after, "gpuwatch_poll_errors_total") == {
@@ -605,3 +608,116 @@ def test_help_documents_the_default_port_and_opt_in_process_metrics() -> None:
     assert (
         ":19400" in result.stdout and "--process-metrics" in result.stdout and "--tls-cert" in result.stdout
     )
+
+
+# -- Xid, freshness ----------------------------------------------------------------------------------
+
+
+def test_xid_counts_per_code_and_a_lost_gpu_keeps_the_xid_that_took_it_down() -> None:
+    session = FakeSession()
+    collector = GpuwatchCollector(session)
+    session.push(snapshot(rtx4090(xid_errors_total=2, last_xid=13)), box(assessment()))
+    session.push(snapshot(rtx4090(xid_errors_total=3, last_xid=13), timestamp_s=1.7e9 + 1), box(assessment()))
+    lost = GpuSample(
+        index=0,
+        uuid="GPU-00000000-4090",
+        name="NVIDIA GeForce RTX 4090",
+        pci_bus_id="00000000:01:00.0",
+        lost=True,
+        xid_errors_total=4,
+        last_xid=79,
+    )
+    session.push(snapshot(lost, timestamp_s=1.7e9 + 2), box())
+    samples = scrape(collector)
+    assert series(samples, "gpuwatch_gpu_up") == {"gpu=0": 0.0}
+    assert series(samples, "gpuwatch_xid_errors_total") == {"gpu=0": 4.0}
+    assert series(samples, "gpuwatch_xid_errors_by_code_total") == {"gpu=0,xid=13": 3.0, "gpu=0,xid=79": 1.0}
+    assert series(samples, "gpuwatch_xid_last_code") == {"gpu=0": 79.0}
+    assert series(samples, "gpuwatch_temperature_celsius") == {}
+
+
+def test_bus_width_is_published_in_bytes() -> None:
+    samples = scrape(GpuwatchCollector(FakeSession((snapshot(rtx4090(memory_bus_width_bits=384)), box()))))
+    assert series(samples, "gpuwatch_memory_bus_width_bytes") == {"gpu=0": 48.0}
+    assert not any(name.endswith("_bits") for name, _ in samples)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("devices", ["8xh100", "8xrtx4090"])
+def test_a_simulated_8_gpu_host_passes_promtool_and_reading_supported_is_a_minor_share(devices: str) -> None:
+    import socket
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "gpuwatch", "exporter", "--sim", devices, "--listen", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen([*argv, "--interval", "0.5"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        text = b""
+        while time.monotonic() < deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/metrics")
+                text = conn.getresponse().read()
+                conn.close()
+                if text.count(b"gpuwatch_gpu_info{") == 8 and b"gpuwatch_temperature_celsius{" in text:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        samples = [line for line in text.decode().splitlines() if line and not line.startswith("#")]
+        supported = [line for line in samples if line.startswith("gpuwatch_reading_supported{")]
+        assert len(samples) > 300, text[-2000:]
+        assert len(supported) / len(samples) < 0.10, supported
+        if shutil.which("promtool") is not None:
+            result = subprocess.run(
+                ["promtool", "check", "metrics"], input=text, capture_output=True, timeout=30
+            )
+            assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+needs_freshness = pytest.mark.skipif(
+    "stale" not in {f.name for f in dataclasses.fields(GpuSample)}, reason="telemetry without GpuSample.stale"
+)
+
+
+@needs_freshness
+def test_a_stale_gpu_is_down_with_its_last_read_time_and_the_poll_time_stops() -> None:
+    session = FakeSession()
+    now = [5000.0]
+    collector = GpuwatchCollector(session, clock=lambda: now[0])
+    fresh = [rtx4090(i, uuid=f"GPU-{i}", read_timestamp_s=1.7e9) for i in range(2)]  # type: ignore[arg-type]
+    session.push(snapshot(*fresh, timestamp_s=1.7e9), box(assessment(0), assessment(1)))
+    now[0] = 5010.0
+    hung = GpuSample(
+        index=0,
+        uuid="GPU-0",
+        name="NVIDIA GeForce RTX 4090",
+        pci_bus_id="0:01",
+        read_timestamp_s=1.7e9,  # type: ignore[call-arg]
+        stale=True,  # type: ignore[call-arg]
+    )
+    still = rtx4090(1, uuid="GPU-1", read_timestamp_s=1.7e9 + 10)  # type: ignore[arg-type]
+    session.push(snapshot(hung, still, timestamp_s=1.7e9 + 10), box(assessment(1)))
+    samples = scrape(collector)
+    assert series(samples, "gpuwatch_gpu_up") == {"gpu=0": 0.0, "gpu=1": 1.0}
+    assert series(samples, "gpuwatch_gpu_stale") == {"gpu=0": 1.0, "gpu=1": 0.0}
+    assert series(samples, "gpuwatch_gpu_last_read_timestamp_seconds") == {
+        "gpu=0": 1.7e9,
+        "gpu=1": 1.7e9 + 10,
+    }
+    assert set(series(samples, "gpuwatch_temperature_celsius")) == {"gpu=1"}  # no old value as current
+    assert series(samples, "gpuwatch_last_successful_poll_timestamp_seconds") == {"": 5010.0}
+    # every GPU hung: the poll time stops where the last real read was
+    now[0] = 5020.0
+    all_hung = [dataclasses.replace(hung, index=i, uuid=f"GPU-{i}") for i in range(2)]
+    session.push(snapshot(*all_hung, timestamp_s=1.7e9 + 20), box())
+    samples = scrape(collector)
+    assert series(samples, "gpuwatch_last_successful_poll_timestamp_seconds") == {"": 5010.0}
+    assert series(samples, "gpuwatch_gpu_up") == {"gpu=0": 0.0, "gpu=1": 0.0}

@@ -51,6 +51,8 @@ class Reading:
     help: str
     unit: str = ""
     counter: bool = False
+    #: multiplies the field's value into the metric's base unit
+    scale: float = 1.0
 
 
 #: plain per-GPU readings; the metric name carries the base unit (Prometheus naming conventions)
@@ -87,7 +89,13 @@ READINGS: tuple[Reading, ...] = (
     ),
     Reading("memory_used_bytes", "gpuwatch_memory_used_bytes", "Device memory in use.", "bytes"),
     Reading("memory_total_bytes", "gpuwatch_memory_total_bytes", "Device memory in total.", "bytes"),
-    Reading("memory_bus_width_bits", "gpuwatch_memory_bus_width_bits", "Memory bus width in bits."),
+    Reading(
+        "memory_bus_width_bits",
+        "gpuwatch_memory_bus_width_bytes",
+        "Memory bus width in bytes (bits / 8: Prometheus names carry base units), e.g. 48 for 384 bits.",
+        "bytes",
+        scale=1 / 8,
+    ),
     Reading(
         "sm_busy_ratio",
         "gpuwatch_sm_busy_ratio",
@@ -182,6 +190,7 @@ _GPM_RATIOS = (
 #: metric -> the GpuSample fields it is published from (what ``gpuwatch_reading_supported`` names)
 METRIC_READINGS: dict[str, tuple[str, ...]] = {
     **{r.metric + ("_total" if r.counter else ""): (r.field,) for r in READINGS},
+    "gpuwatch_xid_errors_total": ("xid_errors_total",),
     "gpuwatch_temperature_threshold_celsius": tuple(f for f, _ in _THRESHOLDS),
     "gpuwatch_clock_hertz": tuple(f for f, _ in _CLOCKS),
     "gpuwatch_clock_max_hertz": tuple(f for f, _ in _MAX_CLOCKS),
@@ -277,16 +286,39 @@ class GpuwatchCollector(Collector):
         self._errors_total: Counter[str] = Counter()
         self._alerts_total: Counter[tuple[str, str]] = Counter()
         self._last_poll_wall_s: float | None = None
+        self._last_read_s: float | None = None
+        #: per GPU (uuid): Xid total, per-code counts, last code; kept across polls, lost GPUs included
+        self._xid_total: dict[str, int] = {}
+        self._xid_by_code: dict[str, dict[int, int]] = {}
+        self._xid_last: dict[str, int] = {}
         self._started_wall_s = clock()
         session.add_listener(self.observe)
 
     def observe(self, snap: Snapshot, assessment: BoxAssessment) -> None:
         """Session listener (poll thread): count the poll, its errors and the live alerts it raised."""
+        read_s = _last_read_s(snap)
         with self._lock:
             self._polls_total += 1
             self._errors_total.update({k: v for k, v in snap.errors.items() if v > 0})
             self._alerts_total.update((a.kind, a.severity) for a in assessment.alerts)
-            self._last_poll_wall_s = self._clock()
+            if read_s is not None and (self._last_read_s is None or read_s > self._last_read_s):
+                # a poll that really read a GPU; one that reused stale readings moves nothing
+                self._last_read_s = read_s
+                self._last_poll_wall_s = self._clock()
+            for g in snap.gpus:
+                self._observe_xid(g)
+
+    def _observe_xid(self, g: GpuSample) -> None:
+        """Per-code Xid counts from the total's growth, attributed to the last code (lock held)."""
+        total = max(g.xid_errors_total, self._xid_total.get(g.uuid, 0))
+        grew = total - self._xid_total.get(g.uuid, 0)
+        last = g.last_xid if g.last_xid is not None else self._xid_last.get(g.uuid)
+        if grew > 0 and last is not None:
+            codes = self._xid_by_code.setdefault(g.uuid, {})
+            codes[last] = codes.get(last, 0) + grew
+        self._xid_total[g.uuid] = total
+        if last is not None:
+            self._xid_last[g.uuid] = last
 
     def generation(self) -> int:
         """A token that changes exactly when collect() has something new to say: snapshots observed.
@@ -314,7 +346,7 @@ class GpuwatchCollector(Collector):
                 labels = {"gpu": str(g.index), "uuid": g.uuid}
                 self._collect_gpu(fams, snap, g, labels)
                 assessment = by_index.get(g.index)
-                if assessment is not None and not g.lost:
+                if assessment is not None and not g.lost and not getattr(g, "stale", False):
                     self._collect_assessment(fams, g, assessment, labels)
             self._collect_box(fams, box)
         return list(fams)
@@ -354,7 +386,8 @@ class GpuwatchCollector(Collector):
         if last_wall is not None:
             fams.gauge(
                 "gpuwatch_last_successful_poll_timestamp_seconds",
-                "Wall-clock time the last snapshot arrived (Unix epoch); time() minus this is staleness.",
+                "Wall-clock time of the last poll that really read a GPU (Unix epoch); a poll that only "
+                "reused stale readings does not move it, so time() minus this is staleness.",
                 {},
                 last_wall,
                 "seconds",
@@ -370,7 +403,7 @@ class GpuwatchCollector(Collector):
             if snap.poll_duration_s is not None:
                 fams.gauge(
                     "gpuwatch_poll_duration_seconds",
-                    "How long the last poll of all GPUs took.",
+                    "How long the last poll of all GPUs took: the real read time, not capped at the interval.",  # noqa: E501
                     {},
                     snap.poll_duration_s,
                     "seconds",
@@ -395,25 +428,53 @@ class GpuwatchCollector(Collector):
                 "driver_version": snap.driver_version or "",
             },
         )
+        stale = bool(getattr(g, "stale", False))
         fams.gauge(
             "gpuwatch_gpu_up",
-            "1 while the GPU answers; 0 once it is lost (fallen off the bus): its readings are then absent.",
+            "1 while the GPU answers with fresh readings; 0 once it is lost (fallen off the bus) or stale "
+            "(gpuwatch_gpu_stale 1: NVML has not answered for it within the freshness bound, 3 poll "
+            "intervals and at least 5 s): its readings are then absent, never old values passed off as new.",
             labels,
-            0.0 if g.lost else 1.0,
+            0.0 if g.lost or stale else 1.0,
         )
-        if g.lost:
+        fams.gauge(
+            "gpuwatch_gpu_stale",
+            "1 while this GPU's last successful read is older than the freshness bound (a hung or slow "
+            "NVML call); it recovers by itself when a read succeeds again.",
+            labels,
+            1.0 if stale and not g.lost else 0.0,
+        )
+        read_ts = _number(getattr(g, "read_timestamp_s", None))
+        if read_ts:
+            fams.gauge(
+                "gpuwatch_gpu_last_read_timestamp_seconds",
+                "When this GPU's readings were last read successfully (Unix seconds on the source's clock: "
+                "simulated time under --sim --time-scale).",
+                labels,
+                read_ts,
+                "seconds",
+            )
+        self._collect_xid(fams, g, labels)
+        if g.lost or stale:
             return
         for field in SUPPORT_READINGS:
-            fams.gauge(
-                "gpuwatch_reading_supported",
-                "1 if this GPU and driver give the reading, 0 if not (its series is then omitted).",
-                {**labels, "reading": field},
-                0.0 if _unsupported(g, field) else 1.0,
-            )
+            if _unsupported(g, field):
+                # only the readings a card lacks: one series per supported reading would be a third of
+                # an 8-GPU host's series for no information (absent here = supported)
+                fams.gauge(
+                    "gpuwatch_reading_supported",
+                    "0 for each reading this GPU and driver cannot give (its series is then omitted); a "
+                    "reading not listed here is supported.",
+                    {**labels, "reading": field},
+                    0.0,
+                )
         for r in READINGS:
+            if r.field == "last_xid":
+                continue  # published with the Xid counters, lost or not
             value = _number(getattr(g, r.field))
             if value is None:
                 continue
+            value *= r.scale
             if r.counter:
                 fams.counter(r.metric, r.help, labels, value, r.unit)
             else:
@@ -481,12 +542,6 @@ class GpuwatchCollector(Collector):
                 "bytes_per_second",
             )
         self._collect_throttle(fams, g, labels)
-        fams.counter(
-            "gpuwatch_xid_errors",
-            "XID errors seen since the exporter started.",
-            labels,
-            float(g.xid_errors_total),
-        )
         if g.gpm is not None:
             for field, metric, doc in _GPM_RATIOS:
                 value = _number(getattr(g.gpm, field))
@@ -523,6 +578,36 @@ class GpuwatchCollector(Collector):
                     float(p.used_memory_bytes),
                     "bytes",
                 )
+
+    def _collect_xid(self, fams: _Families, g: GpuSample, labels: dict[str, str]) -> None:
+        """Xid counters, for lost and stale GPUs too: the Xid that took a card down is the news."""
+        with self._lock:
+            total = self._xid_total.get(g.uuid, 0)
+            by_code = dict(self._xid_by_code.get(g.uuid, {}))
+            last = self._xid_last.get(g.uuid)
+        fams.counter(
+            "gpuwatch_xid_errors",
+            "XID errors seen since the exporter started, all codes (0 from the start: increase() sees the "
+            "first one).",
+            labels,
+            float(total),
+        )
+        for code, n in sorted(by_code.items()):
+            fams.counter(
+                "gpuwatch_xid_errors_by_code",
+                "XID errors since the exporter started, by code (docs.nvidia.com/deploy/xid-errors). Derived "
+                "from the total and the last code at each poll: two different codes within one poll are "
+                "both counted under the later one.",
+                {**labels, "xid": str(code)},
+                float(n),
+            )
+        if last is not None:
+            fams.gauge(
+                "gpuwatch_xid_last_code",
+                "Code of the most recent XID error seen since the exporter started.",
+                labels,
+                float(last),
+            )
 
     @staticmethod
     def _labelled(
@@ -733,6 +818,15 @@ class GpuwatchCollector(Collector):
             v = _number(value)
             if v is not None:
                 fams.gauge(metric, f"{doc} Provenance: the weakest of the GPUs' tokens/s.", provenance, v)
+
+
+def _last_read_s(snap: Snapshot) -> float | None:
+    """The newest fresh GPU read of ``snap`` (telemetry's ``Snapshot.last_read_timestamp_s``); a source
+    without per-GPU read times counts every snapshot as a read."""
+    value = getattr(snap, "last_read_timestamp_s", None)
+    if value is not None or any(getattr(g, "read_timestamp_s", 0.0) for g in snap.gpus):
+        return float(value) if value is not None else None
+    return snap.timestamp_s
 
 
 def _unsupported(g: GpuSample, field: str) -> bool:
