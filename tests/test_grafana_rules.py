@@ -201,6 +201,114 @@ def test_a_broken_rule_fails_the_unit_tests(tmp_path: Path) -> None:
     assert "GpuThermalThrottling" in result.stdout + result.stderr
 
 
+# -- dashboards ----------------------------------------------------------------------------------------
+
+DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+#: metrics whose provenance label says measured / derived / modelled / configured
+PROVENANCE_METRICS = (
+    "gpuwatch_tokens_per_second",
+    "gpuwatch_usd_per_million_tokens",
+    "gpuwatch_tokens_per_joule",
+    "gpuwatch_cost_usd_per_hour",
+    "gpuwatch_box_tokens_per_second",
+    "gpuwatch_box_usd_per_million_tokens",
+    "gpuwatch_box_tokens_per_joule",
+)
+
+
+def panels() -> list[tuple[str, dict[str, Any]]]:
+    import json
+
+    out = []
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            out.extend((path.stem, p) for p in [panel, *panel.get("panels", [])] if p.get("type") != "row")
+    return out
+
+
+def test_every_panel_has_a_unit() -> None:
+    missing = [
+        (board, p["title"])
+        for board, p in panels()
+        if not p.get("fieldConfig", {}).get("defaults", {}).get("unit")
+    ]
+    assert missing == []
+
+
+def test_modelled_figures_say_so_in_their_legend() -> None:
+    unsaid = []
+    for board, p in panels():
+        for t in p.get("targets", []):
+            expr, legend = t["expr"], t.get("legendFormat", "")
+            if "gpuwatch_modelled_" in expr and "modelled" not in legend:
+                unsaid.append((board, p["title"], legend))
+            carries = any(m in expr for m in PROVENANCE_METRICS) and "without (provenance)" not in expr
+            if carries and "{{provenance}}" not in legend:
+                unsaid.append((board, p["title"], legend))
+            if "without (provenance)" in expr and "modelled" not in p.get("description", ""):
+                unsaid.append((board, p["title"], "provenance summed away without saying so"))
+    assert unsaid == []
+
+
+def panel_expr(board: str, title: str) -> str:
+    (panel,) = [p for b, p in panels() if b == board and p["title"] == title]
+    return str(panel["targets"][0]["expr"]).replace("$instance", ".*").replace("$gpu", ".*")
+
+
+@needs_promtool
+def test_the_rack_throttle_panel_shows_a_power_capped_card_as_throttled(tmp_path: Path) -> None:
+    """Free 0, throttled (power cap, ...) 1, thermal 2: evaluated by promtool on four cards."""
+    expr = panel_expr("gpuwatch-rack", "Throttle state")
+    cards = {
+        "0": ("sw_power_cap", 1, 1),
+        "1": ("sw_thermal", 1, 2),
+        "2": (None, 0, 0),
+        "3": ("hw_thermal", 1, 2),
+    }
+    series = []
+    for gpu, (reason, throttled, _) in cards.items():
+        series.append(
+            {"series": f'gpuwatch_throttled{{instance="n1", gpu="{gpu}"}}', "values": f"{throttled}x5"}
+        )
+        for r in ("sw_power_cap", "sw_thermal", "hw_thermal"):
+            series.append(
+                {
+                    "series": "gpuwatch_clock_event_reason_active"
+                    f'{{instance="n1", gpu="{gpu}", reason="{r}"}}',
+                    "values": f"{int(r == reason)}x5",
+                }
+            )
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": expr,
+                        "eval_time": "3m",
+                        "exp_samples": [
+                            {"labels": f'{{instance="n1", gpu="{gpu}"}}', "value": value}
+                            for gpu, (_, _, value) in cards.items()
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "panel.test.yml").write_text(yaml.safe_dump(test))
+    result = subprocess.run(
+        ["promtool", "test", "rules", "panel.test.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 if __name__ == "__main__":  # regenerate grafana/tests/behaviour-rules/ from grafana/rules/
     BEHAVIOUR_RULES.mkdir(exist_ok=True)
     for rule_file in RULES:
