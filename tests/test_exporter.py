@@ -721,3 +721,34 @@ def test_a_stale_gpu_is_down_with_its_last_read_time_and_the_poll_time_stops() -
     samples = scrape(collector)
     assert series(samples, "gpuwatch_last_successful_poll_timestamp_seconds") == {"": 5010.0}
     assert series(samples, "gpuwatch_gpu_up") == {"gpu=0": 0.0, "gpu=1": 0.0}
+
+
+@pytest.mark.slow
+def test_the_port_answers_while_nvml_is_still_starting() -> None:
+    """NVML answering slowly from the first call: scrapes get the health series instead of silence."""
+    import socket
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "gpuwatch", "exporter", "--sim", "rtx4090", "--faults", "slow:0:4"]
+    proc = subprocess.Popen([*argv, "--listen", f"127.0.0.1:{port}"], stderr=subprocess.PIPE)
+    try:
+        body = b""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not body:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/metrics")
+                resp = conn.getresponse()
+                body = resp.read() if resp.status == 200 else b""
+                conn.close()
+            except OSError:
+                time.sleep(0.1)
+        assert b"gpuwatch_polls_total 0.0" in body  # answered before the first poll finished
+        assert b"gpuwatch_exporter_start_time_seconds" in body and b"gpuwatch_temperature_celsius" not in body
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import ProcessCollector
     from prometheus_client.registry import CollectorRegistry
 
-    from gpuwatch.exporter.collector import GpuwatchCollector
+    from gpuwatch.exporter.collector import GpuwatchCollector, PendingSession
     from gpuwatch.exporter.server import ExporterServer, make_app, parse_listen
     from gpuwatch.live.session import open_session
 
@@ -73,36 +73,49 @@ def run(args: argparse.Namespace) -> int:
         from gpuwatch.exporter.webconfig import load_web_config
 
         web_config = load_web_config(args.web_config_file)
-    session = open_session(args, isolate=True)  # no driver and no --sim: NvmlUnavailable, one line
+    # Bind and serve first: the port answers from the first second (health series only, no GPU yet)
+    # while the session opens, instead of staying silent while NVML starts.
+    pending = PendingSession()
     # a collector that describes nothing (it must not read the session before the first poll) is
     # only reached by a ?name[]= filtered scrape when the registry is told to keep such collectors
     registry = CollectorRegistry(support_collectors_without_names=True)
-    collector = GpuwatchCollector(
-        session, process_metrics=args.process_metrics, source_description=session.description
-    )
+    collector = GpuwatchCollector(pending, process_metrics=args.process_metrics)
     registry.register(collector)
     # the exporter's own CPU and memory; served from the per-snapshot cache, so as of the last poll
     ProcessCollector(registry=registry)
     server = ExporterServer(
-        make_app(registry, session.description, generation=collector.generation),
+        make_app(
+            registry, lambda: collector.source_description or "starting", generation=collector.generation
+        ),
         host,
         port,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         web_config=web_config,
     )
+    server.start()
+    try:
+        session = open_session(args, isolate=True)  # no driver and no --sim: NvmlUnavailable, one line
+    except BaseException:
+        server.shutdown()
+        raise
+    collector.source_description = session.description
+    pending.attach(session)
+    stopping = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()  # shutdown() waits for serve_forever
+        stopping.set()
 
     previous = signal.signal(signal.SIGTERM, stop)
     session.start()
     print(f"gpuwatch exporter: serving {server.url} ({session.description})", file=sys.stderr, flush=True)
     try:
-        server.serve_forever()
+        while not stopping.wait(0.5) and server.serving:
+            pass
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        server.shutdown()
         session.stop()
     return 0

@@ -30,7 +30,9 @@ def landing_page(description: str) -> bytes:
 
 
 def make_app(
-    registry: CollectorRegistry, description: str, generation: Callable[[], Hashable] | None = None
+    registry: CollectorRegistry,
+    description: str | Callable[[], str],
+    generation: Callable[[], Hashable] | None = None,
 ) -> WsgiApp:
     """Route / to the landing page and /metrics to the registry's exposition (content negotiation, gzip).
 
@@ -40,7 +42,7 @@ def make_app(
     until the token changes. Without it every scrape encodes afresh, as does a ``name[]`` filter.
     """
     metrics_app = make_wsgi_app(registry)
-    landing = landing_page(description)
+    describe = description if callable(description) else (lambda: description)
     cache = _BodyCache(registry, generation) if generation is not None else None
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -60,6 +62,7 @@ def make_app(
             body, headers = cache.get(environ.get("HTTP_ACCEPT", ""), environ.get("HTTP_ACCEPT_ENCODING", ""))
             start_response("200 OK", headers)
             return [b""] if method == "HEAD" else [body]
+        landing = landing_page(describe())
         start_response(
             "200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(landing)))]
         )

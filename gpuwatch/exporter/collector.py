@@ -42,6 +42,30 @@ class SessionLike(Protocol):
     def add_listener(self, fn: Callable[[Snapshot, BoxAssessment], None]) -> None: ...
 
 
+class PendingSession:
+    """A session that is not open yet: the exporter binds and answers from its first second (health
+    series only) while the real session opens, then forwards to it."""
+
+    def __init__(self) -> None:
+        self._session: SessionLike | None = None
+        self._listeners: list[Callable[[Snapshot, BoxAssessment], None]] = []
+
+    def attach(self, session: SessionLike) -> None:
+        for fn in self._listeners:
+            session.add_listener(fn)
+        self._session = session
+
+    def latest(self) -> tuple[Snapshot, BoxAssessment] | None:
+        session = self._session
+        return session.latest() if session is not None else None
+
+    def add_listener(self, fn: Callable[[Snapshot, BoxAssessment], None]) -> None:
+        if self._session is not None:
+            self._session.add_listener(fn)
+        else:
+            self._listeners.append(fn)
+
+
 @dataclass(frozen=True)
 class Reading:
     """One GpuSample field published as one gauge (or counter) per GPU."""
@@ -279,7 +303,8 @@ class GpuwatchCollector(Collector):
     ) -> None:
         self._session = session
         self._process_metrics = process_metrics
-        self._source_description = source_description
+        #: where the readings come from (set once the session is open, when it was pending)
+        self.source_description = source_description
         self._clock = clock
         self._lock = threading.Lock()
         self._polls_total = 0
@@ -364,7 +389,7 @@ class GpuwatchCollector(Collector):
             {
                 "version": __version__,
                 "source": snap.source if snap else "",
-                "description": self._source_description,
+                "description": self.source_description,
                 "nvml_version": (snap.nvml_version or "") if snap else "",
             },
         )

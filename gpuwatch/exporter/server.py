@@ -219,6 +219,11 @@ class ExporterServer:
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}/metrics"
 
     @property
+    def serving(self) -> bool:
+        """False once the serving thread has ended (shut down, or failed)."""
+        return not self._stopped.is_set()
+
+    @property
     def open_connections(self) -> int:
         return len(self._conns)
 
