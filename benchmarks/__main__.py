@@ -50,7 +50,7 @@ def render(rows: Sequence[Row], notes: Sequence[str], console: Console) -> None:
     table.add_column("counterpart", justify="right")
     table.add_column("ratio", justify="right")
     table.add_column("better", justify="center")
-    table.add_column("issue-7 target")
+    table.add_column("target (issue)")
     for row in rows:
         ratio = row.ratio
         better = {True: "gpuwatch", False: "counterpart", None: ""}[row.better]
