@@ -308,3 +308,18 @@ def test_a_rotated_certificate_is_served_without_a_restart(tmp_path: Path, pki: 
         cert.write_text("not a certificate\n")
         time.sleep(1.2)
         assert served_cert(srv) == second
+
+
+@needs_openssl
+def test_the_shipped_example_web_config_loads(tmp_path: Path, pki: Any) -> None:
+    import yaml
+
+    example = Path(__file__).resolve().parents[1] / "grafana" / "web-config.example.yml"
+    doc = yaml.safe_load(example.read_text())
+    assert bcrypt.checkpw(b"change me", doc["basic_auth_users"]["prometheus"].encode())
+    tls = doc["tls_server_config"]
+    tls.update(cert_file=str(pki.server_cert), key_file=str(pki.server_key), client_ca_file=str(pki.ca_cert))
+    config = write_config(tmp_path / "web.yml", yaml.safe_dump(doc))
+    loaded = load_web_config(str(config))
+    assert loaded.tls is not None and loaded.tls.client_auth_type == "RequireAndVerifyClientCert"
+    assert dict(loaded.headers) == {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "deny"}
