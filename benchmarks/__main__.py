@@ -112,15 +112,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = [name for name in only if name not in SECTIONS]
         if unknown or not only:
             ap.error(f"--only {args.only!r}: unknown section(s) {unknown}; known: {', '.join(SECTIONS)}")
-    console = Console(width=140) if not sys.stdout.isatty() else Console()
+    console = Console(width=200) if not sys.stdout.isatty() else Console()
     with_nvitop = nvitop_installed()
     notes = [
         "ratio = gpuwatch / counterpart; 'better' names the side with the better figure for that measure.",
         f"poller latency: {poller.NVML_CALL_SOURCE}; injected with the simulated NVML's slow fault.",
         "poller: gpuwatch reads each GPU on its own thread, so injected per-call waits overlap; nvitop "
         "reads the GPUs one after another.",
-        "slowloris: one exporter at a time, the same hostile sockets (reconnecting whenever dropped) and "
-        "a client scraping it once a second; a scrape that times out (10 s) counts as unanswered.",
+        "slowloris: one exporter at a time (8 simulated GPUs) under the same hostile sockets - slow-header "
+        "ones trickling a header line every 5 s (1 s in --tiny) and silent ones, each reconnecting whenever "
+        "dropped - while a client scrapes it once a second; a scrape that times out (10 s) counts as "
+        "unanswered.",
         "CPU windows measure all processes at once; gpuwatch's exporter figures include its NVML child "
         "process, and gpuwatch's CPU figures include its Xid event wait on the simulated NVML (real NVML "
         "blocks in the kernel; nvitop registers no event set).",

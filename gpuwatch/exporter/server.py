@@ -348,6 +348,9 @@ class ExporterServer:
                     return
         except (TimeoutError, OSError, h11.LocalProtocolError, asyncio.IncompleteReadError):
             return  # deadline passed, client vanished, TLS handshake failed: nothing to answer
+        except Exception as exc:  # a bug here must cost one connection, not the server
+            print(f"gpuwatch exporter: dropped a connection: {exc!r}", file=sys.stderr)
+            return
         finally:
             if writer is None:
                 sock.close()
