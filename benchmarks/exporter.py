@@ -323,14 +323,12 @@ def slowloris_run(tiny: bool, with_nvitop: bool) -> list[Row]:
                 nv, lambda: lists_gpus(nv_port, "gpu_utilization_Percentage", "index", "devicename", n, name)
             )
             results["nvitop"] = under_attack(nv_port, attack)
-    what = (
-        f"{attack.slow_sockets} slow-header + {attack.silent_sockets} silent sockets, {attack.window_s:.0f} s"
-    )
+    what = f"{attack.slow_sockets} slow + {attack.silent_sockets} silent sockets, {attack.window_s:.0f} s"
     theirs = results.get("nvitop")
     return [
         Row(
             SLOWLORIS_SECTION,
-            f"scrapes answered at 1/s ({what})",
+            f"scrapes answered ({what})",
             results["gpuwatch"][0] * 100,
             theirs[0] * 100 if theirs else None,
             "%",
@@ -341,7 +339,7 @@ def slowloris_run(tiny: bool, with_nvitop: bool) -> list[Row]:
         ),
         Row(
             SLOWLORIS_SECTION,
-            f"scrape latency p99 ({what})",
+            f"scrape p99 under attack ({what})",
             results["gpuwatch"][1] * 1e3,
             theirs[1] * 1e3 if theirs else None,
             "ms",
