@@ -97,7 +97,7 @@ def rtx4090(index: int = 0, **overrides: object) -> GpuSample:
         unavailable={"memory_temperature_c": Unavailable.NOT_SUPPORTED, "gpm": Unavailable.NOT_SUPPORTED},
     )
     values.update(overrides)
-    return GpuSample(**values)  # type: ignore[arg-type]
+    return GpuSample(**values)
 
 
 def assessment(index: int = 0) -> GpuAssessment:
@@ -682,17 +682,11 @@ def test_a_simulated_8_gpu_host_passes_promtool_and_reading_supported_is_a_minor
         proc.wait(timeout=10)
 
 
-needs_freshness = pytest.mark.skipif(
-    "stale" not in {f.name for f in dataclasses.fields(GpuSample)}, reason="telemetry without GpuSample.stale"
-)
-
-
-@needs_freshness
 def test_a_stale_gpu_is_down_with_its_last_read_time_and_the_poll_time_stops() -> None:
     session = FakeSession()
     now = [5000.0]
     collector = GpuwatchCollector(session, clock=lambda: now[0])
-    fresh = [rtx4090(i, uuid=f"GPU-{i}", read_timestamp_s=1.7e9) for i in range(2)]  # type: ignore[arg-type]
+    fresh = [rtx4090(i, uuid=f"GPU-{i}", read_timestamp_s=1.7e9) for i in range(2)]
     session.push(snapshot(*fresh, timestamp_s=1.7e9), box(assessment(0), assessment(1)))
     now[0] = 5010.0
     hung = GpuSample(
@@ -700,10 +694,10 @@ def test_a_stale_gpu_is_down_with_its_last_read_time_and_the_poll_time_stops() -
         uuid="GPU-0",
         name="NVIDIA GeForce RTX 4090",
         pci_bus_id="0:01",
-        read_timestamp_s=1.7e9,  # type: ignore[call-arg]
-        stale=True,  # type: ignore[call-arg]
+        read_timestamp_s=1.7e9,
+        stale=True,
     )
-    still = rtx4090(1, uuid="GPU-1", read_timestamp_s=1.7e9 + 10)  # type: ignore[arg-type]
+    still = rtx4090(1, uuid="GPU-1", read_timestamp_s=1.7e9 + 10)
     session.push(snapshot(hung, still, timestamp_s=1.7e9 + 10), box(assessment(1)))
     samples = scrape(collector)
     assert series(samples, "gpuwatch_gpu_up") == {"gpu=0": 0.0, "gpu=1": 1.0}

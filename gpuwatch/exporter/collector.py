@@ -371,7 +371,7 @@ class GpuwatchCollector(Collector):
                 labels = {"gpu": str(g.index), "uuid": g.uuid}
                 self._collect_gpu(fams, snap, g, labels)
                 assessment = by_index.get(g.index)
-                if assessment is not None and not g.lost and not getattr(g, "stale", False):
+                if assessment is not None and not g.lost and not g.stale:
                     self._collect_assessment(fams, g, assessment, labels)
             self._collect_box(fams, box)
         return list(fams)
@@ -453,7 +453,7 @@ class GpuwatchCollector(Collector):
                 "driver_version": snap.driver_version or "",
             },
         )
-        stale = bool(getattr(g, "stale", False))
+        stale = g.stale
         fams.gauge(
             "gpuwatch_gpu_up",
             "1 while the GPU answers with fresh readings; 0 once it is lost (fallen off the bus) or stale "
@@ -469,7 +469,7 @@ class GpuwatchCollector(Collector):
             labels,
             1.0 if stale and not g.lost else 0.0,
         )
-        read_ts = _number(getattr(g, "read_timestamp_s", None))
+        read_ts = _number(g.read_timestamp_s)
         if read_ts:
             fams.gauge(
                 "gpuwatch_gpu_last_read_timestamp_seconds",
@@ -846,11 +846,10 @@ class GpuwatchCollector(Collector):
 
 
 def _last_read_s(snap: Snapshot) -> float | None:
-    """The newest fresh GPU read of ``snap`` (telemetry's ``Snapshot.last_read_timestamp_s``); a source
-    without per-GPU read times counts every snapshot as a read."""
-    value = getattr(snap, "last_read_timestamp_s", None)
-    if value is not None or any(getattr(g, "read_timestamp_s", 0.0) for g in snap.gpus):
-        return float(value) if value is not None else None
+    """The newest fresh GPU read of ``snap``; a source without per-GPU read times (a recording made
+    before they existed) counts every snapshot as a read."""
+    if any(g.read_timestamp_s > 0 or g.stale for g in snap.gpus):
+        return snap.last_read_timestamp_s
     return snap.timestamp_s
 
 
