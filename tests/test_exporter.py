@@ -636,6 +636,13 @@ def test_xid_counts_per_code_and_a_lost_gpu_keeps_the_xid_that_took_it_down() ->
     assert series(samples, "gpuwatch_temperature_celsius") == {}
 
 
+def test_gpu_info_names_the_cuda_version_the_driver_supports() -> None:
+    snap = dataclasses.replace(snapshot(rtx4090()), cuda_driver_version=12080)
+    samples = scrape(GpuwatchCollector(FakeSession((snap, box()))))
+    (info,) = [labels for name, labels in samples if name == "gpuwatch_gpu_info"]
+    assert dict(info)["cuda_driver_version"] == "12.8" and dict(info)["driver_version"] == "580.65.06"
+
+
 def test_bus_width_is_published_in_bytes() -> None:
     samples = scrape(GpuwatchCollector(FakeSession((snapshot(rtx4090(memory_bus_width_bits=384)), box()))))
     assert series(samples, "gpuwatch_memory_bus_width_bytes") == {"gpu=0": 48.0}

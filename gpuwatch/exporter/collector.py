@@ -445,12 +445,13 @@ class GpuwatchCollector(Collector):
     def _collect_gpu(self, fams: _Families, snap: Snapshot, g: GpuSample, labels: dict[str, str]) -> None:
         fams.info(
             "gpuwatch_gpu",
-            "Identity of each GPU: name, UUID, PCI bus id, driver.",
+            "Identity of each GPU: name, UUID, PCI bus id, driver and the CUDA version it supports.",
             {
                 **labels,
                 "name": g.name,
                 "pci_bus_id": g.pci_bus_id,
                 "driver_version": snap.driver_version or "",
+                "cuda_driver_version": _cuda_version(snap.cuda_driver_version),
             },
         )
         stale = g.stale
@@ -843,6 +844,13 @@ class GpuwatchCollector(Collector):
             v = _number(value)
             if v is not None:
                 fams.gauge(metric, f"{doc} Provenance: the weakest of the GPUs' tokens/s.", provenance, v)
+
+
+def _cuda_version(value: int | None) -> str:
+    """NVML's cudaDriverVersion integer (major * 1000 + minor * 10) as "12.8"; "" when unknown."""
+    if value is None or value <= 0:
+        return ""
+    return f"{value // 1000}.{value % 1000 // 10}"
 
 
 def _last_read_s(snap: Snapshot) -> float | None:
