@@ -201,6 +201,30 @@ def test_basic_auth_with_bcrypt_hashes_and_configured_headers(tmp_path: Path) ->
             assert b"gpuwatch_gpu_up" not in body
 
 
+def test_password_guessing_cannot_starve_a_scraper_whose_password_was_checked(tmp_path: Path) -> None:
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(11)).decode()  # slow on purpose
+    config = write_config(tmp_path / "web.yml", f"basic_auth_users:\n  prom: {hashed}\n")
+    with serving(web_config=load_web_config(str(config))) as srv:
+        assert get(srv, headers=basic("prom", "s3cret"))[0] == 200  # bcrypt once; cached from here on
+        stop = threading.Event()
+        guesses: list[int] = []
+
+        def guess(k: int) -> None:
+            n = 0
+            while not stop.is_set():
+                guesses.append(get(srv, headers=basic("prom", f"guess-{k}-{n}"))[0])
+                n += 1
+
+        with ThreadPoolExecutor(12) as pool:
+            for k in range(12):
+                pool.submit(guess, k)
+            time.sleep(0.5)
+            scrapes = [get(srv, headers=basic("prom", "s3cret"))[0] for _ in range(5)]
+            stop.set()
+        assert scrapes == [200] * 5
+        assert set(guesses) <= {401, 503} and 503 in guesses  # checks beyond the queue are refused at once
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -477,8 +477,14 @@ class ExporterServer:
             return _plain(503, "busy: too many requests in flight, retry\n", [("Retry-After", "1"), *extra])
         self._in_flight += 1
         try:
-            if web.users and not await self._authorised(request, web):
-                return _plain(401, "unauthorised\n", [("WWW-Authenticate", 'Basic realm="gpuwatch"'), *extra])
+            if web.users:
+                authorised = await self._authorised(request, web)
+                if authorised is None:
+                    return _plain(503, "busy checking passwords, retry\n", [("Retry-After", "1"), *extra])
+                if not authorised:
+                    return _plain(
+                        401, "unauthorised\n", [("WWW-Authenticate", 'Basic realm="gpuwatch"'), *extra]
+                    )
             environ = self._environ(request, writer)
             loop = asyncio.get_running_loop()
             status, headers, body = await loop.run_in_executor(self._pool, _call_wsgi, self._app, environ)
@@ -486,7 +492,8 @@ class ExporterServer:
         finally:
             self._in_flight -= 1
 
-    async def _authorised(self, request: h11.Request, web: WebConfig) -> bool:
+    async def _authorised(self, request: h11.Request, web: WebConfig) -> bool | None:
+        """Whether the request's basic-auth credentials match; None when too many checks already wait."""
         header = next((v for k, v in request.headers if k == b"authorization"), None)
         creds = parse_basic_auth(header.decode("latin-1") if header is not None else None)
         if creds is None:
@@ -498,7 +505,7 @@ class ExporterServer:
         if cached is not None:
             return cached and known
         if self._auth_waiting >= self.limits.max_auth_waiting:
-            return False
+            return None
         assert self._auth_lock is not None
         self._auth_waiting += 1
         try:
