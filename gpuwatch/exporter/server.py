@@ -130,11 +130,12 @@ def parse_listen(spec: str) -> tuple[str, int]:
 class _Conn:
     """One open connection: its task, and whether it is inside a request (then it is never evicted)."""
 
-    __slots__ = ("busy", "task")
+    __slots__ = ("busy", "evicted", "task")
 
     def __init__(self, task: asyncio.Task[None]) -> None:
         self.task = task
         self.busy = False
+        self.evicted = False
 
 
 class _Response:
@@ -292,7 +293,8 @@ class ExporterServer:
     def _evict_one(self) -> None:
         """Close the oldest connection that is not inside a request (dicts keep insertion order)."""
         for conn in self._conns.values():
-            if not conn.busy and not conn.task.done():
+            if not conn.busy and not conn.evicted and not conn.task.done():
+                conn.evicted = True
                 conn.task.cancel()
                 return
 
@@ -313,13 +315,14 @@ class ExporterServer:
             h = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
             first = True  # a new connection's first request runs on the clock started at accept
             while True:
-                if not first and not h.trailing_data[0]:
-                    # between requests: wait cheaply for the next one's first byte, then start its clock
-                    async with asyncio.timeout(limits.idle_timeout_s):
-                        data = await reader.read(65536)
-                    h.receive_data(data)
-                    if not data:
-                        return
+                if not first:
+                    if not h.trailing_data[0]:
+                        # between requests: wait cheaply for the next one's first byte, then start its clock
+                        async with asyncio.timeout(limits.idle_timeout_s):
+                            data = await reader.read(65536)
+                        h.receive_data(data)
+                        if not data:
+                            return
                     deadline = loop.time() + limits.head_deadline_s
                 try:
                     async with asyncio.timeout_at(deadline):
