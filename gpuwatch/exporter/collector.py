@@ -451,7 +451,9 @@ class GpuwatchCollector(Collector):
                 "name": g.name,
                 "pci_bus_id": g.pci_bus_id,
                 "driver_version": snap.driver_version or "",
-                "cuda_driver_version": _cuda_version(snap.cuda_driver_version),
+                **(
+                    {"cuda_driver_version": cuda} if (cuda := _cuda_version(snap.cuda_driver_version)) else {}
+                ),
             },
         )
         stale = g.stale
