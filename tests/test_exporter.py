@@ -435,7 +435,7 @@ class CountingCollector(GpuwatchCollector):
 def cached() -> Iterator[tuple[FakeSession, CountingCollector, ExporterServer]]:
     """The exporter as `gpuwatch exporter` wires it: bodies cached per collector generation."""
     session = FakeSession()
-    collector = CountingCollector(session)
+    collector = CountingCollector(session, clock=lambda: 1000.0)  # no 5 s tick moves the token mid-test
     session.push(snapshot(rtx4090()), box(assessment()))
     registry = CollectorRegistry(support_collectors_without_names=True)
     registry.register(collector)
@@ -753,3 +753,37 @@ def test_the_port_answers_while_nvml_is_still_starting() -> None:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_the_source_phase_is_published_and_moves_the_body_without_a_snapshot() -> None:
+    from gpuwatch.exporter.collector import PendingSession
+    from gpuwatch.telemetry.source import SourceState
+
+    pending = PendingSession()
+    now = [1000.0]
+    collector = GpuwatchCollector(pending, clock=lambda: now[0])
+    assert series(scrape(collector), "gpuwatch_source_phase") == {
+        "phase=starting": 1.0,
+        "phase=running": 0.0,
+        "phase=restarting": 0.0,
+        "phase=failed": 0.0,
+    }
+
+    class Source:
+        phase = "starting"
+
+        def state(self) -> SourceState:
+            return SourceState(self.phase, "NVML init: driver not loaded")  # type: ignore[arg-type]
+
+    class Session(FakeSession):
+        source = Source()
+
+    session = Session()
+    pending.attach(session)
+    before = collector.generation()
+    Session.source.phase = "failed"
+    assert collector.generation() != before  # the cached body is re-encoded: no snapshot needed
+    assert series(scrape(collector), "gpuwatch_source_phase")["phase=failed"] == 1.0
+    token = collector.generation()
+    now[0] += 5
+    assert collector.generation() != token  # and every 5 s anyway, for the health series

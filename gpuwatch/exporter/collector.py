@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from gpuwatch import __version__
 from gpuwatch.live.assessment import BoundKind, BoxAssessment, GpuAssessment, Provenance
 from gpuwatch.telemetry.sample import ClockEventReason, GpuSample, Snapshot, Unavailable, reason_names
+from gpuwatch.telemetry.source import SourceState
 
 #: labels every per-GPU series carries; nothing high-cardinality (process metrics are opt-in)
 GPU_LABELS = ("gpu", "uuid")
@@ -64,6 +65,14 @@ class PendingSession:
             self._session.add_listener(fn)
         else:
             self._listeners.append(fn)
+
+    def source_state(self) -> SourceState:
+        """The source's state (the NVML supervisor's phase); "starting" while the session opens."""
+        source = getattr(self._session, "source", None)
+        if source is None:
+            return SourceState("starting", "opening the session")
+        state: SourceState = source.state()
+        return state
 
 
 @dataclass(frozen=True)
@@ -239,6 +248,11 @@ SUPPORT_READINGS: tuple[str, ...] = (
 
 _REASONS = tuple(r for r in ClockEventReason if r.name)
 
+#: the source's phases (telemetry.source.SourceState), published one-hot
+SOURCE_PHASES = ("starting", "running", "restarting", "failed")
+#: seconds between re-encodings of /metrics when no snapshot arrives
+GENERATION_TICK_S = 5
+
 #: error kinds published as 0 before they first happen, so rate() and the rules see a series from the
 #: start: the poller's child-process restarts (NVML crashed) and GPUs whose reading went stale
 BASELINE_ERROR_KINDS = ("nvml_child_restart", "stale")
@@ -345,16 +359,25 @@ class GpuwatchCollector(Collector):
         if last is not None:
             self._xid_last[g.uuid] = last
 
-    def generation(self) -> int:
-        """A token that changes exactly when collect() has something new to say: snapshots observed.
+    def generation(self) -> tuple[int, str, int]:
+        """A token that changes when collect() has something new to say: snapshots observed, the source's
+        phase, and a 5 s tick (so with NVML hung and no snapshot coming, the health series still move).
 
-        The exporter encodes /metrics once per token (``make_app(generation=...)``). Every series here is
+        The exporter encodes /metrics once per token (``make_app(generation=...)``). Every GPU series is
         a function of the session's latest snapshot and of the counters observe() keeps, and the session
         calls its listeners right after replacing the latest snapshot, so a body encoded in between (new
         snapshot, counters one poll behind) is dropped microseconds later, when observe() moves the token.
         """
         with self._lock:
-            return self._polls_total
+            polls = self._polls_total
+        return polls, self._phase()[0], int(self._clock() // GENERATION_TICK_S)
+
+    def _phase(self) -> tuple[str, str | None]:
+        state = getattr(self._session, "source_state", None)
+        if state is None:
+            return "running", None
+        current = state()
+        return str(current.phase), current.message
 
     def describe(self) -> Iterable[Metric]:
         # Registering must not call collect() (it would read the session before the first poll).
@@ -401,6 +424,15 @@ class GpuwatchCollector(Collector):
             "seconds",
         )
         fams.counter("gpuwatch_polls", "Snapshots received from the poller.", {}, polls)
+        phase, _ = self._phase()
+        for name in SOURCE_PHASES:
+            fams.gauge(
+                "gpuwatch_source_phase",
+                "1 for where the reading source stands: starting (no snapshot yet: a slow driver stays "
+                "here), running, restarting (the NVML child died) or failed (NVML cannot start; retried).",
+                {"phase": name},
+                1.0 if phase == name else 0.0,
+            )
         for kind in sorted(set(errors) | set(BASELINE_ERROR_KINDS)):
             fams.counter(
                 "gpuwatch_poll_errors",
