@@ -56,6 +56,10 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+#: longest ``--duration`` waits for the first snapshot (NVML starting in its child) before giving up
+FIRST_SNAPSHOT_WAIT_S = 10.0
+
+
 def run(args: argparse.Namespace) -> int:
     from gpuwatch.telemetry.sources import open_source  # the poller stack loads only when used
 
@@ -89,10 +93,17 @@ def run(args: argparse.Namespace) -> int:
                 )
             until = "" if duration_s is None else f" for {duration_s:g} s"
             print(f"recording {source.description} to {args.file}{until}; Ctrl-C to stop", file=sys.stderr)
-            deadline = None if duration_s is None else time.monotonic() + duration_s
+            # the duration counts from the first snapshot (the NVML child takes a moment to start), but
+            # waiting for it is bounded: a hung driver cannot stretch the run past that
+            deadline = (
+                None if duration_s is None else time.monotonic() + max(duration_s, FIRST_SNAPSHOT_WAIT_S)
+            )
+            first = True
             while not stop.raised and (deadline is None or time.monotonic() < deadline):
                 try:
                     writer.write(pending.get(timeout=0.1))
+                    if first and duration_s is not None:
+                        deadline, first = time.monotonic() + duration_s, False
                 except queue.Empty:
                     state = source.state()
                     if state.phase == "failed":  # NVML cannot start: one line, what is recorded stays
