@@ -643,6 +643,16 @@ def test_gpu_info_names_the_cuda_version_the_driver_supports() -> None:
     assert dict(info)["cuda_driver_version"] == "12.8" and dict(info)["driver_version"] == "580.65.06"
 
 
+def test_xid_counts_by_code_come_from_telemetry_when_it_counts_them() -> None:
+    session = FakeSession()
+    collector = GpuwatchCollector(session)
+    gpu = rtx4090(xid_errors_total=3, last_xid=79, xid_errors_by_code={"13": 2, "79": 1})
+    session.push(snapshot(gpu), box(assessment()))
+    samples = scrape(collector)
+    assert series(samples, "gpuwatch_xid_errors_by_code_total") == {"gpu=0,xid=13": 2.0, "gpu=0,xid=79": 1.0}
+    assert series(samples, "gpuwatch_xid_errors_total") == {"gpu=0": 3.0}
+
+
 def test_bus_width_is_published_in_bytes() -> None:
     samples = scrape(GpuwatchCollector(FakeSession((snapshot(rtx4090(memory_bus_width_bits=384)), box()))))
     assert series(samples, "gpuwatch_memory_bus_width_bytes") == {"gpu=0": 48.0}

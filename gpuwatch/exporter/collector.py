@@ -10,6 +10,7 @@ kind) are accumulated by a session listener, because each snapshot carries only 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -351,12 +352,17 @@ class GpuwatchCollector(Collector):
                 self._observe_xid(g)
 
     def _observe_xid(self, g: GpuSample) -> None:
-        """Per-code Xid counts from the total's growth, attributed to the last code (lock held)."""
+        """Xid counts per GPU, kept across polls (lock held): per code as telemetry counted them; for a
+        source without per-code counts (an older recording), the total's growth goes to the last code."""
         total = max(g.xid_errors_total, self._xid_total.get(g.uuid, 0))
         grew = total - self._xid_total.get(g.uuid, 0)
         last = g.last_xid if g.last_xid is not None else self._xid_last.get(g.uuid)
-        if grew > 0 and last is not None:
-            codes = self._xid_by_code.setdefault(g.uuid, {})
+        codes = self._xid_by_code.setdefault(g.uuid, {})
+        if g.xid_errors_by_code:
+            for code, n in g.xid_errors_by_code.items():
+                with contextlib.suppress(ValueError):
+                    codes[int(code)] = max(codes.get(int(code), 0), int(n))  # counters never go back
+        elif grew > 0 and last is not None:
             codes[last] = codes.get(last, 0) + grew
         self._xid_total[g.uuid] = total
         if last is not None:
@@ -667,9 +673,8 @@ class GpuwatchCollector(Collector):
         for code, n in sorted(by_code.items()):
             fams.counter(
                 "gpuwatch_xid_errors_by_code",
-                "XID errors since the exporter started, by code (docs.nvidia.com/deploy/xid-errors). Derived "
-                "from the total and the last code at each poll: two different codes within one poll are "
-                "both counted under the later one.",
+                "XID errors since the exporter started, by code (docs.nvidia.com/deploy/xid-errors), as "
+                "NVML's event set delivered them; a lost or stale GPU keeps its counts.",
                 {**labels, "xid": str(code)},
                 float(n),
             )
