@@ -124,6 +124,36 @@ READINGS: tuple[Reading, ...] = (
     Reading("memory_used_bytes", "gpuwatch_memory_used_bytes", "Device memory in use.", "bytes"),
     Reading("memory_total_bytes", "gpuwatch_memory_total_bytes", "Device memory in total.", "bytes"),
     Reading(
+        "memory_free_bytes",
+        "gpuwatch_memory_free_bytes",
+        "Device memory free: total - reserved - used (NVML memory info v2).",
+        "bytes",
+    ),
+    Reading(
+        "memory_reserved_bytes",
+        "gpuwatch_memory_reserved_bytes",
+        "Device memory the driver and firmware keep back (NVML memory info v2).",
+        "bytes",
+    ),
+    Reading(
+        "encoder_util_ratio",
+        "gpuwatch_encoder_busy_ratio",
+        "Share of NVML's sampling period the video encoder was busy, 0..1.",
+        "ratio",
+    ),
+    Reading(
+        "decoder_util_ratio",
+        "gpuwatch_decoder_busy_ratio",
+        "Share of NVML's sampling period the video decoder was busy, 0..1.",
+        "ratio",
+    ),
+    Reading(
+        "pcie_replay_errors_total",
+        "gpuwatch_pcie_replay_errors",
+        "PCIe replays since reset: a rising count means a bad link, riser or slot.",
+        counter=True,
+    ),
+    Reading(
         "memory_bus_width_bits",
         "gpuwatch_memory_bus_width_bytes",
         "Memory bus width in bytes (bits / 8: Prometheus names carry base units), e.g. 48 for 384 bits.",
@@ -192,7 +222,12 @@ _THRESHOLDS = (
     ("shutdown_temperature_c", "shutdown"),
     ("max_operating_temperature_c", "max_operating"),
 )
-_CLOCKS = (("sm_clock_hz", "sm"), ("memory_clock_hz", "memory"), ("graphics_clock_hz", "graphics"))
+_CLOCKS = (
+    ("sm_clock_hz", "sm"),
+    ("memory_clock_hz", "memory"),
+    ("graphics_clock_hz", "graphics"),
+    ("video_clock_hz", "video"),
+)
 _MAX_CLOCKS = (
     ("sm_clock_max_hz", "sm"),
     ("memory_clock_max_hz", "memory"),
@@ -201,6 +236,60 @@ _MAX_CLOCKS = (
 _PCIE = (("pcie_tx_bytes_s", "tx"), ("pcie_rx_bytes_s", "rx"))
 _REMAPPED = (("remapped_rows_correctable", "correctable"), ("remapped_rows_uncorrectable", "uncorrectable"))
 _ECC = (("ecc_errors_corrected_total", "corrected"), ("ecc_errors_uncorrected_total", "uncorrected"))
+
+
+#: counter families whose support is reported once per family (a card without NVLink lacks all of it:
+#: one ``reading_supported`` series says so, not one per counter)
+@dataclass(frozen=True)
+class CounterGroup:
+    reading: str  # the name gpuwatch_reading_supported uses
+    metric: str  # without _total
+    label: str
+    fields: tuple[tuple[str, str], ...]
+    help: str
+    unit: str = ""
+
+
+COUNTER_GROUPS: tuple[CounterGroup, ...] = (
+    CounterGroup(
+        "nvlink_bytes",
+        "gpuwatch_nvlink_transferred_bytes",
+        "direction",
+        (("nvlink_tx_bytes_total", "tx"), ("nvlink_rx_bytes_total", "rx")),
+        "NVLink data bytes since reset, summed over links (NVML field values); rate() = throughput, also "
+        "before Hopper.",
+        "bytes",
+    ),
+    CounterGroup(
+        "nvlink_errors",
+        "gpuwatch_nvlink_errors",
+        "kind",
+        (
+            ("nvlink_crc_flit_errors_total", "crc_flit"),
+            ("nvlink_crc_data_errors_total", "crc_data"),
+            ("nvlink_replay_errors_total", "replay"),
+            ("nvlink_recovery_errors_total", "recovery"),
+        ),
+        "NVLink errors since reset, summed over links, by kind.",
+    ),
+    CounterGroup(
+        "ecc_aggregate",
+        "gpuwatch_ecc_errors_aggregate",
+        "kind",
+        (
+            ("ecc_errors_corrected_aggregate_total", "corrected"),
+            ("ecc_errors_uncorrected_aggregate_total", "uncorrected"),
+        ),
+        "ECC errors over the card's life (aggregate: survive driver reloads), by kind.",
+    ),
+    CounterGroup(
+        "retired_pages",
+        "gpuwatch_retired_pages",
+        "cause",
+        (("retired_pages_single_bit_total", "single_bit"), ("retired_pages_double_bit_total", "double_bit")),
+        "Memory pages retired for ECC errors, by cause (pre-Ampere; Ampere+ remap rows instead).",
+    ),
+)
 
 #: GPM ratios (Hopper+): GpmSample field -> metric
 _GPM_RATIOS = (
@@ -234,6 +323,7 @@ METRIC_READINGS: dict[str, tuple[str, ...]] = {
     "gpuwatch_clock_event_reason_active": ("clock_event_reasons",),
     "gpuwatch_throttled": ("clock_event_reasons",),
     "gpuwatch_clock_event_seconds_total": ("clock_event_seconds_total",),
+    **{group.metric + "_total": (group.reading,) for group in COUNTER_GROUPS},
 }
 
 #: every reading ``gpuwatch_reading_supported`` reports on (GpuSample field names)
@@ -245,6 +335,7 @@ SUPPORT_READINGS: tuple[str, ...] = (
     "clock_event_seconds_total",
     "gpm",
     "processes",
+    *(group.reading for group in COUNTER_GROUPS),
 )
 
 _REASONS = tuple(r for r in ClockEventReason if r.name)
@@ -496,6 +587,8 @@ class GpuwatchCollector(Collector):
                 "name": g.name,
                 "pci_bus_id": g.pci_bus_id,
                 "driver_version": snap.driver_version or "",
+                **({"vbios_version": g.vbios_version} if g.vbios_version else {}),
+                **({"compute_capability": g.compute_capability} if g.compute_capability else {}),
                 **(
                     {"cuda_driver_version": cuda} if (cuda := _cuda_version(snap.cuda_driver_version)) else {}
                 ),
@@ -605,6 +698,10 @@ class GpuwatchCollector(Collector):
             "",
             counter=True,
         )
+        for group in COUNTER_GROUPS:
+            self._labelled(
+                fams, g, labels, group.fields, group.label, group.metric, group.help, group.unit, counter=True
+            )
         peak = _number(g.peak_memory_bandwidth_bytes_s)
         if peak is not None:
             fams.gauge(
@@ -912,7 +1009,13 @@ def _last_read_s(snap: Snapshot) -> float | None:
     return snap.timestamp_s
 
 
+_GROUP_FIELDS = {group.reading: tuple(f for f, _ in group.fields) for group in COUNTER_GROUPS}
+
+
 def _unsupported(g: GpuSample, field: str) -> bool:
+    members = _GROUP_FIELDS.get(field)
+    if members is not None:  # a family is unsupported when none of its counters can be read
+        return all(_unsupported(g, member) for member in members)
     why = g.unavailable.get(field)
     if why is not None:
         return why in _UNSUPPORTED
