@@ -221,9 +221,16 @@ class GpuwatchApp(App[None]):
         source = self.feed.source
         error = getattr(source, "error", None)
         played = getattr(source, "played", None)
+        finished = getattr(source, "finished", False)
+        # a damaged stretch the replay skipped (it carries on where intact records resume): file and byte
+        damaged = [s for s in getattr(source, "statuses", ()) if getattr(s, "kind", None) == "damaged"]
         if error:
             text, kind = f"REPLAY STOPPED: {error}", "-error"
-        elif getattr(source, "finished", False):
+        elif damaged:
+            more = f" (+{len(damaged) - 1} more)" if len(damaged) > 1 else ""
+            ended = f"; ended, the last snapshot is shown ({played} played)" if finished else ""
+            text, kind = f"REPLAY DAMAGED: {damaged[-1].message}{more}{ended}", "-error"
+        elif finished:
             text, kind = f"REPLAY ENDED: the recording's last snapshot is shown ({played} played)", "-ended"
         else:
             return
@@ -231,7 +238,7 @@ class GpuwatchApp(App[None]):
         if not found:
             return  # shutting down
         status = found.first(Static)
-        if not status.has_class(kind):
+        if str(status.content) != text:
             status.update(text)
             status.set_classes(kind)
             self.toast(text, title="replay", severity="error" if error else "information")
