@@ -13,7 +13,7 @@ from gpuwatch.errors import UserError
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
 
 #: sub-command name -> module under gpuwatch.commands (each has register(subparsers) and run(args))
-SUBCOMMANDS = ("plan", "exporter", "record", "doctor")
+SUBCOMMANDS = ("plan", "exporter", "record", "doctor", "capture")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -299,6 +299,7 @@ def test_price_options_take_the_same_names_as_the_live_view(capsys: pytest.Captu
     long_names = ["--electricity-usd-per-kwh", "--cloud-usd-per-gpu-h", "--hosting-usd-per-h", "--life-years"]
     live_names = ["--electricity-price", "--cloud-price", "--hosting-price", "--service-life"]
     values = ["0.31", "1.1", "0.2", "4"]
+
     def argv(names: list[str]) -> list[str]:
         return [x for pair in zip(names, values, strict=True) for x in pair]
 

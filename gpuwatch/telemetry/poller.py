@@ -73,7 +73,7 @@ class SimSpec:
     seed: int = 0
     time_scale: float = 1.0
     faults: str | None = None
-    driver: str = "r580"
+    driver: str | None = None  # None: the card's captured driver, else r580 (simulated/profiles.py)
 
     def install(self) -> Any:
         from gpuwatch.telemetry.simulated import install
