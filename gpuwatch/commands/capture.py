@@ -437,7 +437,7 @@ def build_capture(
     )
     reader.open()
     try:
-        snaps = list(_samples(reader, seconds, interval_s, time.sleep))
+        snaps = list(_samples(reader, seconds, min(interval_s, seconds / 4), time.sleep))
         last = snaps[-1]
         for gpu in last.gpus:
             if gpu.index < len(devices):

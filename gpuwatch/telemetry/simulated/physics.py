@@ -119,6 +119,7 @@ class SimDevice:
         self.ambient_c = profile.inlet_c if ambient_c is None else ambient_c
         self.step_s = step_s
         self.fast_forward_after_s = fast_forward_after_s
+        self.steps = 0  # grid steps integrated (what a fast clock costs)
         self._rng = random.Random(f"gpuwatch-sim:{seed}:{index}:{profile.id}")
         self._jitter = 0.0
         self.elapsed_s = 0.0  # sim time of the last grid step
@@ -365,6 +366,7 @@ class SimDevice:
         self._count(dt)
         self.pcie_link_gen = self._pcie_gen(active)
         self.elapsed_s += dt
+        self.steps += 1
 
     def _count(self, dt: float) -> None:
         """Counters over ``dt`` at the current power, throttle reasons and demand."""
