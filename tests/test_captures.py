@@ -351,3 +351,16 @@ def test_load_lands_near_the_load_section(capture: NvsmiCapture, card: SimCard) 
         assert s["fan"] == pytest.approx(fan, abs=5)
     if settled(capture):
         assert s["temp_c"] == pytest.approx(mean["gtemp"], abs=10)
+
+
+def test_every_calibrated_profile_names_a_capture_that_names_it_back() -> None:
+    by_file = {p.name: p for p in CAPTURES}
+    calibrated = {pid: prof.capture for pid, prof in DEVICE_PROFILES.items() if prof.capture}
+    assert calibrated, "no profile is calibrated on a capture"
+    for pid, name in calibrated.items():
+        assert name in by_file, f"{pid}: capture {name} is not in {CAPTURE_DIR}"
+        assert profile_id(parse_capture(by_file[name])) == pid
+        assert DEVICE_PROFILES[pid].driver is not None  # the driver it was captured on
+    for pid, prof in DEVICE_PROFILES.items():
+        if not prof.capture:
+            assert prof.source.startswith("no real-card capture"), pid

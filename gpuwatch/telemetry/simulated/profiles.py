@@ -134,6 +134,8 @@ def _profile(id: str, **kw: object) -> DeviceProfile:
     kw.setdefault("power_default_w", chip.tdp_w)
     kw.setdefault("pcie_gen_max", chip.pcie_gen)
     kw.setdefault("pcie_lanes", chip.pcie_lanes)
+    if kw.get("capture") is None:
+        kw["source"] = f"no real-card capture: spec sheets and dumps; {kw['source']}"
     return DeviceProfile(id=id, **kw)  # type: ignore[arg-type]
 
 
@@ -587,11 +589,13 @@ def simulatable_ids() -> list[str]:
 def canonical_id(key: str) -> str | None:
     """The catalog id for a user-given key (short id, alias, NVML name, PCI id); None if unknown."""
     k = key.strip()
-    k = _ALIASES.get(k.lower(), k)
-    try:
+    try:  # the catalog's own ids and aliases first; _ALIASES only for what it does not know
         spec = get_gpu(k)
     except UnknownIdError:
-        return None
+        try:
+            spec = get_gpu(_ALIASES.get(k.lower(), k))
+        except UnknownIdError:
+            return None
     if spec.vendor != "nvidia" or spec.planning_only:
         return None
     return spec.id
