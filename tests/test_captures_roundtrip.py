@@ -153,3 +153,25 @@ def test_capture_without_a_driver_says_so_in_one_line(
     assert rc == 2 and len(err.splitlines()) == 1
     assert "NVML unavailable" in err and "--sim" in err
     assert not (tmp_path / "c.json").exists()
+
+
+def test_every_gpu_of_a_capture_is_replayed(tmp_path: Path) -> None:
+    box = _capture(tmp_path, "box.json", "rtx4080-super,h100-sxm")
+    again = _capture(tmp_path, "again.json", f"capture:{tmp_path / 'box.json'}")
+    names = [d["calls"]["Name"]["value"] for d in again["devices"]]
+    assert names == [d["calls"]["Name"]["value"] for d in box["devices"]]
+    assert names == ["NVIDIA GeForce RTX 4080 SUPER", "NVIDIA H100 80GB HBM3"]
+    # one box, one driver: the first card's (the 4080 SUPER was captured on r595)
+    assert again["system"]["DriverVersion"]["value"] == box["system"]["DriverVersion"]["value"] == "595.80"
+
+
+def test_a_capture_of_a_busy_card_replays_its_idle_state_not_its_load(tmp_path: Path) -> None:
+    busy = tmp_path / "busy.json"
+    assert (
+        main(["--sim", "h100-sxm", "--scenario", "decode", "--time-scale", "30", "capture", str(busy)]) == 0
+    )
+    again = _capture(tmp_path, "again.json", f"capture:{busy}")  # replayed idle
+    calls = again["devices"][0]["calls"]
+    assert calls["MemoryInfo_v2"]["value"]["used"] < 64 << 20  # decode's ~70 GiB belonged to its process
+    assert calls["Clock.SM"]["value"] == 345  # the profile's idle clock, not the captured busy one
+    assert calls["PowerUsage"]["value"] < 100_000

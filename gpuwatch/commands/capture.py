@@ -26,6 +26,7 @@ from typing import Any
 import pynvml as N
 
 from gpuwatch import __version__
+from gpuwatch.commands.doctor import GPM_WAIT_S
 from gpuwatch.errors import UserError
 from gpuwatch.telemetry.nvml_reader import NvmlReader
 from gpuwatch.telemetry.poller import SimSpec, unavailable_message
@@ -437,7 +438,9 @@ def build_capture(
     )
     reader.open()
     try:
-        snaps = list(_samples(reader, seconds, min(interval_s, seconds / 4), time.sleep))
+        # GPM differences two reads >= 0.1 s apart: never sample faster than doctor waits between them
+        step_s = min(interval_s, max(GPM_WAIT_S, seconds / 4))
+        snaps = list(_samples(reader, seconds, step_s, time.sleep))
         last = snaps[-1]
         for gpu in last.gpus:
             if gpu.index < len(devices):

@@ -178,13 +178,33 @@ def _field_errors(calls: Mapping[str, Any]) -> tuple[tuple[int, int, int], ...]:
 
 
 def _idle_readings(dev: Mapping[str, Any]) -> dict[str, float]:
-    """The quietest sample's power, clocks and temperature (the physics starts from these)."""
+    """The quietest idle sample's power, clocks, temperature and link generation (the physics starts
+    from these): only samples with the GPU-idle clock-event reason count, since a busy card's clocks and
+    power say nothing about its idle state."""
     samples = [s for s in dev.get("samples") or [] if isinstance(s, dict)]
-    powered = [s for s in samples if isinstance(s.get("power_w"), int | float)]
-    if not powered:
+    idle = [
+        s
+        for s in samples
+        if isinstance(s.get("power_w"), int | float)
+        and isinstance(s.get("clock_event_reasons"), int)
+        and s["clock_event_reasons"] & 0x1
+    ]
+    if not idle:
         return {}
-    quiet = min(powered, key=lambda s: s["power_w"])
+    quiet = min(idle, key=lambda s: s["power_w"])
     return {k: float(v) for k, v in quiet.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _idle_used_mib(c: _Calls) -> int:
+    """Memory used with the processes' share taken out: what the driver (and a desktop) holds."""
+    used = c.member("MemoryInfo_v2", "used") or 0.0
+    procs = c.value("ComputeProcesses", [])
+    held = sum(
+        p["usedGpuMemory"]
+        for p in procs
+        if isinstance(p, dict) and isinstance(p.get("usedGpuMemory"), int) and p["usedGpuMemory"] < 2**63
+    )
+    return max(0, int(used - held)) // _MIB
 
 
 def _profile(chip: GpuSpec, c: _Calls, dev: Mapping[str, Any], path: str) -> DeviceProfile:
@@ -207,11 +227,12 @@ def _profile(chip: GpuSpec, c: _Calls, dev: Mapping[str, Any], path: str) -> Dev
     ecc = c.pair("EccMode")
     fans = int(c.number("NumFans", 0) or 0) if c.ok("NumFans") else 0
     mem = c.value("MemoryInfo_v2")
-    power_idle = idle.get("power_w", (c.number("PowerUsage", base.power_idle_w * 1000) or 0) / 1000)
-    sm_idle = idle.get("sm_clock_hz", base.sm_clock_idle_mhz * 1e6) / 1e6
-    mem_idle = idle.get("memory_clock_hz", base.memory_clock_idle_mhz * 1e6) / 1e6
     default_w = (c.number("PowerDefaultLimit") or base.power_default_w * 1000) / 1000
     scale = default_w / base.power_default_w if base.power_default_w else 1.0
+    # a card captured busy: its idle power is not known; the base profile's, scaled to its power limit
+    power_idle = idle.get("power_w", base.power_idle_w * scale)
+    sm_idle = idle.get("sm_clock_hz", base.sm_clock_idle_mhz * 1e6) / 1e6
+    mem_idle = idle.get("memory_clock_hz", base.memory_clock_idle_mhz * 1e6) / 1e6
     return replace(
         base,
         id="capture",
@@ -259,7 +280,7 @@ def _profile(chip: GpuSpec, c: _Calls, dev: Mapping[str, Any], path: str) -> Dev
         memory_reserved_mib=int(mem["reserved"]) // _MIB
         if isinstance(mem, dict) and "reserved" in mem
         else None,
-        memory_used_idle_mib=int(idle.get("memory_used_bytes", 0)) // _MIB,
+        memory_used_idle_mib=_idle_used_mib(c),
         power_average_field=c.ok("FI.POWER_AVERAGE"),
         fan_min_ratio=base.fan_min_ratio,
         inlet_c=base.inlet_c,
@@ -308,12 +329,18 @@ def _driver(doc: Mapping[str, Any], path: str) -> DriverProfile:
     )
 
 
-def load_capture_device(path: str) -> tuple[GpuSpec, DeviceProfile, DriverProfile]:
-    """(chip, profile, driver) of the first GPU in a `gpuwatch capture` file; UserError if unreadable."""
+def capture_device_count(path: str) -> int:
+    """How many GPUs a capture holds (each becomes one simulated device)."""
+    return len(_load(path)["devices"])
+
+
+def load_capture_device(path: str, index: int = 0) -> tuple[GpuSpec, DeviceProfile, DriverProfile]:
+    """(chip, profile, driver) of GPU ``index`` in a `gpuwatch capture` file; UserError if unreadable."""
     doc = _load(path)
-    dev = doc["devices"][0]
-    if not isinstance(dev, dict) or not isinstance(dev.get("calls"), dict):
-        raise UserError(f"--sim capture:{path}: its first device has no calls (the GPU was not readable)")
+    devices = doc["devices"]
+    dev = devices[index] if 0 <= index < len(devices) else None
+    if not isinstance(dev, dict) or not isinstance(dev.get("calls"), dict) or not dev["calls"]:
+        raise UserError(f"--sim capture:{path}: its GPU {index} has no calls (it was not readable)")
     c = _Calls(dev["calls"])
     chip = _chip(c, path)
     return chip, _profile(chip, c, dev, path), _driver(doc, path)

@@ -36,6 +36,8 @@ from gpuwatch.telemetry.simulated.scenarios import ALL_SCENARIOS
 
 #: ``--sim capture:FILE``: a device replayed from a `gpuwatch capture` file
 CAPTURE_PREFIX = "capture:"
+#: parse_devices' id for GPU i of a capture: ``capture#i:PATH`` (one entry per captured GPU)
+_CAPTURED_DEVICE = "capture#"
 #: Simulated time starts here (2026-01-01T00:00:00Z) so runs are reproducible.
 EPOCH_S = 1_767_225_600.0
 MAX_DEVICES = 256
@@ -47,7 +49,10 @@ def parse_devices(spec: str | Sequence[str]) -> list[str]:
     out: list[str] = []
     for part in parts:
         if part.strip().startswith(CAPTURE_PREFIX):  # a path may hold commas: the rest is one file
-            out.append(part.strip())
+            from gpuwatch.telemetry.simulated.from_capture import capture_device_count
+
+            path = part.strip().removeprefix(CAPTURE_PREFIX)
+            out.extend(f"{_CAPTURED_DEVICE}{i}:{path}" for i in range(capture_device_count(path)))
             continue
         try:
             entries = split_device_spec(part)
@@ -247,10 +252,11 @@ class SimulatedNvml:
 
 def _build_device(dev_id: str) -> tuple[GpuSpec, DeviceProfile, DriverProfile | None]:
     """(chip, profile, the driver it was captured on) for a catalog id or ``capture:FILE``."""
-    if dev_id.startswith(CAPTURE_PREFIX):
+    if dev_id.startswith(_CAPTURED_DEVICE):
         from gpuwatch.telemetry.simulated.from_capture import load_capture_device
 
-        return load_capture_device(dev_id.removeprefix(CAPTURE_PREFIX))
+        index, _, path = dev_id.removeprefix(_CAPTURED_DEVICE).partition(":")
+        return load_capture_device(path, int(index))
     profile = device_profile(dev_id)
     return get_gpu(dev_id), profile, DRIVER_PROFILES[profile.driver] if profile.driver else None
 
