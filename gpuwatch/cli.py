@@ -11,13 +11,14 @@ from gpuwatch import __version__
 from gpuwatch.commands.common import add_source_options
 from gpuwatch.errors import UserError
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
+from gpuwatch.options import OneLineParser
 
 #: sub-command name -> module under gpuwatch.commands (each has register(subparsers) and run(args))
 SUBCOMMANDS = ("plan", "exporter", "record", "doctor", "capture")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="gpuwatch",
         description="What your NVIDIA GPUs are doing, and what it costs. With no sub-command, opens the TUI.",
     )
@@ -31,14 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        from gpuwatch.commands import tui
-
-        run = tui.run
-    else:
-        run = args.run
     try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            from gpuwatch.commands import tui
+
+            run = tui.run
+        else:
+            run = args.run
         return int(run(args) or 0)
     except (UserError, ModelInputError, UnknownIdError) as exc:
         print(f"gpuwatch: error: {exc}", file=sys.stderr)

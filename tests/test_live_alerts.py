@@ -7,11 +7,10 @@ import dataclasses
 import time
 from typing import Any
 
-from gpuwatch.commands.common import add_source_options
+from gpuwatch.commands.common import add_source_options, open_live_session
 from gpuwatch.live.alerts import AlertTracker
 from gpuwatch.live.assessment import Bound, BoundKind, GpuAssessment, Provenance
-from gpuwatch.live.config import AlertThresholds, add_price_options
-from gpuwatch.live.session import open_session
+from gpuwatch.live.config import AlertThresholds
 from gpuwatch.telemetry.sample import ClockEventReason, GpuSample, Snapshot
 
 BASE = GpuSample(
@@ -86,8 +85,7 @@ def test_a_modelled_rate_never_falls_short_of_the_model() -> None:
 
 def test_open_session_wires_source_config_and_overrides() -> None:
     parser = argparse.ArgumentParser()
-    add_source_options(parser)
-    add_price_options(parser)
+    add_source_options(parser, with_prices=True)
     args = parser.parse_args(
         [
             "--sim",
@@ -104,7 +102,7 @@ def test_open_session_wires_source_config_and_overrides() -> None:
             "/dev/null",
         ]
     )
-    session = open_session(args)
+    session = open_live_session(args)
     assert session.source.simulated
     assert session.config.prices.pue == 1.4
     assert session.config.workload is not None and session.config.workload.quant_id == "q4_0"

@@ -9,9 +9,10 @@ import pytest
 
 from gpuwatch.live.assessment import BoundKind, BoxAssessment, Provenance
 from gpuwatch.live.assessor import Assessor
-from gpuwatch.live.config import LiveConfig, Prices, parse_workload
+from gpuwatch.live.config import LiveConfig, parse_workload
 from gpuwatch.model import cost
 from gpuwatch.model.catalog import get_gpu
+from gpuwatch.model.cost import OwnershipCost
 from gpuwatch.model.llm import get_model
 from gpuwatch.model.memory import inference_memory
 from gpuwatch.model.quant import get_quant
@@ -22,7 +23,7 @@ from gpuwatch.telemetry.sample import ClockEventReason, GpmSample, GpuSample, Sn
 
 RTX4090 = get_gpu("rtx4090")
 H100 = get_gpu("h100-sxm")
-PRICES = Prices(
+PRICES = OwnershipCost(
     electricity_usd_per_kwh=0.2,
     pue=1.1,
     server_capex_usd=3000,
@@ -45,6 +46,7 @@ def sample(gpu: str = "rtx4090", index: int = 0, **changes: Any) -> GpuSample:
         uuid=f"GPU-{index}",
         name=spec.nvml_names[0],
         pci_bus_id=f"0:{index}",
+        catalog_id=spec.id,  # telemetry identifies the card once (model.catalog.identify_gpu)
         sm_clock_hz=spec.boost_clock_hz,
         sm_clock_max_hz=spec.boost_clock_hz * 1.2,
         power_w=300.0,
@@ -162,21 +164,15 @@ def test_cost_against_the_model_by_hand() -> None:
     box = assess(config(), sample(power_w=320.0), engines=(engine(500.0),))
     c = box.gpus[0].cost
     assert c is not None
-    kw = dict(
-        gpu_capex_usd=3000.0,
-        server_overhead_ratio=0.0,
-        service_life_years=3,
-        utilisation_ratio=0.7,
-        pue=1.1,
-        electricity_usd_per_kwh=0.2,
-        hosting_usd_per_h=0.05,
+    # the configured server capex ($3,000) is this box's price; the GPU's list price is not used
+    assert c.live_usd_per_mtok == pytest.approx(
+        cost.usd_per_mtok(PRICES, tokens_per_s=500.0, gpu_capex_usd=None, power_w=320.0)
     )
-    assert c.live_usd_per_mtok == pytest.approx(cost.usd_per_mtok(tokens_per_s=500.0, power_w=320.0, **kw))
     modelled = estimate_throughput(
         get_model("llama-3-8b"), get_quant("fp16"), RTX4090, 8, 4096
     ).decode_tokens_per_s
     assert c.projected_usd_per_mtok == pytest.approx(
-        cost.usd_per_mtok(tokens_per_s=modelled, power_w=450.0, **kw)
+        cost.usd_per_mtok(PRICES, tokens_per_s=modelled, gpu_capex_usd=None, power_w=450.0)
     )
     assert c.cost_per_hour.capex_usd_per_h == pytest.approx(3000 / (3 * 8760))
     assert c.cost_per_hour.power_usd_per_h == pytest.approx(0.320 * 1.1 * 0.2)
@@ -209,15 +205,12 @@ def test_alternatives_price_the_same_workload() -> None:
     est = estimate_throughput(get_model("llama-3-8b"), get_quant("fp16"), H100, 8, 4096)
     assert h100.tokens_per_s == pytest.approx(est.decode_tokens_per_s)
     assert h100.usd_per_mtok == pytest.approx(
+        # priced at its own price, not this box's server capex
         cost.usd_per_mtok(
+            dataclasses.replace(PRICES, server_capex_usd=None),
             tokens_per_s=est.decode_tokens_per_s,
-            power_w=700.0,
             gpu_capex_usd=30000.0,
-            service_life_years=3,
-            utilisation_ratio=0.7,
-            pue=1.1,
-            electricity_usd_per_kwh=0.2,
-            hosting_usd_per_h=0.05,
+            power_w=700.0,
         )
     )
     assert h100.fits
@@ -232,7 +225,7 @@ def test_default_alternatives_skip_the_card_itself_and_unpriced_cards() -> None:
 
 
 def test_a_card_outside_the_catalog_and_a_lost_card() -> None:
-    unknown = dataclasses.replace(sample(index=0), name="NVIDIA Future GPU 9000")
+    unknown = dataclasses.replace(sample(index=0), name="NVIDIA Future GPU 9000", catalog_id=None)
     lost = GpuSample(index=1, uuid="GPU-1", name=RTX4090.nvml_names[0], pci_bus_id="0:1", lost=True)
     box = assess(config(), unknown, lost)
     assert box.gpus[0].gpu_id is None and box.gpus[0].roofline is None

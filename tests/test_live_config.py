@@ -13,10 +13,10 @@ from gpuwatch.live.config import (
     ConfigError,
     LiveConfig,
     Workload,
-    add_price_options,
     load_config,
     parse_workload,
 )
+from gpuwatch.model.whatif import PlanInputs
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "gpuwatch" / "live" / "config_example.toml"
 
@@ -29,8 +29,7 @@ def write(tmp_path: Path, text: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser()
-    add_source_options(p)
-    add_price_options(p)
+    add_source_options(p, with_prices=True)
     return p
 
 
@@ -59,8 +58,8 @@ def test_an_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "key", "value", "allowed"),
     [
-        ("[prices]\npue = 0.8\n", "prices.pue", "0.8", ">= 1"),
-        ("[prices]\nutilisation_ratio = 1.5\n", "prices.utilisation_ratio", "1.5", "<= 1"),
+        ("[prices]\npue = 0.8\n", "prices.pue", "0.8", "from 1 to 5"),
+        ("[prices]\nutilisation_ratio = 1.5\n", "prices.utilisation_ratio", "1.5", "from 0.01 to 1"),
         (
             '[prices]\nelectricity_usd_per_kwh = "cheap"\n',
             "prices.electricity_usd_per_kwh",
@@ -68,8 +67,13 @@ def test_an_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
             "a number",
         ),
         ('[workload]\nmodel = "llama3-8b"\nquant = "fp16"\n', "workload.model", "'llama3-8b'", "llama-3-8b"),
-        ('[workload]\nmodel = "llama-3-8b"\nquant = "fp16"\nbatch = 0\n', "workload.batch", "0", ">= 1"),
-        ("interval_s = 0\n", "interval_s", "0", ">= 0.05"),
+        (
+            '[workload]\nmodel = "llama-3-8b"\nquant = "fp16"\nbatch = 0\n',
+            "workload.batch",
+            "0",
+            "from 1 to 65536",
+        ),
+        ("interval_s = 0\n", "interval_s", "0", "from 0.05 to 3600"),
         (
             'engine_urls = ["ftp://host/metrics"]\n',
             "engine_urls",
@@ -133,11 +137,14 @@ def test_command_line_overrides_the_file(tmp_path: Path) -> None:
             "rtx3090,rtx5090",
         ]
     )
-    config = load_config(args.config, args)
+    config = load_config(args.config, vars(args))
     assert config.prices.pue == 1.2
     assert config.prices.electricity_usd_per_kwh == 0.4  # not overridden: the file's value stays
     assert config.interval_s == 0.5
-    assert config.workload == Workload("mistral-7b", "q4_K_M", batch=4, context_tokens=2048)
+    # the context not given is the planner's default, as in the Plan pane
+    assert config.workload == Workload(
+        "mistral-7b", "q4_K_M", batch=4, context_tokens=PlanInputs().context_tokens
+    )
     assert config.engine_urls == ("http://a:1/metrics", "b:2")
     assert config.alternatives == ("rtx3090", "rtx5090")
 
@@ -145,15 +152,15 @@ def test_command_line_overrides_the_file(tmp_path: Path) -> None:
 def test_a_bad_command_line_value_names_the_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("gpuwatch.live.config.default_config_path", lambda: tmp_path / "absent.toml")
     with pytest.raises(
-        ConfigError, match=r"^--utilisation = '0' is not allowed: expected a number > 0 and <= 1$"
+        ConfigError, match=r"^--utilisation = '0' is not allowed: expected a number from 0.01 to 1$"
     ):
-        load_config(None, parser().parse_args(["--utilisation", "0"]))
+        load_config(None, {"utilisation_ratio": "0"})
 
 
 def test_workload_spec() -> None:
     assert parse_workload("llama-3-8b:fp16:batch=8:context=4096") == Workload("llama-3-8b", "fp16", 8, 4096)
     assert parse_workload("LLAMA-2-7B:int4:engine=llama.cpp") == Workload(
-        "llama-2-7b", "int4-awq", 1, 2048, engine_profile="llama.cpp"
+        "llama-2-7b", "int4-awq", 1, 4096, engine_profile="llama.cpp"
     )
     assert (
         parse_workload("llama-3-8b:fp16:batch=8:context=4096").spec == "llama-3-8b:fp16:batch=8:context=4096"
@@ -164,7 +171,10 @@ def test_workload_spec() -> None:
     ("spec", "fragment"),
     [
         ("llama-3-8b", "expected MODEL:QUANT"),
-        ("llama-3-8b:fp16:batch=x", "--workload batch = 'x' is not allowed: expected a whole number >= 1"),
+        (
+            "llama-3-8b:fp16:batch=x",
+            "--workload batch = 'x' is not allowed: expected a whole number from 1 to 65536",
+        ),
         ("llama-3-8b:fp16:beam=2", "unknown part 'beam=2'"),
         ("llama-3-8b:fp7", "--workload = 'fp7' is not allowed"),
     ],

@@ -13,10 +13,11 @@ import pytest
 
 from gpuwatch.live.assessment import BoundKind, BoxAssessment, Provenance
 from gpuwatch.live.assessor import derated
-from gpuwatch.live.config import LiveConfig, Prices, parse_workload
+from gpuwatch.live.config import LiveConfig, parse_workload
 from gpuwatch.live.session import LiveSession
 from gpuwatch.model import cost
 from gpuwatch.model.catalog import get_gpu
+from gpuwatch.model.cost import OwnershipCost
 from gpuwatch.model.llm import get_model
 from gpuwatch.model.quant import get_quant
 from gpuwatch.model.throughput import estimate_throughput
@@ -24,7 +25,7 @@ from gpuwatch.telemetry.poller import NvmlPoller, SimSpec
 from gpuwatch.telemetry.sample import Snapshot
 from gpuwatch.telemetry.simulated import install, uninstall
 
-PRICES = Prices(
+PRICES = OwnershipCost(
     electricity_usd_per_kwh=0.25,
     pue=1.0,
     server_capex_usd=4000,
@@ -33,15 +34,6 @@ PRICES = Prices(
     cloud_usd_per_gpu_h=0.69,
     utilisation_ratio=0.7,
 )
-PRICE_KW: dict[str, float] = {
-    "gpu_capex_usd": 4000.0,
-    "server_overhead_ratio": 0.0,
-    "service_life_years": 3.0,
-    "utilisation_ratio": 0.7,
-    "pue": 1.0,
-    "electricity_usd_per_kwh": 0.25,
-    "hosting_usd_per_h": 0.10,
-}
 
 
 @dataclass
@@ -111,7 +103,7 @@ def test_decode_on_a_4090_is_memory_bound_with_bandwidth_headroom(box: MakeBox) 
     assert power is not None and 100 < power < 450
     assert g.cost is not None
     assert g.cost.live_usd_per_mtok == pytest.approx(
-        cost.usd_per_mtok(tokens_per_s=est.decode_tokens_per_s, power_w=power, **PRICE_KW)
+        cost.usd_per_mtok(PRICES, tokens_per_s=est.decode_tokens_per_s, gpu_capex_usd=None, power_w=power)
     )
     assert a.tokens_per_joule == pytest.approx(est.decode_tokens_per_s / power)
 
@@ -198,7 +190,7 @@ def test_live_and_plan_agree_for_the_same_workload_and_card(box: MakeBox) -> Non
     assert g.modelled_tokens_per_s == pytest.approx(est.decode_tokens_per_s)
     assert g.cost is not None
     assert g.cost.projected_usd_per_mtok == pytest.approx(
-        cost.usd_per_mtok(tokens_per_s=est.decode_tokens_per_s, power_w=450.0, **PRICE_KW)
+        cost.usd_per_mtok(PRICES, tokens_per_s=est.decode_tokens_per_s, gpu_capex_usd=None, power_w=450.0)
     )
     assert g.cost.cloud_usd_per_mtok == pytest.approx(
         cost.cloud_usd_per_mtok(tokens_per_s=est.decode_tokens_per_s, cloud_usd_per_h=0.69)

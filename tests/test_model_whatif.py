@@ -10,6 +10,7 @@ import pytest
 from gpuwatch.cli import main
 from gpuwatch.model import cost, memory, parallel
 from gpuwatch.model.catalog import get_gpu, gpu_ids
+from gpuwatch.model.cost import OwnershipCost
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
 from gpuwatch.model.llm import get_model
 from gpuwatch.model.throughput import estimate_throughput
@@ -21,11 +22,11 @@ from gpuwatch.model.whatif import (
     cost_answer,
     memory_answer,
     parallel_answer,
-    plan_command,
     require_gpu_price,
     resolve,
     throughput_answer,
 )
+from gpuwatch.options.plan_command import plan_command
 
 GIB = 2**30
 
@@ -92,29 +93,21 @@ def test_nvlink_on_a_pcie_only_card_is_a_one_line_error() -> None:
 
 
 def test_cost_answer_splits_the_hour_and_matches_the_cost_model() -> None:
-    inputs = PlanInputs(gpu="rtx4090", count=2, server_overhead_ratio=0.5, hosting_usd_per_h=0.1, pue=1.3)
+    prices = OwnershipCost(server_overhead_ratio=0.5, hosting_usd_per_h=0.1, pue=1.3)
+    inputs = PlanInputs(gpu="rtx4090", count=2, prices=prices)
     c = cost_answer(inputs, get_gpu("rtx4090"), 500.0)
     assert c.gpu_capex_usd == 2 * 1599
     split = (c.capex_usd_per_h, c.power_usd_per_h, c.hosting_usd_per_h)
     assert None not in split and c.hosting_usd_per_h == pytest.approx(0.1)
     assert c.own_usd_per_h == pytest.approx(sum(h for h in split if h is not None))
     assert c.usd_per_mtok == pytest.approx(
-        cost.usd_per_mtok(
-            tokens_per_s=500.0,
-            utilisation_ratio=0.7,
-            gpu_capex_usd=3198,
-            power_w=900,
-            server_overhead_ratio=0.5,
-            pue=1.3,
-            electricity_usd_per_kwh=0.15,
-            hosting_usd_per_h=0.1,
-        )
+        cost.usd_per_mtok(prices, tokens_per_s=500.0, gpu_capex_usd=3198, power_w=900)
     )
 
 
 def test_datacenter_gpu_needs_a_price() -> None:
     inputs = PlanInputs(gpu="h100-sxm")
-    with pytest.raises(ModelInputError, match="--gpu-price-usd"):
+    with pytest.raises(ModelInputError, match=r"no price for NVIDIA H100 SXM5 80GB: .* --gpu-price "):
         require_gpu_price(inputs, get_gpu("h100-sxm"))
     assert require_gpu_price(inputs.with_(gpu_price_usd=25000.0), get_gpu("h100-sxm")) == 25000.0
     assert require_gpu_price(inputs, get_gpu("rtx4090")) == 1599
@@ -195,16 +188,16 @@ def test_unknown_ids_list_close_matches() -> None:
                 context_tokens=2048,
                 parallel="pp",
                 engine="llama.cpp",
-                electricity_usd_per_kwh=0.32,
-                utilisation_ratio=0.45,
-                hosting_usd_per_h=0.05,
+                prices=OwnershipCost(
+                    electricity_usd_per_kwh=0.32, utilisation_ratio=0.45, hosting_usd_per_h=0.05
+                ),
             ),
             "cost",
         ),
         (PlanInputs(model="llama-3-70b", quant="fp8", gpu="h100-sxm", count=4, link="pcie5"), "throughput"),
         (
-            PlanInputs(
-                model="llama-3-70b", quant="fp8", gpu="h100-sxm", count=4, gpu_price_usd=27_500, pue=1.3
+            PlanInputs(model="llama-3-70b", quant="fp8", gpu="h100-sxm", count=4, gpu_price_usd=27_500).with_(
+                pue=1.3
             ),
             "cost",
         ),
@@ -217,8 +210,7 @@ def test_unknown_ids_list_close_matches() -> None:
                 activation_checkpointing=False,
                 train_tokens=2.5e10,
                 mfu_ratio=0.35,
-                cloud_usd_per_gpu_h=2.4,
-            ),
+            ).with_(cloud_usd_per_gpu_h=2.4),
             "train",
         ),
         (PlanInputs(model="qwen2.5-7b", mode="qlora", lora_rank=32, optimizer="paged_adamw8bit"), "train"),
@@ -252,7 +244,9 @@ def test_plan_command_reproduces_the_what_if(
 
 
 def test_plan_command_writes_only_the_prices_that_differ_from_the_defaults() -> None:
-    assert "--electricity-usd-per-kwh" not in plan_command(PlanInputs())
-    command = plan_command(PlanInputs(electricity_usd_per_kwh=0.3, utilisation_ratio=0.5))
-    assert "--electricity-usd-per-kwh 0.3 --utilisation 0.5" in command
+    assert "--electricity-price" not in plan_command(PlanInputs())
+    command = plan_command(PlanInputs().with_(electricity_usd_per_kwh=0.3, utilisation_ratio=0.5))
+    assert "--electricity-price 0.3 --utilisation 0.5" in command
     assert "--pue" not in command
+    # no cloud comparison is written as such, and reads back as None
+    assert "--cloud-price none" in plan_command(PlanInputs().with_(cloud_usd_per_gpu_h=None))

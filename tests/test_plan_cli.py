@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -75,12 +76,7 @@ def check_all(capsys: pytest.CaptureFixture[str], model_id: str, gpu_id: str, qu
     d = PlanInputs()
     assert c["usd_per_mtok"] == pytest.approx(
         cost.usd_per_mtok(
-            tokens_per_s=est.decode_tokens_per_s,
-            utilisation_ratio=d.utilisation_ratio,
-            gpu_capex_usd=20000,
-            power_w=gpu.tdp_w,
-            pue=d.pue,
-            electricity_usd_per_kwh=d.electricity_usd_per_kwh,
+            d.prices, tokens_per_s=est.decode_tokens_per_s, gpu_capex_usd=20000, power_w=gpu.tdp_w
         )
     )
     assert "per 1M tokens" in plan_table(capsys, "cost", *w, *PRICE)
@@ -97,7 +93,7 @@ def check_all(capsys: pytest.CaptureFixture[str], model_id: str, gpu_id: str, qu
         tokens=1e9,
         gpu=gpu,
         mfu_ratio=d.mfu_ratio,
-        usd_per_gpu_h=d.cloud_usd_per_gpu_h,
+        usd_per_gpu_h=d.prices.cloud_usd_per_gpu_h,
     )
     assert tr["gpu_hours"] == pytest.approx(ref_train.gpu_hours)
     assert tr["usd"] == pytest.approx(ref_train.usd)
@@ -210,7 +206,7 @@ def test_gpus_lists_the_catalog(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cost_of_a_datacenter_gpu_needs_a_price(capsys: pytest.CaptureFixture[str]) -> None:
     line = plan_error(capsys, "cost", "--gpu", "h100-sxm")
-    assert "h100-sxm has no list price" in line and "--gpu-price-usd" in line
+    assert "no price for NVIDIA H100 SXM5 80GB" in line and "--gpu-price " in line
     out = plan_json(capsys, "cost", "--gpu", "h100-sxm", "--gpu-price-usd", "30000")
     assert out["gpu_capex_usd"] == 30000 and out["usd_per_mtok"] > 0
 
@@ -243,16 +239,34 @@ def test_unknown_ids_list_close_matches(
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["throughput", "--batch", "-1"], "batch must be at least 1, got -1"),
-        (["memory", "--context", "0"], "context must be at least 1"),
-        (["memory", "--count", "0"], "GPU count must be at least 1"),
-        (["throughput", "--batch", "many"], "argument --batch: invalid int value"),
-        (["cost", "--utilisation", "1.5"], "utilisation_ratio must be in (0, 1]"),
-        (["cost", "--pue", "0.8"], "pue must be >= 1"),
-        (["cost", "--gpu-price-usd", "-5"], "GPU price must be > 0"),
-        (["train", "--mfu", "0"], "mfu_ratio"),
-        (["train", "--tokens", "-1"], "training tokens must be > 0"),
-        (["memory", "--mode", "pretrain"], "invalid choice"),
+        (
+            ["throughput", "--batch", "-1"],
+            "--batch: '-1' is not allowed: expected a whole number from 1 to 65536",
+        ),
+        (["memory", "--context", "0"], "--context: '0' is not allowed: expected a whole number from 1 to"),
+        (["memory", "--count", "0"], "--count: '0' is not allowed: expected a whole number from 1 to"),
+        (["throughput", "--batch", "many"], "--batch: 'many' is not allowed: expected a whole number"),
+        (["throughput", "--batch", "2.5"], "--batch: '2.5' is not allowed: expected a whole number"),
+        (
+            ["cost", "--utilisation", "1.5"],
+            "--utilisation: '1.5' is not allowed: expected a number from 0.01 to 1",
+        ),
+        (["cost", "--pue", "0.8"], "--pue: '0.8' is not allowed: expected a number from 1 to 5"),
+        (["cost", "--gpu-price-usd", "-5"], "'-5' is not allowed: expected a number > 0"),
+        (["train", "--mfu", "0"], "--mfu: '0' is not allowed"),
+        (["train", "--tokens", "-1"], "--tokens: '-1' is not allowed"),
+        (
+            ["memory", "--mode", "pretrain"],
+            "--mode: 'pretrain' is not allowed: expected one of inference, train",
+        ),
+        (["train", "--mode", "inference"], "invalid choice: 'inference'"),
+        # issue 12: numbers no float holds, NaN, inf and absurd prices are refused where declared
+        (["memory", "--batch", "9" * 400], "--batch: '" + "9" * 38),
+        (["cost", "--electricity-price", "1e400"], "--electricity-price"),
+        (["cost", "--electricity-price", "nan"], "'nan' is not allowed"),
+        (["cost", "--hosting-price", "inf"], "'inf' is not allowed"),
+        (["cost", "--gpu-price", "1e300"], "'1e300' is not allowed"),
+        (["memory", "--context", "1" + "0" * 30], "--context"),
         (["memory", "--zero", "2"], "--zero applies to --mode train"),
         (["memory", "--mode", "train", "--lora-rank", "8"], "--lora-rank applies to --mode lora or qlora"),
         (["throughput", "--link", "infiniband"], "unknown link 'infiniband'"),
@@ -263,6 +277,33 @@ def test_bad_values_are_one_line_errors(
     argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert expected in plan_error(capsys, *argv)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # the largest values each option allows: every figure printed is finite (or null: unknown)
+        ["cost", "--gpu", "h100-sxm", "--gpu-price", "1e7", "--electricity-price", "10", "--hosting-price",
+         "1e6", "--cloud-price", "1e4", "--pue", "5", "--server-overhead", "10", "--service-life", "50",
+         "--count", "100000", "--batch", "65536", "--context", "10000000"],
+        ["cost", "--utilisation", "0.01", "--service-life", "0.1", "--electricity-price", "0"],
+        ["train", "--tokens", "1e16", "--mfu", "0.01", "--count", "100000", "--cloud-price", "1e4"],
+        ["gpus", "--model", "llama-3-70b", "--batch", "65536", "--context", "10000000", "--count", "100000"],
+        ["parallel", "--batch", "65536", "--context", "10000000", "--count", "100000"],
+    ],
+)  # fmt: skip
+def test_extreme_allowed_values_print_no_nan_or_inf(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    def numbers(value: Any) -> list[float]:
+        if isinstance(value, dict):
+            return [n for v in value.values() for n in numbers(v)]
+        if isinstance(value, list):
+            return [n for v in value for n in numbers(v)]
+        return [value] if isinstance(value, float) else []
+
+    out = plan_json(capsys, *argv)  # json.loads reads NaN and Infinity: look at every number
+    assert all(math.isfinite(n) for n in numbers(out))
 
 
 def test_console_script_prints_one_json_object() -> None:

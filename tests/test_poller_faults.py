@@ -106,12 +106,13 @@ def test_the_nvml_child_leaves_ctrl_c_and_sigterm_to_its_parent() -> None:
     import os
     import signal
 
-    from gpuwatch.telemetry.poller import NvmlPoller
+    from gpuwatch.telemetry.nvml_supervisor import NvmlSupervisor
 
     source = open_source(sim="rtx4090", interval_s=0.2, isolate=True, **SOURCE_DEFAULTS)
-    assert isinstance(source, NvmlPoller)
+    assert isinstance(source, NvmlSupervisor)
     source.start()
     try:
+        assert source.wait_ready(60.0).phase == "running"
         pid = source.child_pid
         assert pid is not None
         os.kill(pid, signal.SIGTERM)

@@ -104,7 +104,9 @@ def test_ctrl_c_ends_the_recording_cleanly(tmp_path: Path) -> None:
 def test_bad_duration_is_a_one_line_error(tmp_path: Path) -> None:
     done = gpuwatch("record", str(tmp_path / "x.gwrec"), "--duration", "-3", "--sim", "rtx4090")
     assert done.returncode == 2
-    assert done.stderr.strip() == "gpuwatch: error: --duration must be a positive number of seconds, got -3"
+    assert done.stderr.strip() == (
+        "gpuwatch: error: record: --duration: '-3' is not allowed: expected a number > 0 and <= 315360000"
+    )
 
 
 def test_foreign_file_is_refused_not_overwritten(tmp_path: Path) -> None:
@@ -162,7 +164,7 @@ def test_bad_source_options_are_one_line_errors(tmp_path: Path, capsys: pytest.C
             "inf",
             "--duration",
             "1",
-        ): "--time-scale must be",
+        ): "--time-scale: 'inf' is not allowed",
         # an empty --sim used to fall through to the real driver
         ("record", path, "--sim", "", "--duration", "1"): "--sim '': bad device entry",
         ("record", path, "--sim", "rtx4090", "--faults", "junk", "--duration", "1"): "bad fault 'junk'",

@@ -18,7 +18,8 @@ from gpuwatch.model.catalog import get_gpu
 from gpuwatch.model.llm import get_model
 from gpuwatch.model.memory import lora_memory, qlora_memory
 from gpuwatch.model.throughput import estimate_throughput
-from gpuwatch.model.whatif import PlanInputs, plan_command
+from gpuwatch.model.whatif import PlanInputs
+from gpuwatch.options.plan_command import plan_command
 from gpuwatch.tui.app import GpuwatchApp
 from gpuwatch.tui.formatting import duration, rate, si, usd
 from gpuwatch.tui.gpu_card import GpuCard

@@ -29,7 +29,8 @@ from gpuwatch import __version__
 from gpuwatch.commands.doctor import GPM_WAIT_S
 from gpuwatch.errors import UserError
 from gpuwatch.telemetry.nvml_reader import NvmlReader
-from gpuwatch.telemetry.poller import SimSpec, unavailable_message
+from gpuwatch.telemetry.nvml_unavailable import unavailable_message
+from gpuwatch.telemetry.simspec import SimSpec
 from gpuwatch.telemetry.simulated.from_capture import CAPTURE_FIELDS, FORMAT
 
 FORMAT_VERSION = 1

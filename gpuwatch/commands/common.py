@@ -1,8 +1,21 @@
-"""Options shared by the TUI, the exporter and `record`: where readings come from, workload, prices."""
+"""Options shared by the TUI, the exporter and `record` (where readings come from, workload, prices),
+and the typed values live/ takes built from them: a LiveConfig and a SourceSpec, never a Namespace."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
+from typing import TYPE_CHECKING
+
+from gpuwatch.options import add_options, given
+from gpuwatch.options.settings import PRICES, SOURCE
+
+if TYPE_CHECKING:  # live loads when a command runs, not when the parser is built
+    from gpuwatch.live.config import LiveConfig
+    from gpuwatch.live.session import LiveSession, SourceSpec
+
+#: the price and comparison options of the live faces (the TUI and the exporter)
+LIVE_PRICES = (*PRICES, "gpu_price_usd", "alternatives")
 
 
 def add_source_options(
@@ -12,45 +25,35 @@ def add_source_options(
 
     A sub-parser's defaults overwrite what the top-level parser already stored (`gpuwatch --sim X
     record F` would lose --sim), so on a sub-parser these options get no default at all and the
-    top-level parser's defaults stand. (set_defaults(x=SUPPRESS) cannot do this: argparse would
-    store that marker string as the value.)
+    top-level parser's (None: not given) stands.
     """
-    first_new = len(parser._actions)
-    g = parser.add_argument_group("data source")
-    g.add_argument(
-        "--sim",
-        metavar="DEVICES",
-        help="simulated NVML instead of the real driver, e.g. rtx4090, 8xrtx4090, h100-sxm,2xrtx4090",
-    )
-    g.add_argument(
-        "--scenario", metavar="NAME", help="simulated workload scenario (see `gpuwatch doctor --help`)"
-    )
-    g.add_argument(
-        "--time-scale", type=float, default=1.0, metavar="X", help="simulated seconds per real second"
-    )
-    g.add_argument("--seed", type=int, default=0, help="seed of the simulation")
-    g.add_argument(
-        "--faults",
-        metavar="SCHEDULE",
-        help="with --sim: inject faults, e.g. lost:1@30,xid:0:79@60",
-    )
-    g.add_argument("--replay", metavar="FILE", help="replay a file written by `gpuwatch record`")
-    g.add_argument("--replay-speed", type=float, default=1.0, metavar="X", help="replay X times faster")
-    g.add_argument(
-        "--engine",
-        metavar="URL",
-        action="append",
-        help="serving engine /metrics URL (vLLM, TGI, llama.cpp, SGLang)",
-    )
-    g.add_argument(
-        "--workload", metavar="SPEC", help="declared workload, e.g. llama-3-8b:fp16:batch=8:context=4096"
-    )
-    g.add_argument("--config", metavar="FILE", help="config TOML (default: the user config path)")
-    g.add_argument("--interval", type=float, metavar="S", help="poll interval in seconds (default 1)")
+    add_options(parser, SOURCE, group="data source", suppress_defaults=subcommand)
     if with_prices:
-        from gpuwatch.live.config import add_price_options
+        add_options(
+            parser, LIVE_PRICES, group="prices (override the config file)", suppress_defaults=subcommand
+        )
 
-        add_price_options(parser)
-    if subcommand:
-        for action in parser._actions[first_new:]:
-            action.default = argparse.SUPPRESS
+
+def live_config(args: argparse.Namespace) -> LiveConfig:
+    """The config file named by --config (or the default one) with the command line's values on top."""
+    from gpuwatch.live.config import load_config
+
+    return load_config(getattr(args, "config", None), given(args))
+
+
+def source_spec(args: argparse.Namespace, **changes: object) -> SourceSpec:
+    """Where the snapshots come from; options not given keep SourceSpec's (the declarations') defaults."""
+    from gpuwatch.live.session import SourceSpec
+
+    names = {f.name for f in fields(SourceSpec)}
+    values = {k: v for k, v in given(args).items() if k in names}
+    values.update(changes)
+    return SourceSpec(**values)
+
+
+def open_live_session(
+    args: argparse.Namespace, *, isolate: bool = False, config: LiveConfig | None = None, **source: object
+) -> LiveSession:
+    from gpuwatch.live.session import open_session
+
+    return open_session(config or live_config(args), source_spec(args, **source), isolate=isolate)

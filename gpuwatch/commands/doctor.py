@@ -16,8 +16,9 @@ from gpuwatch import __version__
 from gpuwatch.errors import UserError
 from gpuwatch.telemetry.history import VIOLATION_KEYS
 from gpuwatch.telemetry.nvml_reader import READING_NAMES, NvmlReader
-from gpuwatch.telemetry.poller import SimSpec, unavailable_message
+from gpuwatch.telemetry.nvml_unavailable import unavailable_message
 from gpuwatch.telemetry.sample import GpuSample, Unavailable
+from gpuwatch.telemetry.simspec import SimSpec
 
 REASON_TEXT = {
     Unavailable.NOT_SUPPORTED: "not supported",

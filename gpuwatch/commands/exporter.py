@@ -17,6 +17,34 @@ from typing import Any
 
 from gpuwatch.commands.common import add_source_options
 from gpuwatch.errors import UserError
+from gpuwatch.exporter.server import DEFAULT_LISTEN
+from gpuwatch.options import Option, add_options, declare, get
+
+#: the exporter's own options (the address is parsed by gpuwatch.exporter.server.parse_listen)
+EXPORTER_OPTIONS = ("listen", "tls_cert", "tls_key", "process_metrics")
+declare(
+    Option(
+        "listen",
+        ("--listen",),
+        "text",
+        "address to serve on: HOST:PORT, :PORT (all interfaces) or [IPV6]:PORT (port 0 picks a free one)",
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+    )
+)
+declare(Option("tls_cert", ("--tls-cert",), "text", "serve HTTPS with this PEM certificate (needs --tls-key)",
+               metavar="FILE"))  # fmt: skip
+declare(Option("tls_key", ("--tls-key",), "text", "PEM private key of --tls-cert", metavar="FILE"))
+declare(
+    Option(
+        "process_metrics",
+        ("--process-metrics",),
+        "bool",
+        "also publish per-process GPU memory with pid and process name labels (off by default: "
+        "process names can be sensitive and each process adds series)",
+        default=False,
+    )
+)
 
 
 def register(sub: Any) -> None:
@@ -26,25 +54,7 @@ def register(sub: Any) -> None:
         description="Serve /metrics for Prometheus (OpenMetrics when asked) and a landing page at /. "
         "Metrics are named gpuwatch_*; see grafana/ for dashboards and alert rules.",
     )
-    from gpuwatch.exporter.server import DEFAULT_LISTEN
-
-    p.add_argument(
-        "--listen",
-        metavar="HOST:PORT",
-        default=DEFAULT_LISTEN,
-        help="address to serve on: HOST:PORT, :PORT (all interfaces) or [IPV6]:PORT "
-        f"(default {DEFAULT_LISTEN}; port 0 picks a free one)",
-    )
-    p.add_argument(
-        "--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (needs --tls-key)"
-    )
-    p.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
-    p.add_argument(
-        "--process-metrics",
-        action="store_true",
-        help="also publish per-process GPU memory with pid and process name labels (off by default: "
-        "process names can be sensitive and each process adds series)",
-    )
+    add_options(p, EXPORTER_OPTIONS, group="serving")
     add_source_options(p, with_prices=True, subcommand=True)
     p.set_defaults(run=run)
 
@@ -53,20 +63,20 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import ProcessCollector
     from prometheus_client.registry import CollectorRegistry
 
+    from gpuwatch.commands.common import open_live_session
     from gpuwatch.exporter.collector import GpuwatchCollector
     from gpuwatch.exporter.server import ExporterServer, make_app, parse_listen
-    from gpuwatch.live.session import open_session
 
-    host, port = parse_listen(args.listen)
+    host, port = parse_listen(args.listen or get("listen").default)
     for option, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if path is not None and not os.path.isfile(path):
             raise UserError(f"{option} {path}: no such file")
-    session = open_session(args, isolate=True)  # no driver and no --sim: NvmlUnavailable, one line
+    session = open_live_session(args, isolate=True)  # no driver and no --sim: NvmlUnavailable, one line
     # a collector that describes nothing (it must not read the session before the first poll) is
     # only reached by a ?name[]= filtered scrape when the registry is told to keep such collectors
     registry = CollectorRegistry(support_collectors_without_names=True)
     collector = GpuwatchCollector(
-        session, process_metrics=args.process_metrics, source_description=session.description
+        session, process_metrics=bool(args.process_metrics), source_description=session.description
     )
     registry.register(collector)
     # the exporter's own CPU and memory; served from the per-snapshot cache, so as of the last poll

@@ -11,8 +11,9 @@ import time
 from types import FrameType
 from typing import Any
 
-from gpuwatch.commands.common import add_source_options
+from gpuwatch.commands.common import add_source_options, source_spec
 from gpuwatch.errors import UserError
+from gpuwatch.options import add_options
 from gpuwatch.telemetry.recording import RecordWriter
 from gpuwatch.telemetry.sample import Snapshot
 
@@ -26,7 +27,7 @@ def register(sub: Any) -> None:
     )
     add_source_options(p, subcommand=True)
     p.add_argument("file", metavar="FILE", help="recording to write (continued if it exists)")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
+    add_options(p, ["duration"])
     p.set_defaults(run=run)
 
 
@@ -62,15 +63,17 @@ def run(args: argparse.Namespace) -> int:
     interval_s: float | None = getattr(args, "interval", None)
     _positive(duration_s, "--duration")
     _positive(interval_s, "--interval")
+    spec = source_spec(args)  # ranges were checked when the options were parsed
     source = open_source(
-        sim=args.sim,
-        scenario=args.scenario,
-        time_scale=args.time_scale,
-        seed=args.seed,
-        replay=args.replay,
-        replay_speed=args.replay_speed,
+        sim=spec.sim,
+        scenario=spec.scenario,
+        time_scale=spec.time_scale,
+        seed=spec.seed,
+        replay=spec.replay,
+        replay_speed=spec.replay_speed,
         interval_s=interval_s or 1.0,
-        faults=getattr(args, "faults", None),
+        faults=spec.faults,
+        isolate=True,  # NVML in a child: a driver crash or hang costs a message, never the recording
     )
     pending: queue.Queue[Snapshot] = queue.Queue()
     source.add_listener(pending.put)  # the poll thread only queues; this thread does the I/O
@@ -91,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     writer.write(pending.get(timeout=0.1))
                 except queue.Empty:
+                    state = source.state()
+                    if state.phase == "failed":  # NVML cannot start: one line, what is recorded stays
+                        raise UserError(state.message or "NVML unavailable") from None
                     continue
             source.stop()
             stopped = True

@@ -25,18 +25,25 @@ def fallback_banner(reason: str, devices: str = FALLBACK_SIM) -> str:
 
 
 def build_app(args: argparse.Namespace) -> GpuwatchApp:
-    """The app over the session the options describe, or over the simulator when there is no driver."""
-    from gpuwatch.live.session import open_session
+    """The app over the session the options describe, or over the simulator when there is no driver.
+
+    The Plan pane starts from the declared workload at the live prices, so that it and the Cost pane
+    price the same what-if the same way.
+    """
+    from gpuwatch.commands.common import live_config, open_live_session
+    from gpuwatch.live.config import plan_inputs
     from gpuwatch.telemetry.sources import NvmlUnavailable
     from gpuwatch.tui.app import GpuwatchApp
 
     banner = None
+    config = live_config(args)
     try:
-        session = open_session(args)
+        # NVML in a child: a driver crash is a message
+        session = open_live_session(args, config=config, isolate=True)
     except NvmlUnavailable as exc:
         banner = fallback_banner(str(exc))
-        session = open_session(argparse.Namespace(**{**vars(args), "sim": FALLBACK_SIM}))
-    return GpuwatchApp(session, fallback_reason=banner)
+        session = open_live_session(args, config=config, sim=FALLBACK_SIM)
+    return GpuwatchApp(session, fallback_reason=banner, plan_inputs=plan_inputs(config))
 
 
 def run(args: argparse.Namespace) -> int:

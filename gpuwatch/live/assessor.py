@@ -32,12 +32,13 @@ from gpuwatch.live.assessment import (
     RooflinePosition,
     weakest,
 )
-from gpuwatch.live.config import DEFAULT_ALTERNATIVES, LiveConfig, Workload, gpu_price_usd
+from gpuwatch.live.config import DEFAULT_ALTERNATIVES, LiveConfig, Workload, box_gpu_price_usd, gpu_price_usd
 from gpuwatch.model import cost
 from gpuwatch.model.catalog import GpuSpec, get_gpu
+from gpuwatch.model.cost import OwnershipCost
 from gpuwatch.model.engine_profiles import EngineProfile, get_engine_profile
 from gpuwatch.model.errors import UnknownIdError
-from gpuwatch.model.llm import ModelSpec, get_model
+from gpuwatch.model.llm import ModelSpec, resolve_model
 from gpuwatch.model.memory import inference_memory
 from gpuwatch.model.quant import QuantFormat, get_quant
 from gpuwatch.model.roofline import attainable_flops, ridge_point_flop_per_byte
@@ -75,7 +76,7 @@ class ResolvedWorkload:
     @classmethod
     def of(cls, w: Workload) -> ResolvedWorkload:
         engine = get_engine_profile(w.engine_profile) if w.engine_profile else get_engine_profile()
-        return cls(get_model(w.model_id), get_quant(w.quant_id), w.batch, w.context_tokens, engine)
+        return cls(resolve_model(w.model_id), get_quant(w.quant_id), w.batch, w.context_tokens, engine)
 
     def dtype(self, gpu: GpuSpec) -> str:
         """The ceiling the engine's matmuls run against (the model's own choice, e.g. fp16acc on GeForce)."""
@@ -93,10 +94,12 @@ class ResolvedWorkload:
 
 
 def identify_gpu(sample: GpuSample) -> GpuSpec | None:
-    """The catalog entry for the card NVML names; None for a card the catalog lacks."""
+    """The catalog entry telemetry matched for this card (``sample.catalog_id``); None when it has none."""
+    if sample.catalog_id is None:
+        return None
     try:
-        return get_gpu(sample.name)
-    except UnknownIdError:
+        return get_gpu(sample.catalog_id)
+    except UnknownIdError:  # a recording made with a catalog entry this catalog lacks
         return None
 
 
@@ -198,29 +201,13 @@ class Assessor:
 
     # -- prices -------------------------------------------------------------------------------------
 
-    def _price_kwargs(
-        self, gpu_capex_usd: float, server_overhead_ratio: float, n_gpus: int
-    ) -> dict[str, float]:
-        p = self.config.prices
-        return {
-            "gpu_capex_usd": gpu_capex_usd,
-            "server_overhead_ratio": server_overhead_ratio,
-            "service_life_years": p.service_life_years,
-            "utilisation_ratio": p.utilisation_ratio,
-            "pue": p.pue,
-            "electricity_usd_per_kwh": p.electricity_usd_per_kwh,
-            "hosting_usd_per_h": p.hosting_usd_per_h / n_gpus,
-        }
-
-    def cost_kwargs(self, gpu: GpuSpec | None, n_gpus: int) -> dict[str, float] | None:
-        """The model's cost_per_hour arguments for ONE GPU's share of the box; None without a capex."""
-        p = self.config.prices
-        if p.server_capex_usd is not None:
-            return self._price_kwargs(p.server_capex_usd / n_gpus, 0.0, n_gpus)
-        price = gpu_price_usd(self.config, gpu) if gpu is not None else None
-        if price is not None:
-            return self._price_kwargs(price, p.server_overhead_ratio, n_gpus)
-        return None
+    def box_prices(self, gpu: GpuSpec | None, n_gpus: int) -> tuple[OwnershipCost, float | None] | None:
+        """ONE GPU's share of the box's prices and that GPU's purchase price; None without a capex."""
+        share = self.config.prices.share(n_gpus)
+        price = box_gpu_price_usd(self.config, gpu) if gpu is not None else None
+        if share.capex_usd(price) is None:
+            return None
+        return share, price
 
     def alternatives(self, gpu_id: str | None, n_gpus: int) -> tuple[Alternative, ...]:
         """The declared workload's projection on other catalog GPUs at the same running prices.
@@ -235,13 +222,16 @@ class Assessor:
             w = self.workload
             ids = [i for i in (self.config.alternatives or DEFAULT_ALTERNATIVES) if i != gpu_id]
             out: list[Alternative] = []
+            # a configured server capex is THIS box's: other cards are priced at theirs + the overhead
+            prices = replace(self.config.prices, server_capex_usd=None).share(n_gpus)
             for alt in (get_gpu(i) for i in ids):
                 price = gpu_price_usd(self.config, alt)
                 if price is None or len(out) == MAX_ALTERNATIVES:
                     continue
-                kwargs = self._price_kwargs(price, self.config.prices.server_overhead_ratio, n_gpus)
                 tokens = float(w.estimate(alt).decode_tokens_per_s)
-                usd = float(cost.usd_per_mtok(tokens_per_s=tokens, power_w=alt.tdp_w, **kwargs))
+                usd = float(
+                    cost.usd_per_mtok(prices, tokens_per_s=tokens, gpu_capex_usd=price, power_w=alt.tdp_w)
+                )
                 fits = bool(inference_memory(w.model, w.quant, w.batch, w.context_tokens).fits(alt))
                 out.append(Alternative(alt.id, alt.name, tokens, usd, fits))
             self._alternatives[key] = tuple(out)
@@ -257,28 +247,26 @@ class Assessor:
         window_s = max(2.0, 5 * self.config.interval_s)
         gpus = []
         powers: list[float] = []
-        kwargs_all: list[dict[str, float]] = []
+        capex_usd = 0.0  # the box's: each GPU's share added up
+        priced = 0
         for sample in snap.gpus:
             power = None if sample.lost else live_power_w(sample, history, window_s)
             gpus.append(self._assess_gpu(sample, shares.get(sample.index), power, n))
             if power is not None:
                 powers.append(power)
-            kw = self.cost_kwargs(self._spec(sample), n)
-            if kw is not None:
-                kwargs_all.append(kw)
+            box = self.box_prices(self._spec(sample), n)
+            if box is not None:
+                capex_usd += float(box[0].capex_usd(box[1]) or 0.0)
+                priced += 1
         producing = [g for g in gpus if g.tokens_per_s is not None]
         box_tokens = sum(g.tokens_per_s or 0.0 for g in producing) if producing else None
         box_power = sum(powers) if powers else None
         box_usd = None
-        if box_tokens and box_power is not None and len(kwargs_all) == len(snap.gpus):
-            box_kwargs = {**kwargs_all[0], "gpu_capex_usd": 0.0, "hosting_usd_per_h": 0.0}
-            # capex and hosting add up over the cards; the rest are shared rates
-            box_kwargs["gpu_capex_usd"] = sum(
-                k["gpu_capex_usd"] * (1 + k["server_overhead_ratio"]) for k in kwargs_all
+        if box_tokens and box_power is not None and priced == len(snap.gpus):
+            whole = replace(self.config.prices, server_capex_usd=capex_usd)
+            box_usd = float(
+                cost.usd_per_mtok(whole, tokens_per_s=box_tokens, gpu_capex_usd=None, power_w=box_power)
             )
-            box_kwargs["server_overhead_ratio"] = 0.0
-            box_kwargs["hosting_usd_per_h"] = self.config.prices.hosting_usd_per_h
-            box_usd = float(cost.usd_per_mtok(tokens_per_s=box_tokens, power_w=box_power, **box_kwargs))
         alerts = self._alerts.update(snap, gpus)
         return BoxAssessment(
             timestamp_s=snap.timestamp_s,
@@ -494,24 +482,31 @@ class Assessor:
         tokens: float | None,
         modelled_tokens: float | None,
     ) -> CostView | None:
-        kwargs = self.cost_kwargs(gpu, n_gpus)
-        if kwargs is None:
+        box = self.box_prices(gpu, n_gpus)
+        if box is None:
             return None
-        hourly = cost.cost_per_hour(power_w=power_w if power_w is not None else gpu.tdp_w, **kwargs)
+        prices, price = box
+        hourly = cost.cost_per_hour(
+            prices, gpu_capex_usd=price, power_w=power_w if power_w is not None else gpu.tdp_w
+        )
         split = CostSplit(
             float(hourly.capex_usd_per_h), float(hourly.power_usd_per_h), float(hourly.hosting_usd_per_h)
         )
         live = None
         if tokens and power_w is not None:
-            live = float(cost.usd_per_mtok(tokens_per_s=tokens, power_w=power_w, **kwargs))
+            live = float(cost.usd_per_mtok(prices, tokens_per_s=tokens, gpu_capex_usd=price, power_w=power_w))
         projected = None
         if modelled_tokens:
             # the projection assumes the card draws its TDP, as `gpuwatch plan cost` does
-            projected = float(cost.usd_per_mtok(tokens_per_s=modelled_tokens, power_w=gpu.tdp_w, **kwargs))
+            projected = float(
+                cost.usd_per_mtok(
+                    prices, tokens_per_s=modelled_tokens, gpu_capex_usd=price, power_w=gpu.tdp_w
+                )
+            )
         cloud = None
-        cloud_price = self.config.prices.cloud_usd_per_gpu_h
+        cloud_price = prices.cloud_usd_per_gpu_h
         reference = modelled_tokens or tokens
-        if cloud_price is not None and reference:
+        if cloud_price and reference:
             cloud = float(cost.cloud_usd_per_mtok(tokens_per_s=reference, cloud_usd_per_h=cloud_price))
         return CostView(
             live_usd_per_mtok=live,

@@ -7,14 +7,15 @@ an engine's HTTP endpoint or the model.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from gpuwatch.live.assessment import BoxAssessment
 from gpuwatch.live.assessor import Assessor
-from gpuwatch.live.config import LiveConfig, load_config
+from gpuwatch.live.config import LiveConfig
+from gpuwatch.options import get
 from gpuwatch.telemetry.engines import EngineWatcher
 from gpuwatch.telemetry.sample import Snapshot
 from gpuwatch.telemetry.source import SnapshotSource
@@ -68,21 +69,33 @@ class LiveSession:
                 log.exception("live session listener failed")
 
 
-def open_session(args: argparse.Namespace, *, isolate: bool = False) -> LiveSession:
-    """The session the CLI's source, engine, workload, config and price options describe (not started)."""
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where snapshots come from: the simulator, a recording or (neither) the real driver."""
+
+    sim: str | None = None
+    scenario: str | None = None
+    time_scale: float = get("time_scale").default
+    seed: int = get("seed").default
+    faults: str | None = None
+    replay: str | None = None
+    replay_speed: float = get("replay_speed").default
+
+
+def open_session(config: LiveConfig, source: SourceSpec, *, isolate: bool = False) -> LiveSession:
+    """The session over ``source`` priced and assessed by ``config`` (not started)."""
     from gpuwatch.telemetry.sources import open_source
 
-    config = load_config(getattr(args, "config", None), args)
-    source = open_source(
-        sim=getattr(args, "sim", None),
-        scenario=getattr(args, "scenario", None),
-        time_scale=getattr(args, "time_scale", 1.0),
-        seed=getattr(args, "seed", 0),
-        replay=getattr(args, "replay", None),
-        replay_speed=getattr(args, "replay_speed", 1.0),
+    snapshots = open_source(
+        sim=source.sim,
+        scenario=source.scenario,
+        time_scale=source.time_scale,
+        seed=source.seed,
+        replay=source.replay,
+        replay_speed=source.replay_speed,
         interval_s=config.interval_s,
         isolate=isolate,
-        faults=getattr(args, "faults", None),
+        faults=source.faults,
     )
     engines = EngineWatcher(config.engine_urls, interval_s=config.interval_s) if config.engine_urls else None
-    return LiveSession(source, config, engines)
+    return LiveSession(snapshots, config, engines)

@@ -274,6 +274,21 @@ def get_gpu(key: str | int) -> GpuSpec:
     raise ModelInputError(f"GPU key must be a string or PCI device id, got {key!r}")
 
 
+def identify_gpu(pci_device_id: int | None, name: str | None) -> GpuSpec | None:
+    """The catalog entry for a card as NVML describes it; None when the catalog lacks it.
+
+    The one matcher (telemetry calls it once per card; the id travels as ``GpuSample.catalog_id``).
+    PCI device id first: it is exact where NVML names vary by board or driver; then the NVML name.
+    """
+    for key in (pci_device_id, name):
+        if key:
+            try:
+                return get_gpu(key)
+            except UnknownIdError:
+                continue
+    return None
+
+
 def _close_first(wanted: str, known: list[str]) -> list[str]:
     """Close matches among ids and NVML names (compared lower-case, reported as spelled)."""
     lowered = {k.lower(): k for k in known}

@@ -1,14 +1,15 @@
 """Cost: owning (capex amortised + power + hosting) vs renting, $ per 1M tokens, training cost.
 
-Owned hardware costs money every wall-clock hour whether busy or not; tokens are only produced in
-the busy share (``utilisation_ratio``). Power is drawn at ``power_w`` while busy and ``idle_power_w``
-otherwise, times the facility PUE. Capex is the whole server: the GPUs plus
-``server_overhead_ratio`` x their price for chassis, CPUs, RAM, network and integration.
+Every function takes one :class:`OwnershipCost` (the prices) whole. Owned hardware costs money every
+wall-clock hour whether busy or not; tokens are only produced in the busy share (``utilisation_ratio``).
+Power is drawn at ``power_w`` while busy and ``idle_power_w`` otherwise, times the facility PUE. Capex is
+the whole server: the GPUs plus ``server_overhead_ratio`` x their price for chassis, CPUs, RAM, network
+and integration, unless ``server_capex_usd`` gives it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -17,6 +18,48 @@ from gpuwatch.model.errors import ModelInputError
 from gpuwatch.model.roofline import ArrayLike, as_result, peak_flops
 
 HOURS_PER_YEAR = 365 * 24  # the article's amortisation convention (no leap days)
+
+
+@dataclass(frozen=True)
+class OwnershipCost:
+    """What owning and running a box costs: the ONE set of defaults the live view, the exporter and
+    ``gpuwatch plan`` price with (the option registry, gpuwatch/options/settings.py, reads them here).
+
+    ``server_capex_usd`` is the whole server (GPUs, host, PSU, chassis, network); unset, it is the GPUs'
+    price x (1 + ``server_overhead_ratio``). ``utilisation_ratio`` is the share of the service life the
+    box does paid work; tokens are produced only then, capex and hosting are paid every hour.
+    ``cloud_usd_per_gpu_h`` is the rental rate compared against (None: no comparison).
+    Fields may hold numpy arrays for a vectorised what-if.
+    """
+
+    #: about the US average retail price (EIA Electric Power Monthly, 2024: ~13 c/kWh all sectors,
+    #: ~16 c residential); set yours
+    electricity_usd_per_kwh: float = 0.15
+    pue: float = 1.0  # a box under a desk has no facility overhead; a data hall is ~1.2-1.6
+    server_capex_usd: float | None = None
+    server_overhead_ratio: float = 0.0
+    service_life_years: float = 3.0
+    hosting_usd_per_h: float = 0.0
+    #: a typical on-demand rate for one rented GPU; real rates differ by GPU and provider
+    cloud_usd_per_gpu_h: float | None = 2.0
+    utilisation_ratio: float = 0.7
+
+    def share(self, n_gpus: int) -> OwnershipCost:
+        """One GPU's share of a box of ``n_gpus``: the server capex and the hosting split evenly."""
+        if n_gpus == 1:
+            return self
+        capex = None if self.server_capex_usd is None else self.server_capex_usd / n_gpus
+        return replace(self, server_capex_usd=capex, hosting_usd_per_h=self.hosting_usd_per_h / n_gpus)
+
+    def capex_usd(self, gpu_capex_usd: ArrayLike | None) -> ArrayLike | None:
+        """The server's purchase price: ``server_capex_usd`` if set, else the GPUs' x (1 + overhead)."""
+        if self.server_capex_usd is not None:
+            return _nonneg("server_capex_usd", self.server_capex_usd)
+        if gpu_capex_usd is None:
+            return None
+        return _nonneg("gpu_capex_usd", gpu_capex_usd) * (
+            1.0 + _nonneg("server_overhead_ratio", self.server_overhead_ratio)
+        )
 
 
 @dataclass(frozen=True)
@@ -29,83 +72,77 @@ class HourlyCost:
 
 def _ratio(name: str, value: ArrayLike) -> np.ndarray:
     arr = np.asarray(value, float)
-    if np.any(arr <= 0) or np.any(arr > 1):
+    if np.any(~(arr > 0)) or np.any(arr > 1):
         raise ModelInputError(f"{name} must be in (0, 1], got {value!r}")
     return arr
 
 
 def _nonneg(name: str, value: ArrayLike) -> np.ndarray:
     arr = np.asarray(value, float)
-    if np.any(arr < 0):
-        raise ModelInputError(f"{name} must be >= 0, got {value!r}")
+    if np.any(~(arr >= 0)) or np.any(~np.isfinite(arr)):
+        raise ModelInputError(f"{name} must be a finite number >= 0, got {value!r}")
     return arr
 
 
-def cost_per_hour(
-    *,
-    gpu_capex_usd: ArrayLike,
+def _capex(prices: OwnershipCost, gpu_capex_usd: ArrayLike | None) -> np.ndarray:
+    capex = prices.capex_usd(gpu_capex_usd)
+    if capex is None:
+        raise ModelInputError("no purchase price: give the GPU price or the server capex")
+    return np.asarray(capex, float)
+
+
+def _hourly(
+    prices: OwnershipCost,
+    gpu_capex_usd: ArrayLike | None,
     power_w: ArrayLike,
-    service_life_years: ArrayLike = 3.0,
-    server_overhead_ratio: ArrayLike = 0.0,
-    utilisation_ratio: ArrayLike = 1.0,
-    idle_power_w: ArrayLike | None = None,
-    pue: ArrayLike = 1.0,
-    electricity_usd_per_kwh: ArrayLike = 0.12,
-    hosting_usd_per_h: ArrayLike = 0.0,
+    idle_power_w: ArrayLike | None,
+    utilisation_ratio: ArrayLike,
 ) -> HourlyCost:
-    """Per wall-clock hour. ``idle_power_w=None`` charges ``power_w`` all hours (the worst case)."""
     u = _ratio("utilisation_ratio", utilisation_ratio)
-    life = np.asarray(service_life_years, float)
-    if np.any(life <= 0):
-        raise ModelInputError(f"service_life_years must be > 0, got {service_life_years!r}")
-    capex = _nonneg("gpu_capex_usd", gpu_capex_usd) * (
-        1.0 + _nonneg("server_overhead_ratio", server_overhead_ratio)
-    )
+    life = np.asarray(prices.service_life_years, float)
+    if np.any(~(life > 0)):
+        raise ModelInputError(f"service_life_years must be > 0, got {prices.service_life_years!r}")
     busy_w = _nonneg("power_w", power_w)
     idle_w = busy_w if idle_power_w is None else _nonneg("idle_power_w", idle_power_w)
     mean_w = u * busy_w + (1.0 - u) * idle_w
-    if np.any(np.asarray(pue, float) < 1):
-        raise ModelInputError(f"pue must be >= 1, got {pue!r}")
-    capex_h = capex / (life * HOURS_PER_YEAR)
-    power_h = (
-        mean_w / 1000.0 * np.asarray(pue, float) * _nonneg("electricity_usd_per_kwh", electricity_usd_per_kwh)
-    )
-    hosting_h = _nonneg("hosting_usd_per_h", hosting_usd_per_h)
+    pue = np.asarray(prices.pue, float)
+    if np.any(~(pue >= 1)):
+        raise ModelInputError(f"pue must be >= 1, got {prices.pue!r}")
+    capex_h = _capex(prices, gpu_capex_usd) / (life * HOURS_PER_YEAR)
+    power_h = mean_w / 1000.0 * pue * _nonneg("electricity_usd_per_kwh", prices.electricity_usd_per_kwh)
+    hosting_h = _nonneg("hosting_usd_per_h", prices.hosting_usd_per_h)
     total = capex_h + power_h + hosting_h
     return HourlyCost(
         as_result(capex_h), as_result(power_h), as_result(hosting_h + 0 * total), as_result(total)
     )
 
 
+def cost_per_hour(
+    prices: OwnershipCost,
+    *,
+    gpu_capex_usd: ArrayLike | None,
+    power_w: ArrayLike,
+    idle_power_w: ArrayLike | None = None,
+) -> HourlyCost:
+    """Per wall-clock hour at ``prices.utilisation_ratio``. ``idle_power_w=None`` charges ``power_w``
+    all hours (the worst case). ``gpu_capex_usd`` may be None when ``prices.server_capex_usd`` is set."""
+    return _hourly(prices, gpu_capex_usd, power_w, idle_power_w, prices.utilisation_ratio)
+
+
 def usd_per_mtok(
+    prices: OwnershipCost,
     *,
     tokens_per_s: ArrayLike,
-    utilisation_ratio: ArrayLike,
-    gpu_capex_usd: ArrayLike,
+    gpu_capex_usd: ArrayLike | None,
     power_w: ArrayLike,
-    service_life_years: ArrayLike = 3.0,
-    server_overhead_ratio: ArrayLike = 0.0,
     idle_power_w: ArrayLike | None = None,
-    pue: ArrayLike = 1.0,
-    electricity_usd_per_kwh: ArrayLike = 0.12,
-    hosting_usd_per_h: ArrayLike = 0.0,
 ) -> ArrayLike:
     """$ per 1M tokens of an owned box: hourly cost over the tokens its busy share produces."""
     tps = np.asarray(tokens_per_s, float)
-    if np.any(tps <= 0):
-        raise ModelInputError(f"tokens_per_s must be > 0, got {tokens_per_s!r}")
-    hc = cost_per_hour(
-        gpu_capex_usd=gpu_capex_usd,
-        power_w=power_w,
-        service_life_years=service_life_years,
-        server_overhead_ratio=server_overhead_ratio,
-        utilisation_ratio=utilisation_ratio,
-        idle_power_w=idle_power_w,
-        pue=pue,
-        electricity_usd_per_kwh=electricity_usd_per_kwh,
-        hosting_usd_per_h=hosting_usd_per_h,
-    )
-    tokens_per_h = tps * np.asarray(utilisation_ratio, float) * 3600.0
+    if np.any(~(tps > 0)) or np.any(~np.isfinite(tps)):
+        raise ModelInputError(f"tokens_per_s must be a finite number > 0, got {tokens_per_s!r}")
+    hc = cost_per_hour(prices, gpu_capex_usd=gpu_capex_usd, power_w=power_w, idle_power_w=idle_power_w)
+    tokens_per_h = tps * np.asarray(prices.utilisation_ratio, float) * 3600.0
     return as_result(np.asarray(hc.total_usd_per_h) / tokens_per_h * 1e6)
 
 
@@ -114,8 +151,8 @@ def cloud_usd_per_mtok(
 ) -> ArrayLike:
     """Rented: pay every hour held; ``utilisation_ratio`` = busy share of the held hours."""
     tps = np.asarray(tokens_per_s, float)
-    if np.any(tps <= 0):
-        raise ModelInputError(f"tokens_per_s must be > 0, got {tokens_per_s!r}")
+    if np.any(~(tps > 0)) or np.any(~np.isfinite(tps)):
+        raise ModelInputError(f"tokens_per_s must be a finite number > 0, got {tokens_per_s!r}")
     u = _ratio("utilisation_ratio", utilisation_ratio)
     return as_result(_nonneg("cloud_usd_per_h", cloud_usd_per_h) / (tps * u * 3600.0) * 1e6)
 
@@ -132,37 +169,22 @@ class BuyVsRent:
 
 
 def buy_vs_rent(
+    prices: OwnershipCost,
     *,
     cloud_usd_per_h: ArrayLike,
-    utilisation_ratio: ArrayLike,
-    gpu_capex_usd: ArrayLike,
+    gpu_capex_usd: ArrayLike | None,
     power_w: ArrayLike,
-    service_life_years: ArrayLike = 3.0,
-    server_overhead_ratio: ArrayLike = 0.0,
     idle_power_w: ArrayLike | None = None,
-    pue: ArrayLike = 1.0,
-    electricity_usd_per_kwh: ArrayLike = 0.12,
-    hosting_usd_per_h: ArrayLike = 0.0,
 ) -> BuyVsRent:
     """Renting = cloud $/h for the busy hours only; owning = capex up front plus running costs every hour.
 
     Break-even utilisation solves capex/life + hosting + P(u) = cloud x u, with P linear in u;
     break-even months solves capex = months x (cloud x u - hosting - P(u)).
     """
-    u = _ratio("utilisation_ratio", utilisation_ratio)
-    kw = dict(
-        gpu_capex_usd=gpu_capex_usd,
-        power_w=power_w,
-        service_life_years=service_life_years,
-        server_overhead_ratio=server_overhead_ratio,
-        idle_power_w=idle_power_w,
-        pue=pue,
-        electricity_usd_per_kwh=electricity_usd_per_kwh,
-        hosting_usd_per_h=hosting_usd_per_h,
-    )
-    own = cost_per_hour(utilisation_ratio=u, **kw)
-    at_idle = cost_per_hour(utilisation_ratio=1e-12, **kw)
-    at_busy = cost_per_hour(utilisation_ratio=1.0, **kw)
+    u = _ratio("utilisation_ratio", prices.utilisation_ratio)
+    own = _hourly(prices, gpu_capex_usd, power_w, idle_power_w, u)
+    at_idle = _hourly(prices, gpu_capex_usd, power_w, idle_power_w, 1e-12)
+    at_busy = _hourly(prices, gpu_capex_usd, power_w, idle_power_w, 1.0)
     cloud = _nonneg("cloud_usd_per_h", cloud_usd_per_h)
     fixed = np.asarray(at_idle.total_usd_per_h, float)  # capex share + hosting + idle power
     slope = np.asarray(at_busy.power_usd_per_h, float) - np.asarray(at_idle.power_usd_per_h, float)
@@ -171,9 +193,7 @@ def buy_vs_rent(
         u_star = np.where(u_star <= 1.0, u_star, np.inf)
         running = np.asarray(own.total_usd_per_h, float) - np.asarray(own.capex_usd_per_h, float)
         margin_h = cloud * u - running
-        capex_total = (
-            np.asarray(own.capex_usd_per_h, float) * np.asarray(service_life_years, float) * HOURS_PER_YEAR
-        )
+        capex_total = _capex(prices, gpu_capex_usd)
         months = np.where(
             margin_h > 0, capex_total / np.where(margin_h > 0, margin_h, 1.0) / (HOURS_PER_YEAR / 12), np.inf
         )

@@ -1,17 +1,16 @@
 """A what-if: the values a planner holds (form or command line), and every answer the model gives for them.
 
 One composition shared by the TUI planning panes and ``gpuwatch plan``, so both faces print the same
-numbers for the same inputs and :func:`plan_command` can hand the TUI's what-if to a shell.
-Pure numbers: stdlib + numpy + ``gpuwatch.model.*`` only.
+numbers for the same inputs (gpuwatch/options/plan_command.py writes the shell command that reproduces
+a what-if). Prices are one :class:`~gpuwatch.model.cost.OwnershipCost`, the same defaults the live view
+uses. Pure numbers: stdlib + numpy + ``gpuwatch.model.*`` only.
 """
 
 from __future__ import annotations
 
 import math
-import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 from gpuwatch.model import cost as cost_model
 from gpuwatch.model import memory, parallel
 from gpuwatch.model.catalog import GpuSpec, all_gpus, get_gpu
+from gpuwatch.model.cost import OwnershipCost
 from gpuwatch.model.engine_profiles import DEFAULT_ENGINE, get_engine_profile
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
 from gpuwatch.model.llm import ModelSpec, resolve_model
@@ -34,6 +34,8 @@ DEFAULT_OPTIMIZER = {"train": "adamw", "lora": "adamw", "qlora": "paged_adamw"}
 MAX_DATA_PARALLEL_GPUS = 1024
 #: GPU counts the parallel answer always tabulates (plus the asked count)
 PARALLEL_DEGREES = (1, 2, 4, 8)
+#: the price names PlanInputs.with_ routes into ``prices``
+OWNERSHIP_FIELDS = frozenset(f.name for f in fields(OwnershipCost))
 
 
 @dataclass(frozen=True)
@@ -50,24 +52,22 @@ class PlanInputs:
     parallel: str = "tp"
     engine: str = DEFAULT_ENGINE
     activation_checkpointing: bool = True
-    electricity_usd_per_kwh: float = 0.15
-    pue: float = 1.0
     gpu_price_usd: float | None = None  # None: the catalog list price, where it has one
-    service_life_years: float = 3.0
-    hosting_usd_per_h: float = 0.0
-    cloud_usd_per_gpu_h: float = 2.0
-    utilisation_ratio: float = 0.7
+    prices: OwnershipCost = field(default_factory=OwnershipCost)
     train_tokens: float = 1e9
     mfu_ratio: float = 0.4
-    # --- added for the command line (defaults keep the form's behaviour) ---
     link: str | None = None  # parallel.parse_link text ("pcie4", "nvlink", "ethernet:25"); None: default_link
     lora_rank: int = 16
     zero_stage: int = 0  # train: > 0 makes the ``count`` GPUs ZeRO data-parallel ranks
     optimizer: str | None = None  # None: DEFAULT_OPTIMIZER[mode]
     microbatches: int | None = None  # pipeline micro-batches; None: one per sequence of the batch
-    server_overhead_ratio: float = 0.0  # host/network/integration as a fraction of the GPUs' price
 
     def with_(self, **changes: object) -> PlanInputs:
+        """A copy with ``changes``; OwnershipCost field names (``pue=1.3``) change ``prices``."""
+        price_fields = OWNERSHIP_FIELDS.intersection(changes)
+        if price_fields:
+            prices = replace(self.prices, **{k: changes.pop(k) for k in price_fields})  # type: ignore[arg-type]
+            changes["prices"] = prices
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
@@ -127,13 +127,14 @@ def gpu_price(inputs: PlanInputs, gpu: GpuSpec) -> float | None:
     return inputs.gpu_price_usd if inputs.gpu_price_usd is not None else gpu.list_price_usd
 
 
-def require_gpu_price(inputs: PlanInputs, gpu: GpuSpec) -> float:
-    """The price an owned-box cost needs; datacenter parts have no list price, so the user must give one."""
+def require_gpu_price(inputs: PlanInputs, gpu: GpuSpec) -> float | None:
+    """The price an owned-box cost needs; datacenter parts have no list price, so the user must give one
+    (or the whole server's capex, which then is the price and the GPU's is not needed: None)."""
     price = gpu_price(inputs, gpu)
-    if price is None:
+    if price is None and inputs.prices.server_capex_usd is None:
         raise ModelInputError(
-            f"{gpu.id} has no list price in the catalog (datacenter GPUs are sold through OEMs); "
-            "pass --gpu-price-usd with what you pay per GPU"
+            f"no price for {gpu.name}: it has no list price in the catalog (datacenter GPUs are sold "
+            "through OEMs); pass --gpu-price with what you pay per GPU"
         )
     return price
 
@@ -231,50 +232,48 @@ def throughput_answer(
 
 def cost_answer(inputs: PlanInputs, gpu: GpuSpec, tokens_per_s: float) -> CostAnswer:
     """Own vs rent for ``count`` GPUs drawing their TDP while busy (the planner has no live power reading)."""
+    prices = inputs.prices
     price = gpu_price(inputs, gpu)
-    cloud_h = inputs.cloud_usd_per_gpu_h * inputs.count
+    gpu_capex = None if price is None else price * inputs.count
+    cloud_h = None if prices.cloud_usd_per_gpu_h is None else prices.cloud_usd_per_gpu_h * inputs.count
     cloud = (
         float(
             # rented on demand: only the busy hours are paid, as in buy_vs_rent and the live view
             cost_model.cloud_usd_per_mtok(tokens_per_s=tokens_per_s, cloud_usd_per_h=cloud_h)
         )
-        if cloud_h > 0 and tokens_per_s > 0
+        if cloud_h and tokens_per_s > 0
         else None
     )
-    if price is None:
+    if prices.capex_usd(gpu_capex) is None:
         return CostAnswer(None, cloud, None, None, None, None)
-    own: dict[str, Any] = {
-        "gpu_capex_usd": price * inputs.count,
-        "power_w": gpu.tdp_w * inputs.count,
-        "service_life_years": inputs.service_life_years,
-        "server_overhead_ratio": inputs.server_overhead_ratio,
-        "pue": inputs.pue,
-        "electricity_usd_per_kwh": inputs.electricity_usd_per_kwh,
-        "hosting_usd_per_h": inputs.hosting_usd_per_h,
-    }
+    power_w = gpu.tdp_w * inputs.count
     usd_mtok = (
         float(
             cost_model.usd_per_mtok(
-                tokens_per_s=tokens_per_s, utilisation_ratio=inputs.utilisation_ratio, **own
+                prices, tokens_per_s=tokens_per_s, gpu_capex_usd=gpu_capex, power_w=power_w
             )
         )
         if tokens_per_s > 0
         else None
     )
-    hourly = cost_model.cost_per_hour(utilisation_ratio=inputs.utilisation_ratio, **own)
-    rent = cost_model.buy_vs_rent(cloud_usd_per_h=cloud_h, utilisation_ratio=inputs.utilisation_ratio, **own)
+    hourly = cost_model.cost_per_hour(prices, gpu_capex_usd=gpu_capex, power_w=power_w)
+    rent = (
+        cost_model.buy_vs_rent(prices, cloud_usd_per_h=cloud_h, gpu_capex_usd=gpu_capex, power_w=power_w)
+        if cloud_h is not None
+        else None
+    )
     return CostAnswer(
         usd_per_mtok=usd_mtok,
         cloud_usd_per_mtok=cloud,
-        own_usd_per_h=float(rent.own_usd_per_h),
-        breakeven_utilisation_ratio=_finite(float(rent.breakeven_utilisation_ratio)),
-        breakeven_months=_finite(float(rent.breakeven_months)),
-        owning_wins=bool(rent.owning_wins),
-        gpu_capex_usd=price * inputs.count,
+        own_usd_per_h=float(hourly.total_usd_per_h),
+        breakeven_utilisation_ratio=_finite(float(rent.breakeven_utilisation_ratio)) if rent else None,
+        breakeven_months=_finite(float(rent.breakeven_months)) if rent else None,
+        owning_wins=bool(rent.owning_wins) if rent else None,
+        gpu_capex_usd=gpu_capex,
         capex_usd_per_h=float(hourly.capex_usd_per_h),
         power_usd_per_h=float(hourly.power_usd_per_h),
         hosting_usd_per_h=float(hourly.hosting_usd_per_h),
-        rent_usd_per_h=float(rent.rent_usd_per_h),
+        rent_usd_per_h=float(rent.rent_usd_per_h) if rent else None,
     )
 
 
@@ -291,7 +290,7 @@ def training_answer(inputs: PlanInputs, model: ModelSpec, gpu: GpuSpec) -> Train
         gpu=gpu,
         mfu_ratio=inputs.mfu_ratio,
         count=inputs.count,
-        usd_per_gpu_h=inputs.cloud_usd_per_gpu_h if inputs.cloud_usd_per_gpu_h > 0 else None,
+        usd_per_gpu_h=inputs.prices.cloud_usd_per_gpu_h or None,
     )
     return TrainingAnswer(
         flops=float(result.flops),
@@ -324,8 +323,6 @@ def _check(inputs: PlanInputs) -> None:
         raise ModelInputError(f"GPU price must be > 0 USD, got {inputs.gpu_price_usd}")
     if not inputs.train_tokens > 0:
         raise ModelInputError(f"training tokens must be > 0, got {inputs.train_tokens:g}")
-    if not inputs.cloud_usd_per_gpu_h >= 0:
-        raise ModelInputError(f"cloud price must be >= 0 USD per GPU-hour, got {inputs.cloud_usd_per_gpu_h}")
 
 
 def resolve(inputs: PlanInputs) -> tuple[ModelSpec, QuantFormat, GpuSpec]:
@@ -381,7 +378,8 @@ def compare(inputs: PlanInputs, gpu_prices: Mapping[str, float] | None = None) -
         except (ModelInputError, UnknownIdError, KeyError):
             continue  # e.g. a compute dtype this GPU lacks, or --link nvlink on a PCIe-only card
         price, source = _comparison_price(inputs, chosen, gpu, prices)
-        priced = cost_answer(inputs.with_(gpu_price_usd=price), gpu, tps)
+        # a configured server capex is the user's box, not what a box of other cards would cost
+        priced = cost_answer(inputs.with_(gpu_price_usd=price, server_capex_usd=None), gpu, tps)
         rows.append(
             ComparisonRow(
                 gpu_id=gpu.id,
@@ -509,81 +507,3 @@ def catalog_entry(gpu: GpuSpec) -> dict[str, Any]:
 
 def catalog_listing() -> list[dict[str, Any]]:
     return [catalog_entry(gpu) for gpu in all_gpus()]
-
-
-# ------------------------------------------------------------------------------------------ shell command
-#: PlanInputs field -> ``gpuwatch plan cost`` option, written only where the value differs from the default
-_COST_FLAGS = {
-    "gpu_price_usd": "--gpu-price-usd",
-    "server_overhead_ratio": "--server-overhead",
-    "service_life_years": "--life-years",
-    "electricity_usd_per_kwh": "--electricity-usd-per-kwh",
-    "pue": "--pue",
-    "hosting_usd_per_h": "--hosting-usd-per-h",
-    "utilisation_ratio": "--utilisation",
-    "cloud_usd_per_gpu_h": "--cloud-usd-per-gpu-h",
-}
-
-
-def _number(value: float) -> str:
-    """Shortest text that reads back as the same float (``1e+09``, ``0.15``), so the shell answer matches."""
-    short = f"{value:g}"
-    return short if float(short) == value else repr(float(value))
-
-
-def plan_command(inputs: PlanInputs) -> str:
-    """The ``gpuwatch plan …`` command that answers the same what-if from a shell: ``plan cost`` for an
-    inference workload with a GPU price (``plan throughput`` where there is none to price it with), and
-    ``plan train`` for the training modes; prices only where they differ from the defaults."""
-    default = PlanInputs()
-    model = inputs.model
-    if Path(model).suffix == ".json" or "/" in model:
-        model = str(Path(model).expanduser())
-    training = inputs.mode != "inference"
-    if training:
-        sub = "train"
-    else:
-        priced = inputs.gpu_price_usd is not None or _list_price(inputs.gpu) is not None
-        sub = "cost" if priced else "throughput"
-    args = ["gpuwatch", "plan", sub, "--model", model]
-    if not training:
-        args += ["--quant", inputs.quant]  # training modes use their own dtypes; `plan train` takes none
-    args += [
-        "--gpu",
-        inputs.gpu,
-        "--count",
-        str(inputs.count),
-        "--batch",
-        str(inputs.batch),
-        "--context",
-        str(inputs.context_tokens),
-    ]
-    if training:
-        args += ["--mode", inputs.mode]
-        if inputs.mode in ("lora", "qlora") and inputs.lora_rank != default.lora_rank:
-            args += ["--lora-rank", str(inputs.lora_rank)]
-        if inputs.mode == "train" and inputs.zero_stage:
-            args += ["--zero", str(inputs.zero_stage)]
-        if inputs.optimizer:
-            args += ["--optimizer", inputs.optimizer]
-        if not inputs.activation_checkpointing:
-            args.append("--no-checkpointing")
-        args += ["--tokens", _number(inputs.train_tokens), "--mfu", _number(inputs.mfu_ratio)]
-        flags = {"cloud_usd_per_gpu_h": _COST_FLAGS["cloud_usd_per_gpu_h"]}  # `plan train` rents
-    else:
-        args += ["--parallel", inputs.parallel, "--engine-profile", inputs.engine]
-        if inputs.link:
-            args += ["--link", inputs.link]
-        flags = _COST_FLAGS if sub == "cost" else {}
-    for name, option in flags.items():
-        value = getattr(inputs, name)
-        if value is not None and value != getattr(default, name):
-            args += [option, _number(value)]
-    return shlex.join(args)
-
-
-def _list_price(gpu_id: str) -> float | None:
-    try:
-        return get_gpu(gpu_id).list_price_usd
-    except UnknownIdError:
-        return None

@@ -21,6 +21,8 @@ _NOT_SCALAR = {
     "uuid",
     "name",
     "pci_bus_id",
+    "pci_device_id",
+    "catalog_id",
     "clock_event_seconds_total",
     "processes",
     "gpm",

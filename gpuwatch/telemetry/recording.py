@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from gpuwatch.errors import UserError
+from gpuwatch.telemetry.card_identity import upgrade_snapshot
 from gpuwatch.telemetry.history import History
 from gpuwatch.telemetry.sample import Snapshot, Unavailable
 from gpuwatch.telemetry.source import SnapshotFeed
@@ -169,7 +170,7 @@ def decode_snapshot(payload: bytes) -> Snapshot:
     except _DecodeError as exc:
         raise ValueError(str(exc)) from None
     assert isinstance(snap, Snapshot)
-    return snap
+    return upgrade_snapshot(snap)  # older recordings: catalog identity and read times
 
 
 # --- framing ------------------------------------------------------------------------------------
@@ -451,7 +452,7 @@ class ReplaySource(SnapshotFeed):
                 # break the history so no rate spans the seam.
                 self._offset_s += self._last_ts + 1.0 - ts
                 ts = self._last_ts + 1.0
-                self._history.mark_gap(ts - 0.5)
+                self._mark_gap(ts - 0.5)
             elif self._last_ts is not None and not self._fast and self.played:
                 replay_clock_s += min((ts - self._last_ts) / self.speed, self.max_gap_s)
                 delay = wall_start + replay_clock_s - time.monotonic()

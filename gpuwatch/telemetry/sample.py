@@ -8,7 +8,7 @@ everything that reads it (live, tui, exporter, record/replay): add fields, do no
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import IntFlag, StrEnum
 
 
@@ -20,6 +20,8 @@ class Unavailable(StrEnum):
     GPU_LOST = "gpu_lost"
     FUNCTION_NOT_FOUND = "function_not_found"  # the driver lacks the symbol
     ERROR = "error"  # any other NVML error on this reading this poll
+    #: the GPU's last successful read is older than the freshness bound (a hung or slow card)
+    STALE = "stale"
 
 
 class ClockEventReason(IntFlag):
@@ -88,6 +90,15 @@ class GpuSample:
     name: str
     pci_bus_id: str
     lost: bool = False
+    #: NVML's pciDeviceId (e.g. 0x268410DE); None where NVML gave none (or in older recordings)
+    pci_device_id: int | None = None
+    #: the card's catalog id, matched once by telemetry (model.catalog.identify_gpu); None: not in the catalog
+    catalog_id: str | None = None
+    #: when these readings were actually read (Unix seconds, the source's clock); 0.0 = never read
+    read_timestamp_s: float = 0.0
+    #: True when the last successful read is older than the freshness bound (see telemetry.freshness):
+    #: the readings are then absent (Unavailable.STALE), never the old values passed off as current
+    stale: bool = False
     # temperatures
     temperature_c: float | None = None
     memory_temperature_c: float | None = None
@@ -164,6 +175,15 @@ class GpuSample:
         return bool((self.clock_event_reasons or 0) & THROTTLING_REASONS)
 
 
+#: identity and bookkeeping fields of GpuSample: everything else is a reading
+IDENTITY_FIELDS = frozenset(
+    {"index", "uuid", "name", "pci_bus_id", "pci_device_id", "catalog_id", "lost", "unavailable"}
+    | {"read_timestamp_s", "stale"}
+)
+#: every reading name of GpuSample ("processes" and "gpm" included), for "lost", "stale" and doctor
+READING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(GpuSample) if f.name not in IDENTITY_FIELDS)
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     timestamp_s: float  # wall clock (time.time()) of the poll
@@ -175,3 +195,9 @@ class Snapshot:
     poll_duration_s: float | None = None
     #: error kind -> count in this poll (for the exporter's health metrics)
     errors: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def last_read_timestamp_s(self) -> float | None:
+        """The newest fresh GPU read in this snapshot: advances only when a poll really read a GPU."""
+        times = [g.read_timestamp_s for g in self.gpus if not g.stale and g.read_timestamp_s > 0]
+        return max(times) if times else None

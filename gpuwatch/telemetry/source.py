@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-from gpuwatch.telemetry.history import History
 from gpuwatch.telemetry.sample import Snapshot
 
+if TYPE_CHECKING:  # numpy (via History) stays out of the light NVML child
+    from gpuwatch.telemetry.history import History
+
 log = logging.getLogger(__name__)
+
+
+Phase = Literal["starting", "running", "restarting", "failed"]
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """Where a source stands, for faces to show from the first second (one line, never a traceback).
+
+    ``starting``: no snapshot yet (a slow driver keeps it here longer); ``running``: snapshots flow;
+    ``restarting``: the NVML child died (``message`` names how, e.g. "killed by SIGSEGV");
+    ``failed``: NVML cannot start (``message`` is the one-line reason; retried on a back-off).
+    """
+
+    phase: Phase
+    message: str | None = None
+    since_s: float = 0.0  # Unix seconds the phase began
 
 
 @runtime_checkable
@@ -34,6 +54,8 @@ class SnapshotSource(Protocol):
 
     def add_listener(self, fn: Callable[[Snapshot], None]) -> None: ...
 
+    def state(self) -> SourceState: ...
+
 
 class SnapshotFeed:
     """The half of a SnapshotSource every implementation shares: latest, history and listeners.
@@ -41,14 +63,29 @@ class SnapshotFeed:
     Subclasses produce snapshots on their own thread and hand each to :meth:`_publish`.
     """
 
-    def __init__(self, history: History | None = None) -> None:
-        self._history = history if history is not None else History()
+    def __init__(self, history: History | None = None, *, keep_history: bool = True) -> None:
+        """``keep_history=False``: no History at all (the NVML child forwards, its parent keeps it)."""
+        if history is None and keep_history:
+            from gpuwatch.telemetry.history import History
+
+            history = History()
+        self._history: History | None = history
         self._latest: Snapshot | None = None
         self._listeners: list[Callable[[Snapshot], None]] = []
 
     @property
     def history(self) -> History:
+        if self._history is None:
+            raise RuntimeError("this source keeps no history")
         return self._history
+
+    def _mark_gap(self, timestamp_s: float) -> None:
+        if self._history is not None:
+            self._history.mark_gap(timestamp_s)
+
+    def state(self) -> SourceState:
+        """In-process sources either have a snapshot or are still starting; the supervisor says more."""
+        return SourceState("running" if self._latest is not None else "starting")
 
     def latest(self) -> Snapshot | None:
         return self._latest
@@ -59,7 +96,8 @@ class SnapshotFeed:
     def _publish(self, snap: Snapshot) -> None:
         """Make ``snap`` the latest, add it to the history, tell the listeners (a failing one is logged)."""
         self._latest = snap
-        self._history.append(snap)
+        if self._history is not None:
+            self._history.append(snap)
         for fn in list(self._listeners):
             try:
                 fn(snap)

@@ -6,7 +6,9 @@ from collections import Counter
 
 import pynvml as N
 
-from gpuwatch.telemetry.poller import NvmlPoller, NvmlUnavailable, SimSpec, unavailable_message
+from gpuwatch.telemetry.nvml_unavailable import NvmlUnavailable, unavailable_message
+from gpuwatch.telemetry.poller import NvmlPoller
+from gpuwatch.telemetry.simspec import SimSpec
 from gpuwatch.telemetry.source import SnapshotSource
 
 __all__ = ["NvmlUnavailable", "describe_sim", "open_source"]
@@ -21,6 +23,19 @@ def describe_sim(devices: str, scenario: str | None) -> str:
     return f"simulated NVML: {cards} (scenario {scenario or 'decode'})"
 
 
+def _require_driver_library() -> None:
+    """NvmlUnavailable (one line) when libnvidia-ml cannot even be found; nothing in it is called."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return  # pynvml's Windows search path: leave it to the child
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        raise NvmlUnavailable(unavailable_message(N.NVMLError(N.NVML_ERROR_LIBRARY_NOT_FOUND))) from None
+
+
 def open_source(
     *,
     sim: str | None,
@@ -33,7 +48,12 @@ def open_source(
     isolate: bool = False,
     faults: str | None = None,
 ) -> SnapshotSource:
-    """A source, not yet started. Real NVML is probed now so a missing driver fails here, in one line."""
+    """A source, not yet started.
+
+    ``isolate=True`` (exporter, TUI, record): NVML runs in a supervised child process, so a crash or
+    hang in the driver is a state (``source.state()``) and never touches this process; start() returns
+    at once. In-process, real NVML is probed now so a missing driver fails here, in one line.
+    """
     interval = 1.0 if interval_s is None else interval_s
     if replay:
         from gpuwatch.telemetry.recording import ReplaySource
@@ -43,16 +63,27 @@ def open_source(
         spec = SimSpec(devices=sim, scenario=scenario, seed=seed, time_scale=time_scale, faults=faults)
         description = describe_sim(sim, scenario)
         if isolate:
-            return NvmlPoller(interval_s=interval, isolate=True, sim=spec, description=description)
+            from gpuwatch.telemetry.nvml_supervisor import NvmlSupervisor
+
+            spec.validate()  # a bad option is this command's one-line error, not the child's state
+            return NvmlSupervisor(interval_s=interval, sim=spec, description=description)
         from gpuwatch.telemetry.simulated import uninstall
 
         simulated = spec.install()
         return NvmlPoller(
             interval_s=interval, clock=simulated.now_s, sim=spec, description=description, on_stop=uninstall
         )
+    if isolate:
+        # no NVML call in this process (a hung or crashing driver must not reach it): only "is there a
+        # driver library at all", the common no-GPU case, fails here; any other NVML trouble is the
+        # supervisor's state, shown by the face and retried
+        _require_driver_library()
+        from gpuwatch.telemetry.nvml_supervisor import NvmlSupervisor
+
+        return NvmlSupervisor(interval_s=interval)
     try:
         N.nvmlInit()
     except N.NVMLError as exc:
         raise NvmlUnavailable(unavailable_message(exc)) from None
     N.nvmlShutdown()
-    return NvmlPoller(interval_s=interval, isolate=isolate)
+    return NvmlPoller(interval_s=interval)

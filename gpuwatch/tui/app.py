@@ -20,7 +20,8 @@ from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 from gpuwatch.live.assessment import BoxAssessment, GpuAssessment
 from gpuwatch.model.catalog import GpuSpec, get_gpu
 from gpuwatch.model.errors import UnknownIdError
-from gpuwatch.model.whatif import PlanInputs, plan_command
+from gpuwatch.model.whatif import PlanInputs
+from gpuwatch.options.plan_command import plan_command
 from gpuwatch.telemetry.sample import GpuSample, Snapshot
 from gpuwatch.tui.compare_pane import ComparePane
 from gpuwatch.tui.cost_pane import CostPane
@@ -162,7 +163,7 @@ class GpuwatchApp(App[None]):
 
     @staticmethod
     def _spec_for(sample: GpuSample, assessment: GpuAssessment | None) -> GpuSpec | None:
-        for key in (assessment.gpu_id if assessment else None, sample.name):
+        for key in (assessment.gpu_id if assessment else None, sample.catalog_id):
             if key:
                 try:
                     return get_gpu(key)

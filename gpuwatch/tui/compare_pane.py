@@ -64,12 +64,15 @@ def price_note(inputs: PlanInputs) -> Text:
     text.append(
         ": each GPU bought at the price shown (list = catalog list price, config = your [gpu_prices], "
         f"entered = the Plan pane's GPU price for {inputs.gpu}), at TDP, "
-        f"{percent(inputs.utilisation_ratio)} busy. Datacenter GPUs have no list price: add them under "
-        "[gpu_prices] in the config, or enter one in the Plan pane.\n"
+        f"{percent(inputs.prices.utilisation_ratio)} busy. Datacenter GPUs have no list price: add them "
+        "under [gpu_prices] in the config, or enter one in the Plan pane.\n"
     )
     text.append("rent $/1M", style="bold")
+    cloud = inputs.prices.cloud_usd_per_gpu_h
     text.append(
-        f": every GPU at the Plan pane's one cloud price, {usd(inputs.cloud_usd_per_gpu_h)}/GPU-h; "
+        ": no cloud price entered in the Plan pane."
+        if cloud is None
+        else f": every GPU at the Plan pane's one cloud price, {usd(cloud)}/GPU-h; "
         "real rental rates differ by GPU."
     )
     return text

@@ -9,6 +9,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
+from textual.validation import ValidationResult, Validator
 from textual.widget import Widget
 from textual.widgets import Input, Label, Select, Static, Switch
 
@@ -27,6 +28,9 @@ from gpuwatch.model.whatif import (
     PlanInputs,
     answer,
 )
+from gpuwatch.options import Invalid, Option, OptionError, get
+from gpuwatch.options.plan_command import plan_value
+from gpuwatch.options.settings import PLAN_FIELDS
 from gpuwatch.tui.formatting import duration, percent, rate, si, usd
 
 #: memory component -> bar colour (unknown components cycle through the rest)
@@ -44,21 +48,25 @@ _COMPONENT_STYLES = {
 }
 _FALLBACK_STYLES = ("cyan", "bright_cyan", "bright_magenta", "bright_red")
 
-#: form field id -> (PlanInputs field, converter) for the numeric Inputs
-_NUMBER_FIELDS: dict[str, tuple[str, type]] = {
-    "plan-batch": ("batch", int),
-    "plan-context": ("context_tokens", int),
-    "plan-count": ("count", int),
-    "plan-electricity": ("electricity_usd_per_kwh", float),
-    "plan-pue": ("pue", float),
-    "plan-life": ("service_life_years", float),
-    "plan-hosting": ("hosting_usd_per_h", float),
-    "plan-cloud": ("cloud_usd_per_gpu_h", float),
-    "plan-utilisation": ("utilisation_ratio", float),
-    "plan-train-tokens": ("train_tokens", float),
-    "plan-mfu": ("mfu_ratio", float),
-    "plan-lora-rank": ("lora_rank", int),
+#: form field id -> option key (gpuwatch/options/settings.py) for the number Inputs: the label, the range
+#: and the check of each come from its declaration, the same the command line uses
+_NUMBER_FIELDS: dict[str, str] = {
+    "plan-batch": "batch",
+    "plan-context": "context_tokens",
+    "plan-count": "count",
+    "plan-electricity": "electricity_usd_per_kwh",
+    "plan-pue": "pue",
+    "plan-gpu-price": "gpu_price_usd",
+    "plan-life": "service_life_years",
+    "plan-hosting": "hosting_usd_per_h",
+    "plan-cloud": "cloud_usd_per_gpu_h",
+    "plan-utilisation": "utilisation_ratio",
+    "plan-train-tokens": "train_tokens",
+    "plan-mfu": "mfu_ratio",
+    "plan-lora-rank": "lora_rank",
 }
+#: what an empty optional field means
+_PLACEHOLDERS = {"plan-gpu-price": "list price", "plan-cloud": "no cloud price"}
 _SELECT_FIELDS = {
     "plan-model": "model",
     "plan-mode": "mode",
@@ -178,14 +186,18 @@ def plan_text(plan: PlanAnswer, width: int) -> Text:
         text.append(f"(intensity {float(t.arithmetic_intensity_flop_per_byte):.3g} FLOP/byte)\n")
         text.append(f"  prefill is {t.prefill_bound}-bound")
     c = plan.cost
+    p = inputs.prices
     if c is not None:
         text.append("\n\ncost\n", style="bold")
         text.append("  $/1M tokens  own ")
         text.append(f"{usd(c.usd_per_mtok, digits=3)} ", style="bold green")
-        text.append(f"at {percent(inputs.utilisation_ratio)} utilisation\n")
+        text.append(f"at {percent(p.utilisation_ratio)} utilisation\n")
         text.append("               cloud ")
-        text.append(f"{usd(c.cloud_usd_per_mtok, digits=3)} ", style="bold")
-        text.append(f"at {usd(inputs.cloud_usd_per_gpu_h)}/GPU-h")
+        if p.cloud_usd_per_gpu_h is None:
+            text.append("no cloud price entered", style="dim")
+        else:
+            text.append(f"{usd(c.cloud_usd_per_mtok, digits=3)} ", style="bold")
+            text.append(f"at {usd(p.cloud_usd_per_gpu_h)}/GPU-h")
         if c.own_usd_per_h is None:
             text.append(
                 f"\n  {plan.gpu.name} has no list price: enter a GPU price to cost owning it", style="dim"
@@ -199,11 +211,15 @@ def plan_text(plan: PlanAnswer, width: int) -> Text:
                 f"hosting {usd(c.hosting_usd_per_h, digits=3)}",
             )
             text.append(f"\n  owning costs {usd(c.own_usd_per_h, digits=3)}/h = {' + '.join(parts)}")
-            text.append(
-                f"\n  ({inputs.count} x {usd(price, digits=0)} {source} price over "
-                f"{inputs.service_life_years:g} years; power at TDP x PUE {inputs.pue:g})"
+            bought = (
+                f"{usd(p.server_capex_usd, digits=0)} server"
+                if p.server_capex_usd is not None
+                else f"{inputs.count} x {usd(price, digits=0)} {source} price"
             )
-            if c.breakeven_utilisation_ratio is not None:
+            text.append(f"\n  ({bought} over {p.service_life_years:g} years; power at TDP x PUE {p.pue:g})")
+            if p.cloud_usd_per_gpu_h is None:
+                pass
+            elif c.breakeven_utilisation_ratio is not None:
                 text.append(
                     f"\n  buying beats renting above {percent(c.breakeven_utilisation_ratio)} utilisation"
                 )
@@ -222,7 +238,7 @@ def plan_text(plan: PlanAnswer, width: int) -> Text:
             f"  {tr.gpu_hours:,.1f} GPU-hours = {duration(tr.wall_clock_h * 3600)} on {inputs.count} GPU(s)"
         )
         if tr.usd is not None:
-            text.append(f"\n  {usd(tr.usd)} rented at {usd(inputs.cloud_usd_per_gpu_h)}/GPU-h", style="bold")
+            text.append(f"\n  {usd(tr.usd)} rented at {usd(p.cloud_usd_per_gpu_h)}/GPU-h", style="bold")
     return text
 
 
@@ -234,8 +250,37 @@ def _select(options: list[tuple[str, object]], value: object, widget_id: str, **
     return Select(options, value=value, id=widget_id, compact=True, **kw)  # type: ignore[arg-type]
 
 
-def _number_input(value: float | int, widget_id: str, *, integer: bool = False) -> Input:
-    return Input(f"{value:g}", type="integer" if integer else "number", id=widget_id, compact=True)
+class _Declared(Validator):
+    """The option's own check: a bad character or an out-of-range value marks the field invalid at once
+    (instead of Input's type filter silently dropping the character: "2.5" into batch is not "25")."""
+
+    def __init__(self, option: Option) -> None:
+        super().__init__()
+        self.option = option
+
+    def validate(self, value: str) -> ValidationResult:
+        try:
+            self.option.convert(value)
+        except Invalid as bad:
+            return self.failure(bad.reason or f"expected {bad.allowed}")
+        return self.success()
+
+
+def _number_input(widget_id: str, value: float | int | None) -> Input:
+    option = get(_NUMBER_FIELDS[widget_id])
+    return Input(
+        "" if value is None else option.text(value),
+        placeholder=_PLACEHOLDERS.get(widget_id, ""),
+        validators=[_Declared(option)],
+        id=widget_id,
+        compact=True,
+    )
+
+
+def _number_row(widget_id: str, inputs: PlanInputs, row_id: str | None = None) -> Horizontal:
+    key = _NUMBER_FIELDS[widget_id]
+    option = get(key)
+    return _row(option.label or key, _number_input(widget_id, plan_value(inputs, key)), id=row_id)
 
 
 class PlanPane(Horizontal):
@@ -281,12 +326,12 @@ class PlanPane(Horizontal):
                 _select([(q.id, q.id) for q in all_quants()], i.quant, "plan-quant", allow_blank=False),
                 id="row-quant",
             )
-            yield _row("batch", _number_input(i.batch, "plan-batch", integer=True))
-            yield _row("context", _number_input(i.context_tokens, "plan-context", integer=True))
+            yield _number_row("plan-batch", i)
+            yield _number_row("plan-context", i)
             yield _row(
                 "GPU", _select([(g.name, g.id) for g in all_gpus()], i.gpu, "plan-gpu", allow_blank=False)
             )
-            yield _row("count", _number_input(i.count, "plan-count", integer=True))
+            yield _number_row("plan-count", i)
             yield _row(
                 "parallel",
                 _select([(p, p) for p in PARALLELISM], i.parallel, "plan-parallel", allow_blank=False),
@@ -308,9 +353,7 @@ class PlanPane(Horizontal):
                 _select([(e, e) for e in ENGINE_NAMES], i.engine, "plan-engine", allow_blank=False),
                 id="row-engine",
             )
-            yield _row(
-                "LoRA rank", _number_input(i.lora_rank, "plan-lora-rank", integer=True), id="row-lora-rank"
-            )
+            yield _number_row("plan-lora-rank", i, "row-lora-rank")
             yield _row(
                 "ZeRO stage",
                 _select(
@@ -342,30 +385,16 @@ class PlanPane(Horizontal):
                 id="row-checkpointing",
             )
             yield Label("prices", classes="form-section")
-            yield _row(
-                "$/kWh", _number_input(i.electricity_usd_per_kwh, "plan-electricity"), id="row-electricity"
-            )
-            yield _row("PUE", _number_input(i.pue, "plan-pue"), id="row-pue")
-            yield _row(
-                "GPU price $",
-                Input(
-                    "" if i.gpu_price_usd is None else f"{i.gpu_price_usd:g}",
-                    placeholder="list price",
-                    type="number",
-                    id="plan-gpu-price",
-                    compact=True,
-                ),
-                id="row-gpu-price",
-            )
-            yield _row("life years", _number_input(i.service_life_years, "plan-life"), id="row-life")
-            yield _row("hosting $/h", _number_input(i.hosting_usd_per_h, "plan-hosting"), id="row-hosting")
-            yield _row("cloud $/GPU-h", _number_input(i.cloud_usd_per_gpu_h, "plan-cloud"))
-            yield _row(
-                "utilisation", _number_input(i.utilisation_ratio, "plan-utilisation"), id="row-utilisation"
-            )
+            yield _number_row("plan-electricity", i, "row-electricity")
+            yield _number_row("plan-pue", i, "row-pue")
+            yield _number_row("plan-gpu-price", i, "row-gpu-price")
+            yield _number_row("plan-life", i, "row-life")
+            yield _number_row("plan-hosting", i, "row-hosting")
+            yield _number_row("plan-cloud", i)
+            yield _number_row("plan-utilisation", i, "row-utilisation")
             yield Label("training", classes="form-section", id="section-training")
-            yield _row("tokens", _number_input(i.train_tokens, "plan-train-tokens"), id="row-train-tokens")
-            yield _row("MFU", _number_input(i.mfu_ratio, "plan-mfu"), id="row-mfu")
+            yield _number_row("plan-train-tokens", i, "row-train-tokens")
+            yield _number_row("plan-mfu", i, "row-mfu")
         with VerticalScroll(id="plan-answer"):
             yield Static(id="plan-result")
 
@@ -396,29 +425,24 @@ class PlanPane(Horizontal):
             changes["model"] = path
         elif "model" not in changes:
             raise ModelInputError("choose a model or enter the path of a local config.json")
-        for widget_id, (field_name, kind) in _NUMBER_FIELDS.items():
-            raw = self.query_one(f"#{widget_id}", Input).value.strip()
+        for widget_id, key in _NUMBER_FIELDS.items():
+            option = get(key)
+            raw = self.query_one(f"#{widget_id}", Input).value
             try:
-                changes[field_name] = kind(float(raw)) if kind is int and raw else kind(raw)
-            except ValueError:
-                label = widget_id.removeprefix("plan-").replace("-", " ")
-                raise ModelInputError(f"{label}: {raw!r} is not a number") from None
-        price = self.query_one("#plan-gpu-price", Input).value.strip()
-        try:
-            changes["gpu_price_usd"] = float(price) if price else None
-        except ValueError:
-            raise ModelInputError(f"GPU price: {price!r} is not a number") from None
+                changes[PLAN_FIELDS.get(key, key)] = option.check(raw, name=option.label or key)
+            except OptionError as exc:
+                raise ModelInputError(str(exc)) from None
         changes["activation_checkpointing"] = self.query_one("#plan-checkpointing", Switch).value
         return self.inputs.with_(**changes)
 
     def _show_meaningful_rows(self) -> None:
         """Hide the fields the chosen mode (and GPU count) does not use; their values are kept."""
         mode = self.query_one("#plan-mode", Select).value
-        count = self.query_one("#plan-count", Input).value.strip()
-        shown = self.inputs.with_(
-            mode=mode if isinstance(mode, str) else self.inputs.mode,
-            count=int(count) if count.isdigit() else self.inputs.count,
-        )
+        try:
+            count = get("count").convert(self.query_one("#plan-count", Input).value)
+        except Invalid:
+            count = self.inputs.count
+        shown = self.inputs.with_(mode=mode if isinstance(mode, str) else self.inputs.mode, count=count)
         for row_id, meaningful in _SHOWN_WHEN.items():
             self.query_one(f"#{row_id}").display = meaningful(shown)
         optimizer = self.query_one("#plan-optimizer", Select)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -219,12 +220,11 @@ class FakeNvmlLib:
         """Injected latency (outside the lock, so other devices are not stalled) and crashes."""
         sim = self.sim
         now = sim.elapsed_s()
-        delay = sim.faults.latency_s(index, now)
-        if delay > 0:
-            time.sleep(delay)
+        sim.faults.hold(index, now, sim.elapsed_s)  # injected latency; ends early when its fault does
         if sim.faults.should_crash(index, now):
             # What a segfault inside libnvidia-ml looks like to the process (nvitop#139).
-            os.kill(os.getpid(), signal.SIGSEGV)
+            # thread-directed, as a real fault is: os.kill would let this thread reach _exit first
+            signal.pthread_kill(threading.get_ident(), signal.SIGSEGV)
             os._exit(139)  # pragma: no cover - not reached where SIGSEGV kills
 
     def _index_of(self, handle: Any) -> int | None:

@@ -1,0 +1,432 @@
+"""`gpuwatch plan`'s output: each sub-command's answer as a table, or one JSON object with ``--json``.
+
+The numbers are :mod:`gpuwatch.model.whatif`'s; this module only lays them out (gpuwatch/commands/plan.py
+turns the options into a :class:`~gpuwatch.model.whatif.PlanInputs`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from gpuwatch.model import whatif
+from gpuwatch.model.catalog import GpuSpec
+from gpuwatch.model.llm import ModelSpec
+from gpuwatch.model.quant import QuantFormat
+from gpuwatch.model.whatif import PlanInputs
+
+TRAINING_MODES = ("train", "lora", "qlora")
+
+
+def _emit(as_json: bool, payload: dict[str, Any], render: Callable[[Console], None]) -> int:
+    if as_json:
+        print(json.dumps(payload, indent=2, allow_nan=False))
+    else:
+        render(Console(highlight=False))
+    return 0
+
+
+def _num(value: float | None, fmt: str = ",.1f", unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:{fmt}}{unit}"
+
+
+def _heading(console: Console, title: str) -> None:
+    """A title above a table, on its own line (a table's own title wraps to the table's width)."""
+    console.print(f"[bold]{title}[/bold]")
+
+
+def _kv_table(console: Console, title: str, rows: Sequence[tuple[str, str]]) -> None:
+    _heading(console, title)
+    table = Table(show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+def _workload_json(
+    inputs: PlanInputs, model: ModelSpec, quant: QuantFormat | None, gpu: GpuSpec | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "model": model.id,
+        "batch": inputs.batch,
+        "context_tokens": inputs.context_tokens,
+        "count": inputs.count,
+    }
+    if quant is not None:
+        out["quant"] = quant.id
+    if gpu is not None:
+        out["gpu"] = gpu.id
+    return out
+
+
+def _title(inputs: PlanInputs, model: ModelSpec, quant: QuantFormat | None, gpu: GpuSpec | None) -> str:
+    parts = [model.name] + ([quant.id] if quant else [])
+    where = f" on {inputs.count}× {gpu.name}" if gpu else ""
+    return f"{' '.join(parts)}, batch {inputs.batch} × {inputs.context_tokens:,} tokens{where}"
+
+
+def _notes(console: Console, notes: Sequence[str]) -> None:
+    for note in notes:
+        console.print(f"[dim]note: {note}[/dim]")
+
+
+# ------------------------------------------------------------------------------------------- sub-commands
+def _memory_json(mem: whatif.MemoryAnswer) -> dict[str, Any]:
+    return {
+        "mode": mem.mode,
+        "total_gib": mem.total_gib,
+        "breakdown": {f"{name}_gib": gib for name, gib in mem.total_components_gib.items()},
+        "per_gpu_gib": mem.per_gpu_gib,
+        "per_gpu_breakdown": {f"{name}_gib": gib for name, gib in mem.components_gib.items()},
+        "capacity_gib": mem.capacity_gib,
+        "usable_gib": mem.usable_gib,
+        "fits": mem.fits,
+        "gpus_needed": mem.gpus_needed,
+        "notes": list(mem.notes),
+    }
+
+
+def memory(inputs: PlanInputs, as_json: bool) -> int:
+    model, quant, gpu = whatif.resolve(inputs)
+    mem = whatif.memory_answer(inputs, model, quant, gpu)
+    payload = {
+        "command": "memory",
+        "workload": _workload_json(inputs, model, quant, gpu),
+        **_memory_json(mem),
+    }
+    if inputs.mode in TRAINING_MODES:
+        payload["workload"]["mode"] = inputs.mode
+        del payload["workload"]["quant"]  # training modes use their own dtypes (see notes)
+
+    def render(console: Console) -> None:
+        heading = _title(inputs, model, quant if inputs.mode == "inference" else None, gpu)
+        _heading(console, f"{inputs.mode} memory: {heading}")
+        table = Table()
+        table.add_column("component")
+        table.add_column("total", justify="right")
+        table.add_column("per GPU", justify="right")
+        for name, gib in mem.total_components_gib.items():
+            table.add_row(name, f"{gib:,.2f} GiB", f"{mem.components_gib[name]:,.2f} GiB")
+        table.add_section()
+        table.add_row("total", f"{mem.total_gib:,.2f} GiB", f"{mem.per_gpu_gib:,.2f} GiB", style="bold")
+        console.print(table)
+        verdict = "[green]fits[/green]" if mem.fits else "[red]does not fit[/red]"
+        needed = f"{mem.gpus_needed}" if mem.gpus_needed else "none (the per-GPU part alone is too big)"
+        console.print(
+            f"{verdict}: {mem.per_gpu_gib:,.2f} of {mem.usable_gib:,.2f} GiB usable per GPU "
+            f"({mem.capacity_gib:g} GiB less the allocator reserve); GPUs needed: {needed}"
+        )
+        _notes(console, mem.notes)
+
+    return _emit(as_json, payload, render)
+
+
+def _throughput_json(est: Any) -> dict[str, Any]:
+    return {
+        "decode_tokens_per_s": float(est.decode_tokens_per_s),
+        "decode_tokens_per_s_per_stream": float(est.decode_tokens_per_s_per_stream),
+        "prefill_tokens_per_s": float(est.prefill_tokens_per_s),
+        "time_per_output_token_ms": float(est.time_per_output_token_s) * 1e3,
+        "time_to_first_token_ms": float(est.time_to_first_token_s) * 1e3,
+        "bound": str(est.bound),
+        "prefill_bound": str(est.prefill_bound),
+        "arithmetic_intensity_flop_per_byte": float(est.arithmetic_intensity_flop_per_byte),
+        "flops_per_decode_step": float(est.flops_per_decode_step),
+        "bytes_per_decode_step": float(est.bytes_per_decode_step),
+        "comm_ms_per_decode_step": float(est.comm_s_per_decode_step) * 1e3,
+        "effective_bandwidth_bytes_s": float(est.effective_bandwidth_bytes_s),
+        "effective_peak_flops": float(est.effective_peak_flops),
+        "engine": est.engine,
+        "parallel": est.parallel,
+    }
+
+
+def throughput(inputs: PlanInputs, as_json: bool) -> int:
+    model, quant, gpu = whatif.resolve(inputs)
+    est = whatif.throughput_answer(inputs, model, quant, gpu)
+    mem = whatif.memory_answer(inputs, model, quant, gpu)
+    link = whatif.link_for(inputs, gpu)
+    payload = {
+        "command": "throughput",
+        "workload": _workload_json(inputs, model, quant, gpu),
+        **_throughput_json(est),
+        "link": link.description,
+        "fits": mem.fits,
+        "per_gpu_gib": mem.per_gpu_gib,
+    }
+
+    def render(console: Console) -> None:
+        rows = [
+            ("decode, all streams", f"{float(est.decode_tokens_per_s):,.1f} tok/s"),
+            ("decode, per stream", f"{float(est.decode_tokens_per_s_per_stream):,.1f} tok/s"),
+            ("time per output token", f"{float(est.time_per_output_token_s) * 1e3:,.2f} ms"),
+            ("decode bound", str(est.bound)),
+            ("prefill", f"{float(est.prefill_tokens_per_s):,.0f} tok/s ({est.prefill_bound}-bound)"),
+            ("time to first token", f"{float(est.time_to_first_token_s) * 1e3:,.1f} ms"),
+            ("arithmetic intensity", f"{float(est.arithmetic_intensity_flop_per_byte):,.1f} FLOP/byte"),
+            ("effective bandwidth", f"{float(est.effective_bandwidth_bytes_s) / 1e9:,.0f} GB/s per GPU"),
+        ]
+        if inputs.count > 1:
+            rows.append(
+                (
+                    f"{est.parallel} communication",
+                    f"{float(est.comm_s_per_decode_step) * 1e3:,.3f} ms/step over {link.description}",
+                )
+            )
+        _kv_table(console, f"{_title(inputs, model, quant, gpu)} ({est.engine} profile)", rows)
+        if not mem.fits:
+            console.print(
+                f"[red]does not fit[/red]: {mem.per_gpu_gib:,.1f} GiB per GPU of "
+                f"{mem.usable_gib:,.1f} usable (see `gpuwatch plan memory`)"
+            )
+
+    return _emit(as_json, payload, render)
+
+
+def cost(inputs: PlanInputs, as_json: bool) -> int:
+    model, quant, gpu = whatif.resolve(inputs)
+    whatif.require_gpu_price(inputs, gpu)
+    est = whatif.throughput_answer(inputs, model, quant, gpu)
+    tokens_per_s = float(est.decode_tokens_per_s)
+    cost = whatif.cost_answer(inputs, gpu, tokens_per_s)
+    p = inputs.prices
+    payload = {
+        "command": "cost",
+        "workload": _workload_json(inputs, model, quant, gpu),
+        "decode_tokens_per_s": tokens_per_s,
+        "gpu_price_usd": whatif.gpu_price(inputs, gpu),
+        "gpu_capex_usd": cost.gpu_capex_usd,
+        "server_capex_usd": p.server_capex_usd,
+        "server_overhead_ratio": p.server_overhead_ratio,
+        "service_life_years": p.service_life_years,
+        "utilisation_ratio": p.utilisation_ratio,
+        "power_w": gpu.tdp_w * inputs.count,
+        "pue": p.pue,
+        "electricity_usd_per_kwh": p.electricity_usd_per_kwh,
+        "hosting_usd_per_h": cost.hosting_usd_per_h,
+        "cloud_usd_per_gpu_h": p.cloud_usd_per_gpu_h,
+        "usd_per_mtok": cost.usd_per_mtok,
+        "cloud_usd_per_mtok": cost.cloud_usd_per_mtok,
+        "own_usd_per_h": cost.own_usd_per_h,
+        "capex_usd_per_h": cost.capex_usd_per_h,
+        "power_usd_per_h": cost.power_usd_per_h,
+        "rent_usd_per_h": cost.rent_usd_per_h,
+        "breakeven_utilisation_ratio": cost.breakeven_utilisation_ratio,
+        "breakeven_months": cost.breakeven_months,
+        "owning_wins": cost.owning_wins,
+    }
+
+    def render(console: Console) -> None:
+        be_u = cost.breakeven_utilisation_ratio
+        if p.server_capex_usd is not None:
+            capex = f"${p.server_capex_usd:,.0f} server"
+        else:
+            server = f" + {p.server_overhead_ratio:.0%} server" if p.server_overhead_ratio else ""
+            capex = f"${cost.gpu_capex_usd or 0:,.0f} of GPUs{server}"
+        rented = (
+            "no cloud price given (--cloud-price)"
+            if p.cloud_usd_per_gpu_h is None
+            else f"${p.cloud_usd_per_gpu_h:g}/GPU-h → ${_num(cost.cloud_usd_per_mtok, ',.3f')} per 1M tokens"
+        )
+        if p.cloud_usd_per_gpu_h is None:
+            pays_off = "no cloud price to compare with"
+        elif be_u is None:
+            pays_off = "never at these prices"
+        else:
+            pays_off = (
+                f"above {be_u:.0%} utilisation; "
+                f"after {_num(cost.breakeven_months)} months at {p.utilisation_ratio:.0%}"
+            )
+        rows = [
+            ("decode throughput", f"{tokens_per_s:,.1f} tok/s at {p.utilisation_ratio:.0%} busy"),
+            (
+                "capex",
+                f"{capex} over {p.service_life_years:g} years = ${_num(cost.capex_usd_per_h, ',.3f')}/h",
+            ),
+            (
+                "power",
+                f"{gpu.tdp_w * inputs.count:,.0f} W × PUE {p.pue:g} at "
+                f"${p.electricity_usd_per_kwh:g}/kWh = ${_num(cost.power_usd_per_h, ',.3f')}/h",
+            ),
+            ("hosting", f"${_num(cost.hosting_usd_per_h, ',.3f')}/h"),
+            (
+                "owned",
+                f"${_num(cost.own_usd_per_h, ',.3f')}/h → ${_num(cost.usd_per_mtok, ',.3f')} per 1M tokens",
+            ),
+            ("rented", rented),
+            ("owning pays off", pays_off),
+        ]
+        _kv_table(console, f"cost: {_title(inputs, model, quant, gpu)}", rows)
+
+    return _emit(as_json, payload, render)
+
+
+def _link_short(entry: dict[str, Any]) -> str:
+    """Scale-up link in a table cell: NVLink GB/s (both directions) if fitted, else the PCIe generation."""
+    pcie = f"PCIe {entry['pcie_gen']}"
+    if entry["nvlink_bytes_s"]:
+        name = entry["interconnect_name"].split(" (")[0] or "NVLink"  # "NVLink 4", "Infinity Fabric"
+        return f"{name} {entry['nvlink_bytes_s'] / 1e9:.0f} GB/s"
+    if entry["nvlink_bridge_bytes_s"]:
+        return f"{pcie} + NVLink bridge"
+    return pcie
+
+
+def gpus(inputs: PlanInputs | None, as_json: bool) -> int:
+    """The catalog; with a workload (``inputs``), that workload on every GPU."""
+    payload: dict[str, Any] = {"command": "gpus", "gpus": whatif.catalog_listing()}
+    rows: list[whatif.ComparisonRow] = []
+    if inputs is not None:
+        model, quant, _ = whatif.resolve(inputs)
+        rows = whatif.compare(inputs)
+        payload["comparison"] = {
+            "workload": _workload_json(inputs, model, quant, None),
+            "rows": [row.__dict__ for row in rows],
+        }
+
+    def render(console: Console) -> None:
+        if inputs is None:
+            _heading(
+                console, "GPU catalog: dense peaks; figures with their sources in `gpuwatch plan gpus --json`"
+            )
+            table = Table()
+            for col in ("id", "GiB", "GB/s", "fp16 TFLOPS", "fp8", "TDP W", "link", "price"):
+                table.add_column(col, justify="left" if col in ("id", "link") else "right")
+            for g in whatif.catalog_listing():
+                fp8 = g["peak_flops"].get("fp8")
+                table.add_row(
+                    g["id"],
+                    f"{g['memory_gib']:g}",
+                    f"{g['memory_bandwidth_bytes_s'] / 1e9:,.0f}",
+                    f"{g['peak_flops']['fp16'] / 1e12:,.0f}",
+                    _num(fp8 and fp8 / 1e12, ",.0f"),
+                    f"{g['tdp_w']:g}",
+                    _link_short(g),
+                    "n/a" if g["list_price_usd"] is None else f"${g['list_price_usd']:,.0f}",
+                )
+            console.print(table)
+            return
+        _heading(console, f"{_title(inputs, model, quant, None)} on each GPU")
+        table = Table()
+        for col in ("gpu", "fits", "GPUs needed", "decode tok/s", "$/1M tok", "tok/s per $1k"):
+            table.add_column(col, justify="left" if col == "gpu" else "right")
+        for row in rows:
+            table.add_row(
+                row.gpu_id,
+                "yes" if row.fits else "no",
+                str(row.gpus_needed or "—"),
+                _num(row.decode_tokens_per_s),
+                _num(row.usd_per_mtok, ",.3f"),
+                _num(row.tokens_per_s_per_kusd, ",.2f"),
+            )
+        console.print(table)
+        console.print(
+            "[dim]$/1M tokens only where the catalog has a list price (GeForce); "
+            "`gpuwatch plan cost --gpu-price` for the others[/dim]"
+        )
+
+    return _emit(as_json, payload, render)
+
+
+def parallel(inputs: PlanInputs, as_json: bool) -> int:
+    model, quant, gpu = whatif.resolve(inputs)
+    ans = whatif.parallel_answer(inputs, model, quant, gpu)
+    payload = {
+        "command": "parallel",
+        "workload": _workload_json(inputs, model, quant, gpu),
+        "link": ans.link.description,
+        "link_bandwidth_bytes_s": ans.link.bandwidth_bytes_s,
+        "link_latency_s": ans.link.latency_s,
+        "matmul_dtype": ans.matmul_dtype,
+        "max_tp_degree_decode": ans.max_tp_degree_decode,
+        "max_tp_degree_prefill": ans.max_tp_degree_prefill,
+        "gpus_to_hold": ans.gpus_to_hold,
+        "pipeline_stages": ans.pipeline_stages,
+        "microbatches": ans.microbatches,
+        "pipeline_bubble_ratio": ans.pipeline_bubble_ratio,
+        "degrees": [row.__dict__ for row in ans.degrees],
+    }
+
+    def render(console: Console) -> None:
+        rows = [
+            ("link", ans.link.description),
+            ("GPUs to hold weights + KV", str(ans.gpus_to_hold) if ans.gpus_to_hold else "none"),
+            (
+                "largest TP degree, decode",
+                f"{ans.max_tp_degree_decode} (all-reduce ≤ {ans.matmul_dtype} matmul; ignores memory time)",
+            ),
+            ("largest TP degree, prefill", str(ans.max_tp_degree_prefill)),
+            (
+                f"pipeline bubble, {ans.pipeline_stages} stages",
+                f"{ans.pipeline_bubble_ratio:.0%} idle with {ans.microbatches} micro-batches",
+            ),
+        ]
+        _kv_table(console, f"parallel: {_title(inputs, model, quant, gpu)}", rows)
+        _heading(console, "decode over that link")
+        table = Table()
+        for col in ("GPUs", "fits", "TP tok/s", "PP tok/s", "TP comm ms/step"):
+            table.add_column(col, justify="right")
+        for row in ans.degrees:
+            table.add_row(
+                str(row.count),
+                "yes" if row.fits else "no",
+                f"{row.tp_decode_tokens_per_s:,.1f}",
+                f"{row.pp_decode_tokens_per_s:,.1f}",
+                f"{row.tp_comm_s_per_decode_step * 1e3:,.3f}",
+            )
+        console.print(table)
+
+    return _emit(as_json, payload, render)
+
+
+def train(inputs: PlanInputs, as_json: bool) -> int:
+    model, quant, gpu = whatif.resolve(inputs)
+    train = whatif.training_answer(inputs, model, gpu)
+    mem = whatif.memory_answer(inputs, model, quant, gpu)
+    payload = {
+        "command": "train",
+        "workload": {**_workload_json(inputs, model, None, gpu), "mode": inputs.mode},
+        "params": model.active_params,
+        "tokens": inputs.train_tokens,
+        "mfu_ratio": inputs.mfu_ratio,
+        "flops": train.flops,
+        "gpu_hours": train.gpu_hours,
+        "wall_clock_h": train.wall_clock_h,
+        "cloud_usd_per_gpu_h": inputs.prices.cloud_usd_per_gpu_h,
+        "usd": train.usd,
+        "memory": _memory_json(mem),
+    }
+
+    def render(console: Console) -> None:
+        rows = [
+            (
+                "compute (6·N·D)",
+                f"6 × {model.active_params / 1e9:,.2f} B params × {inputs.train_tokens:,.3g} tokens "
+                f"= {train.flops:.3g} FLOP",
+            ),
+            ("GPU-hours", f"{train.gpu_hours:,.0f} at {inputs.mfu_ratio:.0%} MFU of bf16 peak"),
+            (
+                "wall clock",
+                f"{train.wall_clock_h:,.1f} h ({train.wall_clock_h / 24:,.1f} days) on {inputs.count} GPUs",
+            ),
+            (
+                "rented",
+                "no cloud price given (--cloud-price)"
+                if inputs.prices.cloud_usd_per_gpu_h is None
+                else f"${_num(train.usd, ',.0f')} at ${inputs.prices.cloud_usd_per_gpu_h:g}/GPU-h",
+            ),
+            (
+                f"{inputs.mode} memory per GPU",
+                f"{mem.per_gpu_gib:,.1f} of {mem.usable_gib:,.1f} GiB usable: "
+                + ("fits" if mem.fits else f"does not fit (needs {mem.gpus_needed or 'more'} GPUs)"),
+            ),
+        ]
+        _kv_table(console, f"train {model.name} on {inputs.count}× {gpu.name}", rows)
+
+    return _emit(as_json, payload, render)

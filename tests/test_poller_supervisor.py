@@ -1,0 +1,182 @@
+"""The NVML child supervisor, for real: child processes over the simulated NVML, crashes and all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from gpuwatch.telemetry.nvml_supervisor import NvmlSupervisor
+from gpuwatch.telemetry.sample import Snapshot
+from gpuwatch.telemetry.simspec import SimSpec
+
+
+def supervisor(faults: str | None = None, devices: str = "rtx4090") -> NvmlSupervisor:
+    return NvmlSupervisor(interval_s=0.2, sim=SimSpec(devices, faults=faults), backoff_initial_s=0.5)
+
+
+def wait_for(predicate, timeout_s: float = 60.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_start_returns_at_once_in_a_starting_state_then_runs() -> None:
+    source = supervisor()
+    started = time.monotonic()
+    source.start()
+    try:
+        assert time.monotonic() - started < 1.0
+        assert source.state().phase == "starting" and source.latest() is None
+        assert source.wait_ready(60.0).phase == "running"
+        assert source.latest() is not None
+    finally:
+        source.stop()
+    assert source.child_pid is None
+
+
+def test_a_driver_that_takes_2_s_per_call_neither_fails_start_up_nor_blocks_the_caller() -> None:
+    source = supervisor(faults="slow:2")
+    started = time.monotonic()
+    source.start()
+    try:
+        assert time.monotonic() - started < 1.0
+        time.sleep(4.0)
+        state = source.state()
+        assert state.phase == "starting", state  # still waiting for NVML: not "did not start"
+    finally:
+        stopping = time.monotonic()
+        source.stop()
+    assert time.monotonic() - stopping < 12.0
+
+
+def test_nvml_init_failure_is_a_one_line_state_not_an_exception() -> None:
+    source = supervisor(faults="init:driver_not_loaded")
+    source.start()
+    try:
+        state = source.wait_ready(60.0)
+        assert state.phase == "failed"
+        assert state.message is not None and "\n" not in state.message and "modprobe nvidia" in state.message
+        assert "Traceback" not in state.message
+    finally:
+        source.stop()
+
+
+def test_a_child_killed_by_a_signal_is_reported_with_it_and_restarts_without_re_adding_probe_errors() -> None:
+    source = supervisor()
+    snaps: list[Snapshot] = []
+    source.add_listener(snaps.append)
+    source.start()
+    try:
+        assert source.wait_ready(60.0).phase == "running"
+        assert wait_for(lambda: len(snaps) >= 3)
+        probe_errors_first_child = sum(s.errors.get("not_supported", 0) for s in snaps)
+        assert probe_errors_first_child > 0  # the 4090 has no memory temperature, no GPM: probed once
+        pid = source.child_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSEGV)
+        assert wait_for(lambda: source.restarts >= 1)
+        assert "killed by SIGSEGV" in (source.state().message or "") or source.state().phase == "running"
+        assert source.exits["killed by SIGSEGV"] == 1
+        n = len(snaps)
+        assert wait_for(lambda: len(snaps) >= n + 4 and source.child_pid not in (None, pid))
+    finally:
+        source.stop()
+    restarted = [i for i, s in enumerate(snaps) if s.errors.get("nvml_child_restart")]
+    assert restarted
+    after = snaps[restarted[0] :]
+    assert sum(s.errors.get("not_supported", 0) for s in after) == 0  # the new child's re-probe is not news
+    assert after[0].gpus[0].temperature_c is not None
+
+
+CHILD_OF_A_KILLED_PARENT = """
+import sys, time
+from gpuwatch.telemetry.nvml_supervisor import NvmlSupervisor
+from gpuwatch.telemetry.simspec import SimSpec
+s = NvmlSupervisor(interval_s=0.2, sim=SimSpec("rtx4090", faults=sys.argv[1] or None))
+s.start()
+deadline = time.monotonic() + 60
+while s.child_pid is None and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(s.child_pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("faults", ["", "slow:2"], ids=["running", "during-a-slow-start-up"])
+def test_the_child_dies_with_its_parent_and_never_spins(faults: str) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", CHILD_OF_A_KILLED_PARENT, faults],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert parent.stdout is not None
+        child_pid = int(parent.stdout.readline())
+        child = psutil.Process(child_pid)
+        assert child.ppid() == parent.pid
+        time.sleep(1.0)
+        parent.kill()
+        parent.wait()
+        gone, _ = psutil.wait_procs([child], timeout=10.0)
+        assert child in gone, "the NVML child outlived its killed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def gpuwatch(*args: str, timeout_s: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gpuwatch", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+
+
+def test_record_survives_a_segfault_inside_nvml(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from gpuwatch.telemetry.recording import read_recording
+
+    path = Path(str(tmp_path)) / "crash.gwrec"
+    # the simulated driver SIGSEGVs the NVML process 2 simulated seconds after each start
+    done = gpuwatch(
+        "record",
+        str(path),
+        "--sim",
+        "rtx4090",
+        "--faults",
+        "crash@2",
+        "--duration",
+        "6",
+        "--interval",
+        "0.25",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "killed by SIGSEGV" in done.stderr  # said once per crash, in one line
+    snaps = list(read_recording(path))
+    assert len(snaps) >= 4 and any(s.errors.get("nvml_child_restart") for s in snaps)
+
+
+def test_record_with_an_nvml_that_cannot_start_is_one_line(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "none.gwrec"
+    done = gpuwatch(
+        "record", str(path), "--sim", "rtx4090", "--faults", "init:driver_not_loaded", "--duration", "30"
+    )
+    assert done.returncode != 0
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert any("modprobe nvidia" in ln for ln in lines) and "Traceback" not in done.stderr
