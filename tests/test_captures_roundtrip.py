@@ -103,6 +103,13 @@ def test_every_probe_records_its_latency_and_the_errors_by_name(tmp_path: Path) 
         (None, "no such file"),
         ("not json", "not a gpuwatch capture"),
         ('{"format": "something-else"}', "not a gpuwatch capture"),
+        ("[" * 100_000 + "]" * 100_000, "not a gpuwatch capture"),
+        ('{"format": "gpuwatch-capture", "devices": [{"calls": {}}]}', "has no calls"),
+        (
+            '{"format": "gpuwatch-capture", "system": {"DriverVersion": {"value": "595.80"}}, "devices": '
+            '[{"calls": {"Name": {"value": "NVIDIA L40S"}, "MemoryInfo_v2": {"value": {"total": "lots"}}}}]}',
+            "malformed capture",
+        ),
     ],
 )
 def test_a_bad_capture_is_a_one_line_error(
@@ -175,3 +182,18 @@ def test_a_capture_of_a_busy_card_replays_its_idle_state_not_its_load(tmp_path: 
     assert calls["MemoryInfo_v2"]["value"]["used"] < 64 << 20  # decode's ~70 GiB belonged to its process
     assert calls["Clock.SM"]["value"] == 345  # the profile's idle clock, not the captured busy one
     assert calls["PowerUsage"]["value"] < 100_000
+
+
+def test_a_card_the_catalog_lacks_replays_from_the_capture_alone(tmp_path: Path) -> None:
+    doc = _capture(tmp_path, "known.json", "rtx4080-super")
+    calls = doc["devices"][0]["calls"]
+    calls["Name"]["value"] = "NVIDIA GeForce RTX 9999 Mystery"
+    calls["PciInfo"]["value"]["pciDeviceId"] = 0x9999_10DE
+    calls["MaxClock.SM"]["value"] = 3333
+    (tmp_path / "unknown.json").write_text(json.dumps(doc))
+    again = _capture(tmp_path, "again.json", f"capture:{tmp_path / 'unknown.json'}")
+    replayed = again["devices"][0]["calls"]
+    assert replayed["Name"]["value"] == "NVIDIA GeForce RTX 9999 Mystery"
+    assert replayed["PciInfo"]["value"]["pciDeviceId"] == 0x9999_10DE
+    assert replayed["MaxClock.SM"]["value"] == 3333
+    assert replayed["MemoryInfo_v2"]["value"]["total"] == calls["MemoryInfo_v2"]["value"]["total"]

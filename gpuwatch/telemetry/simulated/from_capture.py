@@ -69,7 +69,7 @@ def _load(path: str) -> dict[str, Any]:
         raise UserError(
             f"--sim capture:{path}: no such file; write one with `gpuwatch capture FILE`"
         ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise UserError(f"--sim capture:{path}: not a gpuwatch capture ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not doc.get("devices"):
         raise UserError(f"--sim capture:{path}: not a gpuwatch capture (no 'format: {FORMAT}' with devices)")
@@ -342,5 +342,11 @@ def load_capture_device(path: str, index: int = 0) -> tuple[GpuSpec, DeviceProfi
     if not isinstance(dev, dict) or not isinstance(dev.get("calls"), dict) or not dev["calls"]:
         raise UserError(f"--sim capture:{path}: its GPU {index} has no calls (it was not readable)")
     c = _Calls(dev["calls"])
-    chip = _chip(c, path)
-    return chip, _profile(chip, c, dev, path), _driver(doc, path)
+    try:
+        chip = _chip(c, path)
+        return chip, _profile(chip, c, dev, path), _driver(doc, path)
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+        # a hand-edited or truncated file: name it, never a traceback
+        raise UserError(
+            f"--sim capture:{path}: GPU {index}: malformed capture ({type(exc).__name__}: {exc})"
+        ) from None
