@@ -1,0 +1,144 @@
+"""Attribution: what each GPU attains, and where the figure came from, best source first.
+
+  MEASURED  GPM (Hopper+): DRAM_BW_UTIL x the card's peak bandwidth; tensor-pipe utilisation x the
+            compute ceiling at the live SM clock (busy time, so an upper bound on useful FLOP/s).
+  DERIVED   serving-engine tokens/s x the model's FLOPs per token and bytes per decode step at the
+            declared context (KV-cache reads included).
+  MODELLED  the declared workload's roofline projection at the card's live clocks.
+Memory-controller busy % is a duty cycle, not a share of bandwidth: it is never used for bandwidth.
+
+Attribution assumption: the engines' tokens/s are split evenly over the GPUs that are busy, and the
+declared workload (batch, context) describes one replica per GPU. That is exact on a one-GPU box and
+for data-parallel replicas; under tensor parallelism the per-GPU bytes are over-counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gpuwatch.live.assessment import Provenance, RooflinePosition
+from gpuwatch.live.workload import ResolvedWorkload
+from gpuwatch.model.catalog import GpuSpec
+from gpuwatch.model.roofline import attainable_flops, ridge_point_flop_per_byte
+from gpuwatch.model.throughput import ThroughputEstimate, bytes_per_decode_step, flops_per_token
+from gpuwatch.telemetry.engines import EngineReading
+from gpuwatch.telemetry.history import History
+from gpuwatch.telemetry.sample import ClockEventReason, GpuSample, Snapshot
+
+#: below this SM busy share a card with no engine traffic counts as idle
+IDLE_SM_BUSY_RATIO = 0.05
+
+
+def live_power_w(sample: GpuSample, history: History, window_s: float) -> float | None:
+    """Mean power over the window from the energy counter (an exact integral), else NVML's power."""
+    rate = history.rate(sample.index, "energy_j", window_s)
+    if rate is not None and rate >= 0:
+        return rate
+    return sample.power_w
+
+
+def is_idle(sample: GpuSample, tokens_per_s: float | None) -> bool:
+    if tokens_per_s is not None and tokens_per_s > 0:
+        return False
+    if (sample.clock_event_reasons or 0) & ClockEventReason.GPU_IDLE:
+        return True
+    return sample.sm_busy_ratio is not None and sample.sm_busy_ratio < IDLE_SM_BUSY_RATIO
+
+
+@dataclass(frozen=True)
+class EngineShare:
+    """One GPU's share of the engines' traffic."""
+
+    generation_tokens_per_s: float
+    prompt_tokens_per_s: float
+    batch: float  # concurrent sequences on this GPU
+
+
+def engine_shares(snap: Snapshot, engines: Sequence[EngineReading]) -> dict[int, EngineShare]:
+    good = [e for e in engines if e.error is None and e.generation_tokens_per_s is not None]
+    if not good:
+        return {}
+    gen = sum(e.generation_tokens_per_s or 0.0 for e in good)
+    prompt = sum(e.prompt_tokens_per_s or 0.0 for e in good)
+    running = [e.requests_running for e in good if e.requests_running is not None]
+    alive = [g for g in snap.gpus if not g.lost]
+    busy = [g for g in alive if g.sm_busy_ratio is None or g.sm_busy_ratio >= IDLE_SM_BUSY_RATIO] or alive
+    if not busy:
+        return {}
+    n = len(busy)
+    batch = max(1.0, sum(running) / n) if running else 0.0  # 0: unknown, use the declared batch
+    return {g.index: EngineShare(gen / n, prompt / n, batch) for g in busy}
+
+
+def roofline_position(
+    sample: GpuSample,
+    gpu: GpuSpec,
+    w: ResolvedWorkload | None,
+    share: EngineShare | None,
+    at_live: ThroughputEstimate | None,
+    idle: bool,
+    compute_scale: float,
+) -> RooflinePosition:
+    """Where the card sits: attained bandwidth and FLOP/s from the best source there is (module docstring)."""
+    dtype = w.dtype(gpu) if w else "fp16"
+    peak_bw = gpu.memory_bandwidth_bytes_s
+    peak = gpu.peak(dtype)
+    current_peak = peak * compute_scale
+
+    bw: float | None = None
+    bw_prov = Provenance.UNKNOWN
+    flops: float | None = None
+    flops_prov = Provenance.UNKNOWN
+    gpm = sample.gpm
+    if gpm is not None and gpm.dram_bandwidth_util_ratio is not None:
+        # DRAM_BW_UTIL is "vs theoretical maximum": the card's own figure where NVML gives one
+        bw = gpm.dram_bandwidth_util_ratio * (sample.peak_memory_bandwidth_bytes_s or peak_bw)
+        bw_prov = Provenance.MEASURED
+    if gpm is not None and gpm.tensor_util_ratio is not None:
+        flops = gpm.tensor_util_ratio * current_peak
+        flops_prov = Provenance.MEASURED
+    if w is not None and share is not None:
+        batch = share.batch or w.batch
+        steps_s = share.generation_tokens_per_s / batch
+        if bw is None:
+            bw = steps_s * float(bytes_per_decode_step(w.model, w.quant, batch, w.context_tokens))
+            bw_prov = Provenance.DERIVED
+        if flops is None:
+            # a prompt token attends on average to half the prompt
+            flops = share.generation_tokens_per_s * float(flops_per_token(w.model, w.context_tokens)) + (
+                share.prompt_tokens_per_s * float(flops_per_token(w.model, w.context_tokens / 2))
+            )
+            flops_prov = Provenance.DERIVED
+    if at_live is not None and not idle:
+        steps_s = 1.0 / float(at_live.decode_step_s)
+        if bw is None:
+            bw, bw_prov = float(at_live.bytes_per_decode_step) * steps_s, Provenance.MODELLED
+        if flops is None:
+            flops, flops_prov = float(at_live.flops_per_decode_step) * steps_s, Provenance.MODELLED
+
+    intensity: float | None = None
+    if flops is not None and bw:
+        intensity = flops / bw
+    elif at_live is not None:
+        intensity = float(at_live.arithmetic_intensity_flop_per_byte)
+    attainable = None
+    if intensity is not None:
+        attainable = float(attainable_flops(gpu, dtype, intensity, peak_flops_override=current_peak))
+    headroom = None
+    if flops is not None and attainable:
+        headroom = min(1.0, flops / attainable)
+    return RooflinePosition(
+        peak_bandwidth_bytes_s=peak_bw,
+        peak_flops=peak,
+        current_peak_flops=current_peak,
+        ridge_flop_per_byte=ridge_point_flop_per_byte(gpu, dtype),
+        attained_bandwidth_bytes_s=bw,
+        attained_flops=flops,
+        arithmetic_intensity_flop_per_byte=intensity,
+        attainable_flops=attainable,
+        headroom_ratio=headroom,
+        bandwidth_provenance=bw_prov,
+        flops_provenance=flops_prov,
+        dtype=dtype,
+    )

@@ -1,0 +1,141 @@
+"""What holds a GPU back: a throttle that costs clock, a busy link, or its side of the roofline's ridge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from gpuwatch.live.assessment import Bound, BoundKind, Provenance, RooflinePosition
+from gpuwatch.model.catalog import GpuSpec
+from gpuwatch.model.roofline import place_workload
+from gpuwatch.model.throughput import ThroughputEstimate
+from gpuwatch.telemetry.sample import THROTTLING_REASONS, GpuSample, reason_names
+
+#: a link this busy, and busier than DRAM and the tensor pipes, bounds the workload
+INTERCONNECT_BOUND_RATIO = 0.5
+#: a power cap (or sync boost) that pulls the SM clock this far under spec boost is the bound
+POWER_CAP_BOUND_RATIO = 0.10
+_POWER_REASONS = frozenset({"sw_power_cap", "sync_boost"})
+
+
+def bound(
+    sample: GpuSample,
+    gpu: GpuSpec,
+    r: RooflinePosition,
+    idle: bool,
+    at_live: ThroughputEstimate | None,
+) -> Bound:
+    if idle:
+        return Bound(BoundKind.IDLE, detail="idle")
+    throttle = throttle_of(sample, gpu)
+    if throttle is not None and throttle.holding_back:
+        return throttle.bound()
+    bound = _roofline_bound(sample, gpu, r, at_live)
+    if throttle is not None:  # active but not what holds the card back (e.g. a 6 % power-cap dip)
+        bound = replace(
+            bound,
+            throttle_reasons=throttle.reasons,
+            clock_loss_ratio=throttle.loss_ratio,
+            detail=f"{bound.detail}; {throttle.text}",
+        )
+    return bound
+
+
+def _roofline_bound(
+    sample: GpuSample, gpu: GpuSpec, r: RooflinePosition, at_live: ThroughputEstimate | None
+) -> Bound:
+    link = _link_ratio(sample, gpu)
+    mem_ratio = (
+        r.attained_bandwidth_bytes_s / r.peak_bandwidth_bytes_s if r.attained_bandwidth_bytes_s else 0.0
+    )
+    cmp_ratio = r.attained_flops / r.current_peak_flops if r.attained_flops and r.current_peak_flops else 0.0
+    if link is not None and link[0] >= INTERCONNECT_BOUND_RATIO and link[0] >= max(mem_ratio, cmp_ratio):
+        return Bound(
+            BoundKind.INTERCONNECT, detail=f"interconnect bound: {link[1]} at {link[0]:.0%} of its peak"
+        )
+    if r.bandwidth_provenance == r.flops_provenance == Provenance.MODELLED and at_live is not None:
+        # the model's own verdict: it weighs the engine's effective ceilings, not the datasheet's
+        kind = BoundKind(str(at_live.bound))
+    elif r.arithmetic_intensity_flop_per_byte is None:
+        return Bound(BoundKind.UNKNOWN, detail="no workload declared and no GPM or engine readings")
+    else:
+        # the model's roofline placement at live clocks (a slower SM clock moves the ridge left): one
+        # byte at the attained intensity, against the current compute roof and the card's bandwidth
+        placed = place_workload(
+            gpu,
+            r.dtype,
+            flops=r.arithmetic_intensity_flop_per_byte,
+            dram_bytes=1.0,
+            peak_flops_override=r.current_peak_flops,
+            bandwidth_bytes_s=r.peak_bandwidth_bytes_s,
+        )
+        kind = BoundKind(str(placed.bound))
+    if kind == BoundKind.INTERCONNECT:
+        return Bound(kind, detail="interconnect bound (modelled)")
+    if kind == BoundKind.MEMORY:
+        used = f"{mem_ratio:.0%} of " if r.attained_bandwidth_bytes_s else ""
+        return Bound(
+            BoundKind.MEMORY,
+            detail=(
+                f"memory-bandwidth bound ({r.bandwidth_provenance.value}): {used}"
+                f"{r.peak_bandwidth_bytes_s / 1e9:.0f} GB/s, {1 - mem_ratio:.0%} headroom"
+            ),
+        )
+    return Bound(
+        BoundKind.COMPUTE,
+        detail=(
+            f"compute bound ({r.flops_provenance.value}): {cmp_ratio:.0%} of "
+            f"{r.current_peak_flops / 1e12:.0f} TFLOP/s {r.dtype}"
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Throttle:
+    reasons: tuple[str, ...]
+    loss_ratio: float | None  # 1 - SM clock / NVML's max SM clock (the contract's clock loss)
+    holding_back: bool
+    text: str
+
+    def bound(self) -> Bound:
+        return Bound(BoundKind.THROTTLED, self.reasons, self.loss_ratio, self.text)
+
+
+def throttle_of(sample: GpuSample, gpu: GpuSpec | None) -> Throttle | None:
+    """The active throttle reasons, and whether they are what holds the card back.
+
+    Heat and hardware slowdown always are. A power cap is only when it pulls the SM clock at least
+    POWER_CAP_BOUND_RATIO under the spec boost clock: a datacenter card doing dense GEMMs sits at its
+    cap a few % under boost all day, and calling that "throttled" would hide its compute bound.
+    """
+    reasons = tuple(reason_names((sample.clock_event_reasons or 0) & THROTTLING_REASONS))
+    if not reasons:
+        return None
+    loss = None
+    text = f"throttled by {', '.join(reasons)}"
+    if sample.sm_clock_hz is not None and sample.sm_clock_max_hz:
+        loss = max(0.0, 1.0 - sample.sm_clock_hz / sample.sm_clock_max_hz)
+        mhz = f"{sample.sm_clock_hz / 1e6:.0f} of {sample.sm_clock_max_hz / 1e6:.0f} MHz"
+        text += f": SM clock {mhz}, {loss:.0%} lost"
+    holding = bool(set(reasons) - _POWER_REASONS)
+    if not holding:
+        holding = (
+            gpu is None
+            or sample.sm_clock_hz is None
+            or sample.sm_clock_hz < (1 - POWER_CAP_BOUND_RATIO) * gpu.boost_clock_hz
+        )
+    return Throttle(reasons, loss, holding, text)
+
+
+def _link_ratio(sample: GpuSample, gpu: GpuSpec) -> tuple[float, str] | None:
+    """The busiest link's share of its one-direction peak, and its name."""
+    best: tuple[float, str] | None = None
+    pcie = [v for v in (sample.pcie_tx_bytes_s, sample.pcie_rx_bytes_s) if v is not None]
+    if pcie and gpu.pcie_bytes_s > 0:
+        best = (max(pcie) / gpu.pcie_bytes_s, "PCIe")
+    if sample.gpm is not None and gpu.nvlink_bytes_s:
+        nv = [v for v in (sample.gpm.nvlink_tx_bytes_s, sample.gpm.nvlink_rx_bytes_s) if v is not None]
+        if nv:
+            ratio = max(nv) / (gpu.nvlink_bytes_s / 2)
+            if best is None or ratio > best[0]:
+                best = (ratio, "NVLink")
+    return best
