@@ -364,3 +364,17 @@ def test_every_calibrated_profile_names_a_capture_that_names_it_back() -> None:
     for pid, prof in DEVICE_PROFILES.items():
         if not prof.capture:
             assert prof.source.startswith("no real-card capture"), pid
+
+
+def test_uncalibrated_cards_take_their_memory_from_the_catalog_not_a_template_capture() -> None:
+    from gpuwatch.telemetry.simulated.profiles import device_profile, simulatable_ids
+
+    for gpu_id in simulatable_ids():
+        profile = device_profile(gpu_id)
+        if profile.capture:
+            continue
+        # a box built, not installed (the module's card fixture holds pynvml)
+        total = SimulatedNvml(gpu_id, scenario="idle", manual_clock=True).devices[0].memory_total_bytes
+        # NVML hides 0.4 % (HBM) to 6.3 % (GDDR with ECC on) of the datasheet size
+        assert 0.93 * get_gpu(gpu_id).memory_bytes <= total <= get_gpu(gpu_id).memory_bytes, gpu_id
+        assert profile.driver is None and profile.source.startswith("no real-card capture"), gpu_id

@@ -213,7 +213,7 @@ DEVICE_PROFILES: dict[str, DeviceProfile] = {
             **_geforce(gpm=True, heat_capacity_j_per_k=480.0, conductance_fan_w_per_k=13.0),
         ),
         _profile(
-            "rtx4080-super",
+            "rtx4080super",
             sm_clock_max_mhz=3165,
             memory_clock_max_mhz=11501,
             video_clock_max_mhz=2415,
@@ -250,7 +250,7 @@ DEVICE_PROFILES: dict[str, DeviceProfile] = {
             **_geforce(target_temperature_c=84.0),
         ),
         _profile(
-            "rtx2080-super",
+            "rtx2080super",
             sm_clock_max_mhz=2145,
             memory_clock_max_mhz=7751,
             video_clock_max_mhz=1995,
@@ -563,18 +563,6 @@ DEVICE_PROFILES: dict[str, DeviceProfile] = {
     )
 }
 
-_ALIASES = {
-    "4090": "rtx4090",
-    "3090": "rtx3090",
-    "5090": "rtx5090",
-    "h100": "h100-sxm",
-    "4080-super": "rtx4080-super",
-    "2080-super": "rtx2080-super",
-    "a100": "a100-80gb-sxm",
-    "a100-sxm": "a100-80gb-sxm",
-    "a100-pcie": "a100-80gb-pcie",
-}
-
 
 def nvml_name(spec: GpuSpec) -> str:
     """What nvmlDeviceGetName returns for this GPU."""
@@ -588,14 +576,10 @@ def simulatable_ids() -> list[str]:
 
 def canonical_id(key: str) -> str | None:
     """The catalog id for a user-given key (short id, alias, NVML name, PCI id); None if unknown."""
-    k = key.strip()
-    try:  # the catalog's own ids and aliases first; _ALIASES only for what it does not know
-        spec = get_gpu(k)
+    try:  # one id scheme: the catalog's ids and aliases (also what `plan --gpu` and [gpu_prices] take)
+        spec = get_gpu(key.strip())
     except UnknownIdError:
-        try:
-            spec = get_gpu(_ALIASES.get(k.lower(), k))
-        except UnknownIdError:
-            return None
+        return None
     if spec.vendor != "nvidia" or spec.planning_only:
         return None
     return spec.id
@@ -647,8 +631,20 @@ def _generic_profile(c: GpuSpec) -> DeviceProfile:
         conductance_passive_w_per_k=template.conductance_passive_w_per_k * c.tdp_w / template.power_default_w,
         conductance_fan_w_per_k=template.conductance_fan_w_per_k * c.tdp_w / template.power_default_w,
         tlimit_fields=newer,
-        source=f"generic {c.segment}/{arch} profile derived from the catalog entry (inferred)",
+        source=f"no real-card capture: generic {c.segment}/{arch} profile derived from the catalog entry "
+        "(inferred)",
         generic=True,
+        # what the template's capture measured is not this card's: back to the catalog-derived defaults
+        memory_total_mib=None,
+        memory_reserved_mib=None,
+        memory_used_idle_mib=4,
+        memory_clock_load_mhz=None,
+        video_clock_idle_mhz=None,
+        pcie_idle_gen=1 if geforce else None,  # as the captured GeForce cards / the captured H100
+        pcie_lanes=c.pcie_lanes,
+        inlet_c=25.0,
+        driver=None,
+        capture=None,
         brand="geforce" if c.segment == "geforce" else "nvidia",
     )
 
