@@ -20,6 +20,7 @@ from gpuwatch.model.catalog import get_gpu
 from gpuwatch.model.cost import OwnershipCost
 from gpuwatch.model.llm import get_model
 from gpuwatch.model.quant import get_quant
+from gpuwatch.model.serving import powered_throughput
 from gpuwatch.model.throughput import estimate_throughput
 from gpuwatch.telemetry.poller import NvmlPoller, SimSpec
 from gpuwatch.telemetry.sample import Snapshot
@@ -190,7 +191,14 @@ def test_live_and_plan_agree_for_the_same_workload_and_card(box: MakeBox) -> Non
     assert g.modelled_tokens_per_s == pytest.approx(est.decode_tokens_per_s)
     assert g.cost is not None
     assert g.cost.projected_usd_per_mtok == pytest.approx(
-        cost.usd_per_mtok(PRICES, tokens_per_s=est.decode_tokens_per_s, gpu_capex_usd=None, power_w=450.0)
+        cost.usd_per_mtok(
+            PRICES,
+            tokens_per_s=est.decode_tokens_per_s,
+            gpu_capex_usd=None,
+            power_w=powered_throughput(
+                get_model("mistral-7b"), "q4_K_M", get_gpu("rtx4090"), 4, 1024
+            ).power.power_w,
+        )
     )
     assert g.cost.cloud_usd_per_mtok == pytest.approx(
         cost.cloud_usd_per_mtok(tokens_per_s=est.decode_tokens_per_s, cloud_usd_per_h=0.69)

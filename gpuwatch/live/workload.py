@@ -13,6 +13,7 @@ from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.engine_profiles import EngineProfile, get_engine_profile
 from gpuwatch.model.llm import ModelSpec, resolve_model
 from gpuwatch.model.quant import QuantFormat, get_quant
+from gpuwatch.model.serving import powered_throughput
 from gpuwatch.model.throughput import ThroughputEstimate, estimate_throughput
 from gpuwatch.telemetry.sample import GpuSample
 
@@ -35,6 +36,14 @@ class ResolvedWorkload:
     def dtype(self, gpu: GpuSpec) -> str:
         """The ceiling the engine's matmuls run against (the model's own choice, e.g. fp16acc on GeForce)."""
         return self.engine.matmul_dtype(self.quant.compute_dtype, gpu)
+
+    def modelled_power_w(self, gpu: GpuSpec) -> float:
+        """Board power this workload draws on ``gpu`` at its default limit (gpuwatch/model/power.py), the
+        figure `gpuwatch plan cost` prices with."""
+        run = powered_throughput(
+            self.model, self.quant.id, gpu, self.batch, self.context_tokens, engine=self.engine.name
+        )
+        return run.power.power_w
 
     def estimate(self, gpu: GpuSpec, batch: float | None = None) -> ThroughputEstimate:
         return estimate_throughput(
