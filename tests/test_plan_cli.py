@@ -74,11 +74,18 @@ def check_all(capsys: pytest.CaptureFixture[str], model_id: str, gpu_id: str, qu
 
     c = plan_json(capsys, "cost", *w, *PRICE)
     d = PlanInputs()
-    assert c["usd_per_mtok"] == pytest.approx(
-        cost.usd_per_mtok(
-            d.prices, tokens_per_s=est.decode_tokens_per_s, gpu_capex_usd=20000, power_w=gpu.tdp_w
+    assert c["fits"] is ref.fits(gpu)
+    if not ref.fits(gpu):  # a model that cannot load has no speed and no price per token
+        assert (
+            c["decode_tokens_per_s"] is None and c["usd_per_mtok"] is None and c["cloud_usd_per_mtok"] is None
         )
-    )
+        assert "does not fit" in plan_table(capsys, "cost", *w, *PRICE)
+    else:
+        assert c["usd_per_mtok"] == pytest.approx(
+            cost.usd_per_mtok(
+                d.prices, tokens_per_s=est.decode_tokens_per_s, gpu_capex_usd=20000, power_w=gpu.tdp_w
+            )
+        )
     assert "per 1M tokens" in plan_table(capsys, "cost", *w, *PRICE)
 
     pa = plan_json(capsys, "parallel", *w, "--count", "2")

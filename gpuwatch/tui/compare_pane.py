@@ -40,7 +40,7 @@ def sort_rows(rows: list[ComparisonRow], column: str) -> list[ComparisonRow]:
 def _fits(row: ComparisonRow) -> str:
     if row.fits:
         return "yes"
-    return f"no (needs {row.gpus_needed})" if row.gpus_needed else "no"
+    return f"does not fit (needs {row.gpus_needed})" if row.gpus_needed else "does not fit"
 
 
 def _cells(row: ComparisonRow) -> tuple[str | Text, ...]:
@@ -79,7 +79,7 @@ def price_note(inputs: PlanInputs) -> Text:
 
 
 class ComparePane(Vertical):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("s", "next_sort", "Sort by next column")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("s", "next_sort", "Sort by next column", show=False)]
 
     def __init__(self, *, gpu_prices: Mapping[str, float] | None = None, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -95,6 +95,11 @@ class ComparePane(Vertical):
             table.add_column(title if key in ("gpu", "fits") else Text(title, justify="right"), key=key)
         yield table
         yield Static(id="compare-note", classes="pane-note")
+
+    def on_show(self) -> None:
+        """Focus the table when the pane comes on screen, so that `s` sorts at once (the binding is the
+        pane's: with the focus left on the tab bar it would not be reached)."""
+        self.query_one("#compare-table", DataTable).focus()
 
     def show(self, inputs: PlanInputs) -> None:
         self.inputs = inputs

@@ -172,6 +172,9 @@ def plan_text(plan: PlanAnswer, width: int) -> Text:
         text.append(item)
         column += 2 + len(item)
     t = plan.throughput
+    if inputs.mode == "inference" and not mem.fits:
+        text.append("\n\nno tok/s and no $/1M tokens: the model cannot load on ", style="red")
+        text.append(f"{inputs.count} x {plan.gpu.name}" if inputs.count > 1 else plan.gpu.name, style="red")
     if t is not None:
         over = f"{t.engine}, {t.parallel} over {t.count} GPUs" if t.count > 1 else t.engine
         text.append(f"\n\nthroughput ({over})\n", style="bold")
