@@ -174,6 +174,8 @@ async def test_planner_answers_every_change_at_once(rack: ManualRack) -> None:
         # the comparison pane follows the form (escape leaves the batch field, so 5 switches panes)
         await pilot.press("escape", "5")
         await pilot.pause()
+        await app.workers.wait_for_complete()  # the comparison runs in a worker thread
+        await pilot.pause()
         assert "batch 16" in text_of(app.query_one("#compare-title", Static))
         table = app.query_one("#compare-table")
         assert table.row_count > 10  # type: ignore[attr-defined]
@@ -296,6 +298,8 @@ async def test_compare_prices_datacenter_gpus_from_the_config_and_says_how() -> 
     app = GpuwatchApp(rack.session)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("5")
+        await pilot.pause()
+        await app.workers.wait_for_complete()  # the comparison runs in a worker thread
         await pilot.pause()
         table = app.query_one("#compare-table", DataTable)
         h100 = [str(c) for c in table.get_row("h100-sxm")]

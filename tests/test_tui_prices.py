@@ -69,6 +69,8 @@ async def test_plan_and_compare_flag_a_workload_that_does_not_fit(racks: list[Ma
         assert "decode " not in shown and "$/1M tokens  own" not in shown
         await pilot.press("escape", "5")
         await pilot.pause()
+        await app.workers.wait_for_complete()  # the comparison runs in a worker thread
+        await pilot.pause()
         row = [str(c) for c in app.query_one("#compare-table", DataTable).get_row("rtx4090")]
         assert row[1].startswith("does not fit") and row[2] == row[3] == "n/a"
 
@@ -110,6 +112,8 @@ async def test_compare_sorts_with_s_right_after_switching_to_it(racks: list[Manu
     app = GpuwatchApp(rack.session)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("5")
+        await pilot.pause()
+        await app.workers.wait_for_complete()  # the comparison runs in a worker thread
         await pilot.pause()
         title = app.query_one("#compare-title", Static)
         assert "sorted by decode tok/s" in text_of(title)
