@@ -199,7 +199,7 @@ async def test_planner_answers_every_change_at_once(rack: ManualRack) -> None:
 
 async def test_copy_key_puts_the_equivalent_plan_command_on_the_clipboard(rack: ManualRack) -> None:
     app = GpuwatchApp(rack.session)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
         await pilot.press("4")
         await _set_input(pilot, app, "#plan-batch", "8")
         await pilot.press("escape")  # leave the input so the key reaches the app
@@ -209,7 +209,10 @@ async def test_copy_key_puts_the_equivalent_plan_command_on_the_clipboard(rack: 
         expected = plan_command(PlanInputs(batch=8))
         assert app.clipboard == expected
         assert "--batch 8" in expected
-        assert any(n.message == expected for n in app._notifications)
+        await pilot.pause()
+        await pilot.pause(0.2)
+        toasts = [str(toast.render()) for toast in app.screen.query("Toast")]  # what is on screen
+        assert any(expected in text for text in toasts), toasts
 
 
 async def _copied_command_output(pilot: object, app: GpuwatchApp) -> dict:

@@ -261,6 +261,8 @@ class OneLineParser(argparse.ArgumentParser):
         where = self.prog.removeprefix("gpuwatch").strip()
         # argparse names an option by all its spellings ("--cloud-price/--cloud-usd-per-gpu-h"): the first
         message = re.sub(r"(--[\w-]+)(?:/--[\w-]+)+", r"\1", message.removeprefix("argument "))
+        # as the config file says it: "--batch = '2.5' is not allowed: …"
+        message = re.sub(r"^(--[\w-]+): (.* is not allowed)", r"\1 = \2", message)
         raise UsageError(f"{where}: {message}" if where else message)
 
 

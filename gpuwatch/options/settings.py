@@ -98,6 +98,8 @@ def engine_url(value: Any) -> str:
         raise Invalid(_URL_FORM) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid(_URL_FORM)
+    if "://" not in text and parts.port is None:  # "notaurl": a typo, not an engine on port 80
+        raise Invalid(_URL_FORM)
     return text
 
 
