@@ -64,6 +64,8 @@ async def test_plan_and_compare_flag_a_workload_that_does_not_fit(racks: list[Ma
         await pilot.pause()
         app.query_one("#plan-model").value = "llama-3-70b"  # type: ignore[attr-defined]
         await pilot.pause()
+        await app.workers.wait_for_complete()  # the planner answers in a worker thread
+        await pilot.pause()
         shown = text_of(app.query_one("#plan-result", Static))
         assert "DOES NOT FIT" in shown and "no tok/s and no $/1M tokens" in shown
         assert "decode " not in shown and "$/1M tokens  own" not in shown
@@ -100,6 +102,8 @@ async def test_a_bad_character_in_a_number_field_is_refused_visibly(racks: list[
         shown = text_of(app.query_one("#plan-result", Static))
         assert "cannot answer: batch = '2.5' is not allowed: expected a whole number" in shown
         await pilot.press("backspace", "backspace")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
         await pilot.pause()
         assert not batch.has_class("-invalid") and "cannot answer" not in text_of(
             app.query_one("#plan-result", Static)
