@@ -81,7 +81,8 @@ def test_an_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
             "http://127.0.0.1:8000",
         ),
         ('engine_urls = ["host:port"]\n', "engine_urls", "['host:port']", "http://127.0.0.1:8000"),
-        ('alternatives = ["h100"]\n', "alternatives", "['h100']", "h100-sxm"),
+        # "h100" is a catalog alias of h100-sxm since issue 14 (one id scheme with --sim)
+        ('alternatives = ["h100-sxm4"]\n', "alternatives", "['h100-sxm4']", "h100-sxm"),
         ("[alerts]\nthroughput_shortfall_ratio = 2\n", "alerts.throughput_shortfall_ratio", "2", "<= 1"),
     ],
 )
@@ -159,9 +160,11 @@ def test_a_bad_command_line_value_names_the_option(tmp_path: Path, monkeypatch: 
 
 def test_workload_spec() -> None:
     assert parse_workload("llama-3-8b:fp16:batch=8:context=4096") == Workload("llama-3-8b", "fp16", 8, 4096)
-    assert parse_workload("LLAMA-2-7B:int4:engine=llama.cpp") == Workload(
+    assert parse_workload("LLAMA-2-7B:awq:engine=llama.cpp") == Workload(
         "llama-2-7b", "int4-awq", 1, 4096, engine_profile="llama.cpp"
     )
+    with pytest.raises(ConfigError, match="ambiguous quantisation format 'int4'; choose one of int4-awq"):
+        parse_workload("llama-2-7b:int4")  # issue 14: a family id is not silently one of its members
     assert (
         parse_workload("llama-3-8b:fp16:batch=8:context=4096").spec == "llama-3-8b:fp16:batch=8:context=4096"
     )
@@ -203,3 +206,10 @@ def test_an_unpriced_alternative_says_how_to_price_it(tmp_path: Path) -> None:
         write(tmp_path, 'alternatives = ["a100-80gb-sxm"]\n[gpu_prices]\na100-80gb-sxm = 15000\n')
     )
     assert priced.gpu_prices == {"a100-80gb-sxm": 15000.0}
+
+
+def test_gpu_prices_and_alternatives_take_the_sim_ids(tmp_path: Path) -> None:
+    """One id scheme (issue 14): what `--sim` accepts names the same card in [gpu_prices] and alternatives."""
+    config = load_config(write(tmp_path, 'alternatives = ["h100", "4090"]\n[gpu_prices]\nh100 = 25000\n'))
+    assert config.gpu_prices == {"h100-sxm": 25000.0}
+    assert config.alternatives == ("h100-sxm", "rtx4090")

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from gpuwatch.model.catalog import DTYPE_KEYS, all_gpus, get_gpu, gpu_ids, load_user_gpus, reset_user_gpus
+from gpuwatch.model.catalog import (
+    DTYPE_KEYS,
+    all_gpus,
+    get_gpu,
+    gpu_ids,
+    identify_gpu,
+    load_user_gpus,
+    reset_user_gpus,
+)
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
 
 REQUIRED_IDS = {
@@ -40,7 +48,8 @@ def test_every_gpu_is_complete_and_sourced(gpu) -> None:  # type: ignore[no-unty
         assert gpu.sources.get(key), f"{gpu.id}: no source for {key}"
     assert gpu.planning_only == (gpu.vendor != "nvidia")
     if not gpu.planning_only:
-        assert gpu.nvml_names and gpu.pci_device_ids
+        assert gpu.pci_device_ids
+        assert gpu.nvml_names or gpu.id == "rtx4060ti-16gb"  # its NVML name is the 8 GB card's too
 
 
 def test_datasheet_figures_the_articles_get_wrong() -> None:
@@ -109,8 +118,8 @@ def test_lookup_by_nvml_name_id_and_pci_id(key: str | int, expected: str) -> Non
 
 
 def test_unknown_gpu_lists_close_matches() -> None:
-    with pytest.raises(UnknownIdError, match=r"unknown GPU 'rtx4080'; did you mean .*rtx4090"):
-        get_gpu("rtx4080")
+    with pytest.raises(UnknownIdError, match=r"unknown GPU 'rtx4085'; did you mean .*rtx4080"):
+        get_gpu("rtx4085")
     with pytest.raises(UnknownIdError, match="0xdeadbeef"):
         get_gpu(0xDEADBEEF)
 
@@ -164,7 +173,8 @@ fp32 = 91.0
         ("[gpu.rtx4090]\ntdp_w = -5\n", r"gpu\.rtx4090\.tdp_w: expected a positive number"),
         ("[gpu.rtx4090]\ntdp_w = 'lots'\n", r"gpu\.rtx4090\.tdp_w"),
         ("[gpu.rtx4090]\nwatts = 300\n", r"gpu\.rtx4090\.watts: unknown key"),
-        ("[gpu.rtx4090.peak_tflops]\nfp4 = 1.0\n", r"gpu\.rtx4090\.peak_tflops\.fp4: unknown dtype"),
+        ("[gpu.rtx4090.peak_tflops]\nfp6 = 1.0\n", r"gpu\.rtx4090\.peak_tflops\.fp6: unknown dtype"),
+        ("[gpu.rtx4090]\naliases = ['h100']\n", r"gpu\.(rtx4090|h100-sxm)\.aliases: 'h100' already names"),
         ("[gpu.newcard]\nname = 'x'\n", r"gpu\.newcard\.vendor: missing"),
         ("[gpu.rtx4090\n", "not valid TOML"),
     ],
@@ -180,3 +190,81 @@ def test_bad_user_toml_names_the_key(tmp_path: Path, text: str, message: str) ->
 def test_missing_user_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelInputError, match="cannot read GPU file"):
         load_user_gpus(tmp_path / "nope.toml")
+
+
+#: ids `gpuwatch --sim` accepted before the catalog carried aliases (telemetry/simulated/profiles.py)
+SIM_IDS = {"4090": "rtx4090", "3090": "rtx3090", "5090": "rtx5090", "h100": "h100-sxm",
+           "a100": "a100-80gb-sxm", "a100-sxm": "a100-80gb-sxm", "a100-pcie": "a100-80gb-pcie"}  # fmt: skip
+
+
+@pytest.mark.parametrize(("alias", "gpu_id"), sorted(SIM_IDS.items()))
+def test_one_id_scheme_sim_ids_resolve_in_the_catalog(alias: str, gpu_id: str) -> None:
+    assert get_gpu(alias).id == gpu_id
+    assert get_gpu(alias.upper()).id == gpu_id
+
+
+NEW_CARDS = {
+    # id: (memory GiB, bandwidth GB/s, dense fp16 (fp32-accumulate) TFLOPS, TDP W) from each card's datasheet
+    "rtx3090ti": (24, 1008, 80.0, 450),
+    "rtx4060ti-16gb": (16, 288, 44.13, 165),
+    "rtx4070tisuper": (16, 672, 88.2, 285),
+    "rtx4080": (16, 716.8, 97.5, 320),
+    "rtx4080super": (16, 736, 104.4, 320),
+    "rtx5080": (16, 960, 112.6, 360),
+    "rtxa6000": (48, 768, 154.8, 300),
+    "rtx6000ada": (48, 960, 364.2, 300),
+    "rtxpro6000": (96, 1792, 500.0, 600),
+    "l40": (48, 864, 181.05, 300),
+    "a40": (48, 696, 149.7, 300),
+    "h100-nvl": (94, 3900, 835.5, 400),
+    "h20": (96, 4000, 148.0, 500),
+    "h200-nvl": (141, 4800, 835.5, 600),
+    "b200": (180, 8000, 2250.0, 1000),
+    "mi300x": (192, 5300, 1307.4, 750),
+}
+
+
+@pytest.mark.parametrize(("gpu_id", "figures"), sorted(NEW_CARDS.items()))
+def test_issue_14_cards_with_sourced_figures(gpu_id: str, figures: tuple[float, float, float, float]) -> None:
+    gpu = get_gpu(gpu_id)
+    gib, gb_s, fp16, tdp = figures
+    assert (gpu.memory_gib, gpu.memory_bandwidth_bytes_s / 1e9, gpu.peak("fp16") / 1e12, gpu.tdp_w) == (
+        pytest.approx(gib),
+        pytest.approx(gb_s),
+        pytest.approx(fp16),
+        pytest.approx(tdp),
+    )
+    for key in ("peak_flops", "memory_bandwidth_bytes_s", "tdp_w", "list_price_usd"):
+        assert gpu.sources[key]
+    assert gpu.planning_only == (gpu_id == "mi300x")
+
+
+def test_the_real_4080_super_capture_identifies_and_matches_the_catalog() -> None:
+    # shared/captures/linux-x86_64__nvidia-geforce-rtx-4080-super__595.71.05.txt: Device Id 0x270210DE,
+    # FB memory total 16376 MiB, default power limit 320.00 W, max memory clock 11501 MHz (23 Gbps GDDR6X)
+    gpu = get_gpu(0x270210DE)
+    assert gpu.id == "rtx4080super" and get_gpu("NVIDIA GeForce RTX 4080 SUPER") is gpu
+    assert gpu.tdp_w == 320
+    assert gpu.memory_bandwidth_bytes_s == pytest.approx(11501e6 * 2 * 256 / 8, rel=0.001)
+    assert gpu.memory_bytes >= 16376 * 2**20
+
+
+def test_fp4_only_where_the_chip_has_fp4_tensor_cores() -> None:
+    assert {g.id for g in all_gpus() if "fp4" in g.peak_flops} == {"rtx5090", "rtx5080", "rtxpro6000", "b200"}
+    assert get_gpu("b200").peak("fp4") == 2 * get_gpu("b200").peak("fp8")
+
+
+def test_a_name_two_boards_share_identifies_by_pci_id_only() -> None:
+    assert identify_gpu(0x280510DE, "NVIDIA GeForce RTX 4060 Ti").id == "rtx4060ti-16gb"
+    assert identify_gpu(0x280310DE, "NVIDIA GeForce RTX 4060 Ti") is None  # the 8 GB card: not in the catalog
+
+
+def test_oversized_or_binary_gpu_file_is_one_line(tmp_path: Path) -> None:
+    big = tmp_path / "big.toml"
+    big.write_text("# " + "x" * (2 << 20) + "\n")
+    with pytest.raises(ModelInputError, match="larger than 1024 KiB"):
+        load_user_gpus(big)
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ModelInputError, match="not a UTF-8 text file"):
+        load_user_gpus(binary)

@@ -184,7 +184,7 @@ def test_fits_keeps_the_allocator_reserve_and_splits_over_gpus() -> None:
     assert usable == pytest.approx(80 * GIB * (1 - ALLOCATOR_RESERVE_RATIO))
     just_over = MemoryBreakdown({"weights": usable + 1.0}, "inference")
     assert not just_over.fits(h100) and just_over.fits(h100, reserve_ratio=0.0)
-    llama70 = inference_memory(get_model("llama-2-70b"), "fp16", batch=32, context_tokens=8192)
+    llama70 = inference_memory(get_model("llama-2-70b"), "fp16", batch=64, context_tokens=4096)
     assert not llama70.fits(h100, 2)
     assert llama70.fits(h100, 3)
     assert llama70.gpus_needed(h100) == 3
@@ -195,7 +195,7 @@ def test_fits_keeps_the_allocator_reserve_and_splits_over_gpus() -> None:
 
 
 def test_everything_broadcasts_like_a_loop() -> None:
-    model = get_model("llama-3-8b")
+    model = get_model("llama-3.1-8b")
     batches = np.array([1, 4, 16])[:, None]
     contexts = np.array([512, 2048, 8192, 32768])
     grid = inference_memory(model, "q4_K_M", batches, contexts)

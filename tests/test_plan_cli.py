@@ -233,7 +233,7 @@ def test_owning_a_4090_beats_renting_at_70_percent(capsys: pytest.CaptureFixture
             ["memory", "--model", "llama-3-7b"],
             "unknown model 'llama-3-7b'; did you mean llama-3-70b",
         ),
-        ("quant", ["memory", "--quant", "q4_k"], "unknown quant"),
+        ("quant", ["memory", "--quant", "q4_kz"], "unknown quant"),
         ("engine", ["throughput", "--engine-profile", "vlm"], "did you mean vllm"),
     ],
 )
@@ -289,14 +289,16 @@ def test_bad_values_are_one_line_errors(
 @pytest.mark.parametrize(
     "argv",
     [
-        # the largest values each option allows: every figure printed is finite (or null: unknown)
+        # the largest values each option allows: every figure printed is finite (or null: unknown); the
+        # context at the longest model maximum in the catalog (a longer one is refused, issue 14)
         ["cost", "--gpu", "h100-sxm", "--gpu-price", "1e7", "--electricity-price", "10", "--hosting-price",
          "1e6", "--cloud-price", "1e4", "--pue", "5", "--server-overhead", "10", "--service-life", "50",
-         "--count", "100000", "--batch", "65536", "--context", "10000000"],
+         "--count", "100000", "--batch", "65536", "--model", "deepseek-v3", "--context", "163840"],
         ["cost", "--utilisation", "0.01", "--service-life", "0.1", "--electricity-price", "0"],
         ["train", "--tokens", "1e16", "--mfu", "0.01", "--count", "100000", "--cloud-price", "1e4"],
-        ["gpus", "--model", "llama-3-70b", "--batch", "65536", "--context", "10000000", "--count", "100000"],
-        ["parallel", "--batch", "65536", "--context", "10000000", "--count", "100000"],
+        ["gpus", "--model", "llama-3.1-70b", "--batch", "65536", "--context", "131072", "--count", "100000"],
+        ["parallel", "--model", "llama-3.1-405b", "--batch", "65536", "--context", "131072",
+         "--count", "100000"],
     ],
 )  # fmt: skip
 def test_extreme_allowed_values_print_no_nan_or_inf(
@@ -355,3 +357,81 @@ def test_price_options_take_the_same_names_as_the_live_view(capsys: pytest.Captu
     short = plan_json(capsys, "cost", "--gpu", "rtx4090", *argv(live_names))
     assert long == short
     assert short["electricity_usd_per_kwh"] == 0.31 and short["service_life_years"] == 4
+
+
+# --------------------------------------------------------------------------- issue 14: model facts, KV dtype
+CONFIGS = Path(__file__).parent / "data" / "configs"
+
+
+@pytest.mark.parametrize(
+    ("config", "total", "active", "kv_bytes", "context"),
+    [
+        # Qwen3-30B-A3B card: 30.5B total, 3.3B activated; KV: 48 layers x 2 x 4 KV heads x 128 x 2 bytes
+        ("qwen3-30b-a3b", 30.5e9, 3.3e9, 48 * 2 * 4 * 128 * 2, 4096),
+        # DeepSeek-V3: 671B / 37B; MLA: 61 layers x (512 + 64) x 2 bytes
+        ("deepseek-v3", 671e9, 37.55e9, 61 * 576 * 2, 4096),
+        # Mistral-7B-v0.1 at 32K: every layer keeps only its 4096-token window
+        ("mistral-7b-v0.1", 7.24e9, 7.24e9, 131072 * 4096 / 32768, 32768),
+    ],
+)
+def test_memory_json_reports_params_and_kv_bytes_per_token(
+    capsys: pytest.CaptureFixture[str],
+    config: str,
+    total: float,
+    active: float,
+    kv_bytes: float,
+    context: int,
+) -> None:
+    out = plan_json(capsys, "memory", "--model", str(CONFIGS / f"{config}.json"), "--context", str(context))
+    assert out["params_total"] == pytest.approx(total, rel=0.02)
+    assert out["params_active"] == pytest.approx(active, rel=0.02)
+    assert out["kv_bytes_per_token"] == pytest.approx(kv_bytes)
+    assert out["kv_dtype"] == "fp16"
+    assert out["workload"]["model"] == config  # named after the file, not its folder
+
+
+def test_kv_dtype_moves_memory_decode_bytes_and_cost(capsys: pytest.CaptureFixture[str]) -> None:
+    w = ["--model", "llama-3.1-8b", "--gpu", "h100", "--batch", "32", "--context", "32768"]
+    m16, m8 = (plan_json(capsys, "memory", *w, "--kv-dtype", d) for d in ("fp16", "fp8"))
+    assert m8["kv_bytes_per_token"] == m16["kv_bytes_per_token"] / 2 == 131072 / 2
+    assert m8["breakdown"]["kv_cache_gib"] == pytest.approx(m16["breakdown"]["kv_cache_gib"] / 2)
+    assert m16["workload"]["gpu"] == "h100-sxm"  # the --sim id works here too
+    t16, t8 = (plan_json(capsys, "throughput", *w, "--kv-dtype", d) for d in ("fp16", "fp8"))
+    assert t8["bytes_per_decode_step"] < t16["bytes_per_decode_step"]
+    assert t8["decode_tokens_per_s"] > t16["decode_tokens_per_s"]
+    c16, c8 = (plan_json(capsys, "cost", *w, *PRICE, "--kv-dtype", d) for d in ("fp16", "q4_0"))
+    assert c8["usd_per_mtok"] < c16["usd_per_mtok"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["memory", "--model", "llama-3-8b", "--context", "200000"],
+         "context 200,000 tokens is beyond Llama-3-8B's maximum of 8,192"),
+        (["throughput", "--model", "qwen3-8b", "--context", "65536"], "beyond Qwen3-8B's maximum of 40,960"),
+        (["gpus", "--model", "llama-2-7b", "--context", "8192"], "beyond Llama-2-7B's maximum of 4,096"),
+        (["memory", "--model", "/nonexistent/config.json"],
+         "/nonexistent/config.json: no such file or directory"),
+        (["memory", "--quant", "int4"],
+         "ambiguous quantisation format 'int4'; choose one of int4-awq, int4-gptq"),
+        (["memory", "--kv-dtype", "fp5"], "unknown KV-cache dtype 'fp5'"),
+        (["memory", "--mode", "train", "--kv-dtype", "fp8"], "--kv-dtype applies to --mode inference"),
+    ],
+)  # fmt: skip
+def test_issue_14_refusals_are_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    assert expected in plan_error(capsys, *argv)
+
+
+def test_new_formats_from_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--model", "gpt-oss-20b", "--gpu", "rtx5090", "--context", "8192"]
+    mx = plan_json(capsys, "memory", *base, "--quant", "mxfp4")
+    assert mx["breakdown"]["weights_gib"] == pytest.approx(
+        12.8, rel=0.02
+    )  # gpt-oss card: 12.8 GiB checkpoint
+    exl2 = plan_json(capsys, "memory", "--model", "llama-3.1-8b", "--quant", "exl2-4.65")
+    assert exl2["workload"]["quant"] == "exl2-4.65"
+    gguf = plan_json(capsys, "memory", "--model", "llama-2-7b", "--quant", "Q3_K_M")
+    # llama.cpp tools/quantize/README.md: Q3_K_M is 3.91 bits per weight for Llama-2-7B
+    assert gguf["breakdown"]["weights_gib"] == pytest.approx(6.738e9 * 3.91 / 8 / 2**30, rel=0.001)

@@ -30,7 +30,7 @@ _HELP = {
     "train": "GPU-hours, wall-clock and $ of a training run from 6·N·D, and its memory",
 }
 _GROUPS = (
-    ("workload", ("model", "quant", "gpu", "count", "batch", "context_tokens")),
+    ("workload", ("model", "quant", "gpu", "count", "batch", "context_tokens", "kv_dtype")),
     ("serving", ("engine_profile", "parallel", "link", "microbatches")),
     ("memory mode", ("mode", "lora_rank", "zero_stage", "optimizer", "activation_checkpointing")),
     ("training run", ("train_tokens", "mfu_ratio")),
@@ -82,6 +82,8 @@ def _check_meaningful(args: argparse.Namespace, inputs: PlanInputs) -> None:
     for key, flag in (("optimizer", "--optimizer"), ("activation_checkpointing", "--checkpointing")):
         if key in g and inputs.mode == "inference":
             raise UserError(f"{flag} applies to --mode train, lora or qlora")
+    if "kv_dtype" in g and inputs.mode != "inference":
+        raise UserError("--kv-dtype applies to --mode inference (training keeps no KV cache)")
 
 
 def run(args: argparse.Namespace) -> int:

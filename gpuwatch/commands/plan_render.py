@@ -13,9 +13,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from gpuwatch.model import memory as memory_model
 from gpuwatch.model import whatif
 from gpuwatch.model.catalog import GpuSpec
-from gpuwatch.model.llm import ModelSpec
+from gpuwatch.model.llm import ModelSpec, param_breakdown
 from gpuwatch.model.quant import QuantFormat
 from gpuwatch.model.whatif import PlanInputs
 
@@ -65,6 +66,35 @@ def _workload_json(
     return out
 
 
+def _model_json(inputs: PlanInputs, model: ModelSpec) -> dict[str, Any]:
+    """The model's own figures: parameter counts from its shape and the KV cache at the chosen dtype
+    (per token of context at the chosen context: sliding windows make it fall with the context)."""
+    counts = param_breakdown(model)
+    return {
+        "params_total": counts.total,
+        "params_active": counts.active,
+        "params_active_excl_embedding": counts.active_excluding_embedding,
+        "kv_dtype": inputs.kv_dtype,
+        "kv_bytes_per_token": float(
+            memory_model.kv_bytes_per_token_at(model, inputs.context_tokens, inputs.kv_dtype)
+        ),
+        "kv_bytes_per_token_full_attention": memory_model.kv_cache_bytes_per_token(model, inputs.kv_dtype),
+        "max_context_tokens": model.max_context_tokens,
+    }
+
+
+def _model_line(inputs: PlanInputs, model: ModelSpec) -> str:
+    facts = _model_json(inputs, model)
+    active = " (dense: all active)"
+    if model.is_moe:
+        active = f", {facts['params_active'] / 1e9:,.2f} B active per token"
+    return (
+        f"{facts['params_total'] / 1e9:,.2f} B parameters{active}; KV cache "
+        f"{facts['kv_bytes_per_token'] / 2**10:,.1f} KiB per token ({inputs.kv_dtype}); "
+        f"context up to {model.max_context_tokens:,}"
+    )
+
+
 def _title(inputs: PlanInputs, model: ModelSpec, quant: QuantFormat | None, gpu: GpuSpec | None) -> str:
     parts = [model.name] + ([quant.id] if quant else [])
     where = f" on {inputs.count}× {gpu.name}" if gpu else ""
@@ -98,6 +128,7 @@ def memory(inputs: PlanInputs, as_json: bool) -> int:
     payload = {
         "command": "memory",
         "workload": _workload_json(inputs, model, quant, gpu),
+        **_model_json(inputs, model),
         **_memory_json(mem),
     }
     if inputs.mode in TRAINING_MODES:
@@ -122,6 +153,7 @@ def memory(inputs: PlanInputs, as_json: bool) -> int:
             f"{verdict}: {mem.per_gpu_gib:,.2f} of {mem.usable_gib:,.2f} GiB usable per GPU "
             f"({mem.capacity_gib:g} GiB less the allocator reserve); GPUs needed: {needed}"
         )
+        console.print(_model_line(inputs, model))
         _notes(console, mem.notes)
 
     return _emit(as_json, payload, render)
@@ -155,6 +187,7 @@ def throughput(inputs: PlanInputs, as_json: bool) -> int:
     payload = {
         "command": "throughput",
         "workload": _workload_json(inputs, model, quant, gpu),
+        **_model_json(inputs, model),
         **_throughput_json(est),
         "link": link.description,
         "fits": mem.fits,

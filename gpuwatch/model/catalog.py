@@ -7,6 +7,7 @@ Peak FLOP/s are DENSE (no sparsity). Dtype keys for ``peak_flops``:
   "bf16"     bf16 tensor, fp32 accumulate
   "fp8"      fp8 tensor (fp32 accumulate), absent where the chip has none
   "int8"     int8 tensor ops/s
+  "fp4"      fp4 tensor (Blackwell: NVFP4/MXFP4), absent elsewhere
   "fp32"     non-tensor fp32 (CUDA cores)
   "tf32"     tf32 tensor where known
 
@@ -56,6 +57,9 @@ class GpuSpec:
     #: OPTIONAL 2-way NVLink bridge (RTX 3090, A100/H100 PCIe), total both directions. Kept apart from
     #: nvlink_bytes_s because a box may not have the bridge fitted.
     nvlink_bridge_bytes_s: float | None = None
+    #: other ids for the card ("h100" for h100-sxm): what ``--sim``, ``plan --gpu`` and ``[gpu_prices]``
+    #: all accept, so one id scheme serves every face
+    aliases: tuple[str, ...] = ()
 
     @property
     def memory_gib(self) -> float:
@@ -76,7 +80,7 @@ class GpuSpec:
 
 
 #: dtype keys a peak_tflops table may carry
-DTYPE_KEYS = ("fp16", "fp16acc", "bf16", "fp8", "int8", "fp32", "tf32")
+DTYPE_KEYS = ("fp16", "fp16acc", "bf16", "fp8", "int8", "fp4", "fp32", "tf32")
 #: keys every NEW gpu table must have (an override of a known id may give any subset)
 _REQUIRED = (
     "name", "vendor", "architecture", "segment", "memory_gib", "memory_type", "memory_bandwidth_gb_s",
@@ -84,11 +88,13 @@ _REQUIRED = (
 )  # fmt: skip
 _OPTIONAL = (
     "nvlink_gb_s", "nvlink_bridge_gb_s", "interconnect_name", "list_price_usd", "nvml_names",
-    "pci_device_ids", "planning_only", "sources",
+    "pci_device_ids", "planning_only", "sources", "aliases",
 )  # fmt: skip
 _TEXT_KEYS = ("name", "vendor", "architecture", "segment", "memory_type", "interconnect_name")
 _POSITIVE_KEYS = ("memory_gib", "memory_bandwidth_gb_s", "tdp_w", "boost_clock_mhz")
 _INT_KEYS = ("memory_bus_width_bits", "pcie_gen", "pcie_lanes")
+#: the built-in catalog of 30 cards is 60 KiB; a user file far larger is not a GPU list
+_MAX_GPU_FILE_BYTES = 1 << 20
 _NO_LIST_PRICE = "no vendor list price published (NVIDIA/AMD sell datacenter parts through OEMs)"
 
 
@@ -156,6 +162,9 @@ def _build(gpu_id: str, raw: Mapping[str, Any], origin: str) -> GpuSpec:
         raise _fail(
             origin, f"{where}.pci_device_ids", f"expected a list of integers like 0x268410DE, got {pci_ids!r}"
         )
+    aliases = raw.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a and a == a.lower() for a in aliases):
+        raise _fail(origin, f"{where}.aliases", f"expected a list of lower-case ids, got {aliases!r}")
     planning_only = raw.get("planning_only", False)
     if not isinstance(planning_only, bool):
         raise _fail(origin, f"{where}.planning_only", f"expected true or false, got {planning_only!r}")
@@ -187,6 +196,7 @@ def _build(gpu_id: str, raw: Mapping[str, Any], origin: str) -> GpuSpec:
         sources=MappingProxyType(sources),
         interconnect_name=raw.get("interconnect_name", ""),
         nvlink_bridge_bytes_s=optional_rate("nvlink_bridge_gb_s"),
+        aliases=tuple(aliases),
     )
 
 
@@ -226,7 +236,17 @@ def _load_builtin() -> tuple[dict[str, Mapping[str, Any]], dict[str, GpuSpec]]:
     }
 
 
+def _check_ids(gpus: Mapping[str, GpuSpec], origin: str) -> None:
+    """Every id and alias names one card."""
+    owner: dict[str, str] = {}
+    for gpu in gpus.values():
+        for key in (gpu.id, *gpu.aliases):
+            if owner.setdefault(key, gpu.id) != gpu.id:
+                raise _fail(origin, f"gpu.{gpu.id}.aliases", f"{key!r} already names {owner[key]}")
+
+
 _BUILTIN_RAW, _BUILTIN = _load_builtin()
+_check_ids(_BUILTIN, "gpuwatch/model/data/gpus.toml")
 _USER: dict[str, GpuSpec] = {}
 
 
@@ -253,6 +273,7 @@ def get_gpu(key: str | int) -> GpuSpec:
         for gpu in gpus:
             if (
                 wanted == gpu.id
+                or wanted in gpu.aliases
                 or wanted == gpu.name.lower()
                 or wanted in (n.lower() for n in gpu.nvml_names)
             ):
@@ -304,9 +325,15 @@ def load_user_gpus(path: str | Path) -> tuple[GpuSpec, ...]:
     """
     origin = str(path)
     try:
-        document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        with Path(path).open("rb") as handle:
+            data = handle.read(_MAX_GPU_FILE_BYTES + 1)
+        if len(data) > _MAX_GPU_FILE_BYTES:
+            raise ModelInputError(f"{origin}: larger than {_MAX_GPU_FILE_BYTES // 1024} KiB; not a GPU file")
+        document = tomllib.loads(data.decode("utf-8"))
     except OSError as exc:
         raise ModelInputError(f"{origin}: cannot read GPU file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ModelInputError(f"{origin}: not a UTF-8 text file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ModelInputError(f"{origin}: not valid TOML ({exc})") from None
     loaded: list[GpuSpec] = []
@@ -315,6 +342,7 @@ def load_user_gpus(path: str | Path) -> tuple[GpuSpec, ...]:
         raw = _merge(base, table) if base is not None else table
         spec = _build(gpu_id, raw, origin)
         loaded.append(spec)
+    _check_ids({**_BUILTIN, **_USER, **{spec.id: spec for spec in loaded}}, origin)
     for spec in loaded:  # register only when the whole file is valid
         _USER[spec.id] = spec
     return tuple(loaded)

@@ -30,8 +30,8 @@ import numpy as np
 
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.errors import ModelInputError
-from gpuwatch.model.llm import ModelSpec, param_breakdown
-from gpuwatch.model.quant import QuantFormat, get_quant
+from gpuwatch.model.llm import ModelSpec, check_context, param_breakdown
+from gpuwatch.model.quant import QuantFormat, get_kv_dtype, get_quant
 
 ArrayLike = float | int | np.ndarray
 
@@ -162,28 +162,82 @@ def _finish(components: dict[str, Any]) -> dict[str, ArrayLike]:
 def weight_bytes(model: ModelSpec, quant: QuantFormat | str) -> float:
     """Resident weight bytes; all experts of an MoE are resident.
 
-    Weight-only formats that quantise only nn.Linear weights (GPTQ, AWQ, nf4) leave embeddings, lm_head and
-    norms
-    in 16-bit; GGUF bits-per-weight figures are whole-file averages and apply to every parameter.
+    Weight-only formats that quantise only nn.Linear weights (GPTQ, AWQ, nf4, EXL2, NVFP4) leave embeddings,
+    lm_head and norms in 16-bit; MXFP4 as gpt-oss ships it quantises only the routed experts; GGUF
+    bits-per-weight figures are whole-file averages and apply to every parameter.
     """
     fmt = get_quant(quant)
     counts = param_breakdown(model)
     if fmt.applies_to == "linear":
         return counts.linear * fmt.bytes_per_param + (counts.total - counts.linear) * 2.0
+    if fmt.applies_to == "experts":
+        return counts.routed_experts * fmt.bytes_per_param + (counts.total - counts.routed_experts) * 2.0
     return counts.total * fmt.bytes_per_param
 
 
+def kv_dtype_bytes(kv_dtype: str) -> float:
+    """Bytes per cached element; the error names --kv-dtype's choices."""
+    try:
+        return get_kv_dtype(kv_dtype).bytes_per_element
+    except KeyError as exc:
+        raise ModelInputError(f"kv_dtype: {exc}") from None
+
+
 def kv_cache_bytes_per_token(model: ModelSpec, kv_dtype: str = "fp16") -> float:
-    """2 (K and V) x layers x KV heads x head_dim x bytes: GQA shrinks it by heads/kv_heads."""
-    return 2.0 * model.num_layers * model.num_kv_heads * model.head_dim * _dtype_bytes(kv_dtype, "kv_dtype")
+    """Bytes one token adds to the cache when every layer keeps it (the full-attention rate).
+
+    GQA: 2 (K and V) x layers x KV heads x head_dim x bytes. MLA (DeepSeek-V2/V3): one compressed latent of
+    kv_lora_rank plus the shared rope key of qk_rope_head_dim per layer, x bytes (DeepSeek-V2 paper, sec.
+    2.1.2). Sliding-window layers stop growing at their window: see :func:`kv_cached_tokens`.
+    """
+    per_element = kv_dtype_bytes(kv_dtype)
+    if model.is_mla:
+        return float(model.num_layers * (model.kv_lora_rank + model.qk_rope_head_dim) * per_element)
+    return 2.0 * model.num_layers * model.num_kv_heads * model.head_dim * per_element
+
+
+def kv_cached_tokens(model: ModelSpec, context_tokens: ArrayLike) -> ArrayLike:
+    """Tokens a sequence of ``context_tokens`` keeps cached, averaged over the layers: full-attention
+    layers keep all of them, sliding-window layers at most the window (Mistral-7B v0.1 on every layer,
+    Gemma-2/3 and gpt-oss on their windowed layers)."""
+    c = _nonneg(context_tokens, "context_tokens")
+    if not model.num_sliding_layers:
+        return _collapse(c)
+    full = model.num_layers - model.num_sliding_layers
+    held = full * c + model.num_sliding_layers * np.minimum(c, model.sliding_window)
+    return _collapse(held / model.num_layers)
+
+
+def kv_bytes_per_token_at(model: ModelSpec, context_tokens: ArrayLike, kv_dtype: str = "fp16") -> ArrayLike:
+    """Cache bytes per token of context for a sequence of ``context_tokens``: the full-attention rate, less
+    what sliding windows drop (equal to :func:`kv_cache_bytes_per_token` without windows)."""
+    c = np.maximum(_nonneg(context_tokens, "context_tokens"), 1.0)
+    return _collapse(np.asarray(kv_cached_tokens(model, c)) / c * kv_cache_bytes_per_token(model, kv_dtype))
 
 
 def kv_cache_bytes(
     model: ModelSpec, batch: ArrayLike, context_tokens: ArrayLike, kv_dtype: str = "fp16"
 ) -> ArrayLike:
     b = _nonneg(batch, "batch")
-    c = _nonneg(context_tokens, "context_tokens")
-    return _collapse(b * c * kv_cache_bytes_per_token(model, kv_dtype))
+    held = np.asarray(kv_cached_tokens(model, context_tokens))
+    return _collapse(b * held * kv_cache_bytes_per_token(model, kv_dtype))
+
+
+def _kv_note(model: ModelSpec, kv_dtype: str, context: np.ndarray) -> str:
+    rate = kv_cache_bytes_per_token(model, kv_dtype)
+    if model.is_mla:
+        shape = f"MLA latent {model.kv_lora_rank} + rope {model.qk_rope_head_dim} x {model.num_layers} layers"
+    else:
+        shape = f"{model.num_kv_heads} KV heads x {model.head_dim} head_dim x {model.num_layers} layers"
+    note = f"KV cache {get_kv_dtype(kv_dtype).id}: {rate / 2**10:.1f} KiB/token ({shape})"
+    if model.num_sliding_layers:
+        at = float(np.max(context))
+        at_rate = float(kv_bytes_per_token_at(model, at, kv_dtype)) / 2**10
+        note += (
+            f"; {model.num_sliding_layers} of {model.num_layers} layers keep only a "
+            f"{model.sliding_window:,}-token window: {at_rate:.1f} KiB/token at {at:,.0f} tokens"
+        )
+    return note
 
 
 # ----------------------------------------------------------------------------------------------- activations
@@ -244,6 +298,7 @@ def inference_memory(
     fmt = get_quant(quant)
     b = _nonneg(batch, "batch")
     c = _nonneg(context_tokens, "context_tokens")
+    check_context(model, c)
     chunk = _nonneg(prefill_chunk_tokens, "prefill_chunk_tokens")
     q_dim = model.num_attention_heads * model.head_dim
     kv_dim = model.num_kv_heads * model.head_dim
@@ -253,14 +308,13 @@ def inference_memory(
     tokens = np.minimum(b * c, chunk)
     components = {
         "weights": weight_bytes(model, fmt),
-        "kv_cache": b * c * kv_cache_bytes_per_token(model, kv_dtype),
+        "kv_cache": kv_cache_bytes(model, b, c, kv_dtype),
         "workspace": tokens * per_token + b * model.vocab_size * 4.0,
         "cuda_context": _nonneg(cuda_context_bytes, "cuda_context_bytes"),
     }
     notes = (
         f"weights {fmt.id} ({fmt.bits_per_param:.3g} bits/param incl. scales)",
-        f"KV cache {kv_dtype}: {kv_cache_bytes_per_token(model, kv_dtype) / 2**10:.0f} KiB/token "
-        f"({model.num_kv_heads} KV heads x {model.head_dim} head_dim x {model.num_layers} layers)",
+        _kv_note(model, kv_dtype, c),
         f"CUDA context {cuda_context_bytes / 2**20:.0f} MiB per GPU; fits() keeps "
         f"{ALLOCATOR_RESERVE_RATIO:.0%} "
         "for allocator fragmentation",
@@ -315,6 +369,7 @@ def training_memory(
     n = _as_count(dp_gpus, "dp_gpus")
     b = _nonneg(batch, "batch")
     s = _nonneg(seq_len, "seq_len")
+    check_context(model, s, "seq_len")
     params = float(model.total_params)
     weight_b = _dtype_bytes(weight_dtype, "weight_dtype")
     master_b = (
@@ -373,22 +428,28 @@ def lora_trainable_params(
     model: ModelSpec, rank: ArrayLike, target_modules: str | Sequence[str] = ALL_LINEAR
 ) -> ArrayLike:
     """r x (in + out) per adapted matrix (A is r x in, B is out x r), per layer; MoE expert projections per
-    expert."""
+    expert (routed and shared), dense layers of an MoE at their own width.
+
+    MLA models (DeepSeek) name their attention projections differently (q_a/q_b, kv_a/kv_b); their
+    q/k/v/o adapters are sized here as if the attention were GQA of the same heads, an approximation."""
     r = _nonneg(rank, "rank")
     h, i = model.hidden_size, model.intermediate_size
     q_dim = model.num_attention_heads * model.head_dim
     kv_dim = model.num_kv_heads * model.head_dim
-    dims = {
-        "q_proj": (h + q_dim, 1),
-        "k_proj": (h + kv_dim, 1),
-        "v_proj": (h + kv_dim, 1),
-        "o_proj": (q_dim + h, 1),
-        "gate_proj": (h + i, model.num_experts),
-        "up_proj": (h + i, model.num_experts),
-        "down_proj": (i + h, model.num_experts),
-    }
-    per_rank = sum(width * copies for width, copies in (dims[t] for t in _target_list(target_modules)))
-    return _collapse(r * per_rank * model.num_layers)
+    layers = model.num_layers
+    attention = {"q_proj": h + q_dim, "k_proj": h + kv_dim, "v_proj": h + kv_dim, "o_proj": q_dim + h}
+    if model.is_moe:
+        dense_i = model.dense_intermediate_size
+        shared_i = model.shared_expert_intermediate_size
+        mlp_per_matrix = model.num_dense_layers * (h + dense_i) + model.num_moe_layers * (
+            model.num_experts * (h + i) + model.num_shared_experts * (h + shared_i)
+        )
+    else:
+        mlp_per_matrix = layers * (h + i)
+    per_rank = sum(
+        attention[t] * layers if t in attention else mlp_per_matrix for t in _target_list(target_modules)
+    )
+    return _collapse(r * per_rank)
 
 
 def lora_memory(
@@ -416,6 +477,7 @@ def lora_memory(
     """
     b = _nonneg(batch, "batch")
     s = _nonneg(seq_len, "seq_len")
+    check_context(model, s, "seq_len")
     trainable = np.asarray(lora_trainable_params(model, rank, target_modules))
     adapter_b = _dtype_bytes(adapter_dtype, "adapter_dtype")
     master_b = (

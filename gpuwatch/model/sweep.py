@@ -14,11 +14,11 @@ import numpy as np
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.engine_profiles import DEFAULT_ENGINE, EngineProfile, get_engine_profile
 from gpuwatch.model.errors import ModelInputError
-from gpuwatch.model.llm import ModelSpec
+from gpuwatch.model.llm import ModelSpec, check_context
 from gpuwatch.model.parallel import default_link
 from gpuwatch.model.quant import QuantFormat, get_quant
 from gpuwatch.model.roofline import ArrayLike, bound_codes, bound_names
-from gpuwatch.model.throughput import kv_bytes_per_token, step_times, weight_bytes_read
+from gpuwatch.model.throughput import kv_bytes_per_token, prefill_peak_flops, step_times, weight_bytes_read
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ def sweep(
         raise ModelInputError("sweep batches and contexts must be >= 1")
     bw = np.array([prof.bandwidth_ratio(g.memory_type) * g.memory_bandwidth_bytes_s for g in gpus])
     peak = np.array([[prof.effective_peak_flops(g, q.compute_dtype) for q in qs] for g in gpus])
+    pre_peak = np.array([[prefill_peak_flops(prof, g, q) for q in qs] for g in gpus])
+    check_context(model, c)
     links = {default_link(g) for g in gpus}
     b4 = b.reshape(1, 1, -1, 1)
     c4 = c.reshape(1, 1, 1, -1)
@@ -75,6 +77,7 @@ def sweep(
         kv_per_token_bytes=kv_bytes_per_token(model, kv_dtype),
         effective_bandwidth_bytes_s=bw.reshape(-1, 1, 1, 1),
         effective_peak_flops=peak.reshape(len(gpus), len(qs), 1, 1),
+        effective_prefill_peak_flops=pre_peak.reshape(len(gpus), len(qs), 1, 1),
         per_layer_overhead_s=prof.per_layer_overhead_s,
         batch=b4,
         context_tokens=c4,

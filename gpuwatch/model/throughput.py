@@ -12,6 +12,11 @@ top-k routing of B tokens over E experts the expected number touched is E x (1 -
 FLOPs use the active parameters.
 Prefill of P prompt tokens per stream: FLOPs = B x (P x 2 x active + 2 x layers x heads x head_dim x P^2)
 (causal attention: half of the P x P score matrix), bytes = weights once + the KV cache written.
+Sliding-window layers cache and attend to at most their window (memory.kv_cached_tokens); MLA caches one
+latent per layer and, with the up-projections absorbed, attends over it (heads x (2 x kv_lora_rank +
+qk_rope_head_dim) x 2 FLOPs per cached token per layer in decode).
+Prefill runs at the peak of the weight format's GEMM path (quant.QuantFormat.prefill_path and
+prefill_ratio: fp16 GEMM, dequantise-then-fp16, int8 MMA, fp8, fp4), not always the fp16 peak.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from gpuwatch.model.engine_profiles import DEFAULT_ENGINE, EngineProfile, get_en
 from gpuwatch.model.errors import ModelInputError
 from gpuwatch.model.llm import ModelSpec
 from gpuwatch.model.parallel import Link, allreduce_time_s, default_link
-from gpuwatch.model.quant import QuantFormat
+from gpuwatch.model.quant import DEQUANT_FP16_PREFILL_RATIO, QuantFormat
 from gpuwatch.model.roofline import ArrayLike, as_result, bound_codes, bound_names
 
 ACTIVATION_BYTES = 2.0  # fp16/bf16 activations cross the links
@@ -52,34 +57,73 @@ def expected_experts_touched(model: ModelSpec, batch: ArrayLike) -> ArrayLike:
     return as_result(e * (1.0 - (1.0 - k / e) ** b))
 
 
-def _fractions(model: ModelSpec) -> tuple[float, float]:
-    """(embedding-table share, routed-expert share) of all parameters."""
-    total = float(model.total_params)
-    emb = 0.0 if model.tie_word_embeddings else float(llm.param_breakdown(model).embedding)
-    e, k = model.num_experts, model.experts_per_token
-    expert = 0.0
-    if e > 1 and e > k:
-        expert = (model.total_params - model.active_params) / (e - k) * e
-    return emb / total, expert / total
+def _part_bytes(model: ModelSpec, quant: QuantFormat) -> tuple[float, float]:
+    """(input-embedding bytes, routed-expert bytes) as stored in this format."""
+    counts = llm.param_breakdown(model)
+    bpp = quant.bytes_per_param
+    emb = counts.embedding * (bpp if quant.applies_to == "all" else 2.0)
+    return emb, counts.routed_experts * bpp  # routed experts are nn.Linear weights in every format
 
 
 def weight_bytes_read(model: ModelSpec, quant: QuantFormat | str, batch: ArrayLike) -> ArrayLike:
-    """Weight bytes one forward step over ``batch`` tokens streams from DRAM."""
-    w = weight_bytes(model, quant)
-    f_emb, f_exp = _fractions(model)
+    """Weight bytes one forward step over ``batch`` tokens streams from DRAM: everything but the input
+    embedding table (one row per token is gathered; tied tables are read whole as the LM head), with
+    only the routed experts the batch touches."""
+    q = _quant(quant)
+    w = weight_bytes(model, q)
+    emb, experts = _part_bytes(model, q)
+    skipped = 0.0 if model.tie_word_embeddings else emb
     touched = np.asarray(expected_experts_touched(model, batch), float)
     e = max(model.num_experts, 1)
-    return as_result(w * (1.0 - f_emb - f_exp) + w * f_exp * touched / e)
+    return as_result(w - skipped - experts + experts * touched / e)
 
 
-def attention_width(model: ModelSpec) -> int:
-    return model.num_attention_heads * model.head_dim
+def attention_width(model: ModelSpec) -> float:
+    """Decode attention FLOPs per cached token per layer, over 4: heads x head_dim for GQA (QK^T and AV
+    each 2 x heads x head_dim); for MLA with absorbed up-projections, heads x (kv_lora_rank + rope/2)."""
+    if model.is_mla:
+        return model.num_attention_heads * (model.kv_lora_rank + model.qk_rope_head_dim / 2)
+    return float(model.num_attention_heads * model.head_dim)
+
+
+def _prefill_attention_width(model: ModelSpec) -> float:
+    """Prefill attention runs MLA un-absorbed: q.k over nope+rope dims, then AV over v_head_dim."""
+    if model.is_mla:
+        qk = model.qk_nope_head_dim + model.qk_rope_head_dim
+        return model.num_attention_heads * (qk + model.v_head_dim) / 2
+    return float(model.num_attention_heads * model.head_dim)
+
+
+def _attended_pairs(model: ModelSpec, prompt_tokens: np.ndarray) -> np.ndarray:
+    """Causal (query, key) pairs of a prompt, averaged over the layers: P^2/2 for full attention, and for a
+    window W < P on the sliding layers W x P - W^2/2."""
+    p = prompt_tokens
+    full = p**2 / 2
+    if not model.num_sliding_layers:
+        return full
+    w = float(model.sliding_window)
+    windowed = np.where(p <= w, full, w * p - w**2 / 2)
+    n_full = model.num_layers - model.num_sliding_layers
+    return (n_full * full + model.num_sliding_layers * windowed) / model.num_layers
 
 
 def flops_per_token(model: ModelSpec, context_tokens: ArrayLike) -> ArrayLike:
-    """Decode FLOPs of one token: 2 x active params + 4 x layers x context x heads x head_dim."""
-    c = np.asarray(context_tokens, float)
+    """Decode FLOPs of one token: 2 x active params + 4 x layers x cached context x attention width."""
+    c = np.asarray(memory.kv_cached_tokens(model, context_tokens), float)
     return as_result(2.0 * model.active_params + 4.0 * model.num_layers * c * attention_width(model))
+
+
+def prefill_peak_flops(profile: EngineProfile, gpu: GpuSpec, quant: QuantFormat | str) -> float:
+    """The tensor ceiling prefill reaches for this weight format: the engine's share of the peak of the
+    format's GEMM path, times the path's own efficiency; a path the GPU lacks (fp8 or fp4 weights on a chip
+    without those tensor cores) or the engine lacks (GGUF's int8 MMQ outside llama.cpp) dequantises to
+    fp16."""
+    q = _quant(quant)
+    path = q.prefill_path
+    engine_takes_path = not q.prefill_engines or profile.name in q.prefill_engines
+    if engine_takes_path and (path in gpu.peak_flops or path in ("fp16", "bf16")):
+        return profile.effective_peak_flops(gpu, path) * q.prefill_ratio
+    return profile.effective_peak_flops(gpu, "fp16") * DEQUANT_FP16_PREFILL_RATIO
 
 
 def kv_bytes_per_token(model: ModelSpec, kv_dtype: str = "fp16") -> float:
@@ -97,8 +141,9 @@ def bytes_per_decode_step(
     """Weights read plus every stream's KV cache at its current context."""
     b = np.asarray(batch, float)
     c = np.asarray(context_tokens, float)
+    held = np.asarray(memory.kv_cached_tokens(model, c))
     return as_result(
-        np.asarray(weight_bytes_read(model, quant, b)) + b * c * kv_bytes_per_token(model, kv_dtype)
+        np.asarray(weight_bytes_read(model, quant, b)) + b * held * kv_bytes_per_token(model, kv_dtype)
     )
 
 
@@ -150,22 +195,32 @@ def step_times(
     count: int,
     parallel: str,
     link: Link,
+    effective_prefill_peak_flops: ArrayLike | None = None,
 ) -> dict[str, np.ndarray]:
-    """The array kernel every estimate (scalar or swept) goes through; all inputs broadcast."""
+    """The array kernel every estimate (scalar or swept) goes through; all inputs broadcast.
+
+    ``kv_per_token_bytes`` is the full-attention rate (memory.kv_cache_bytes_per_token); sliding windows
+    are applied here. ``effective_prefill_peak_flops`` defaults to ``effective_peak_flops``."""
     b = np.asarray(batch, float)
     c = np.asarray(context_tokens, float)
     p = np.asarray(prompt_tokens, float)
     bw = np.asarray(effective_bandwidth_bytes_s, float)
     peak = np.asarray(effective_peak_flops, float)
+    pre_peak = (
+        peak if effective_prefill_peak_flops is None else np.asarray(effective_prefill_peak_flops, float)
+    )
     n = float(count)
     layers = model.num_layers
     overhead = layers * per_layer_overhead_s
 
-    dec_bytes = np.asarray(weights_read_decode, float) + b * c * kv_per_token_bytes
+    held = np.asarray(memory.kv_cached_tokens(model, c), float)
+    dec_bytes = np.asarray(weights_read_decode, float) + b * held * kv_per_token_bytes
     dec_flops = b * np.asarray(flops_per_token(model, c))
     pre_tokens = b * p
-    pre_flops = pre_tokens * 2.0 * model.active_params + b * 2.0 * layers * attention_width(model) * p**2
-    pre_bytes = np.asarray(weights_read_prefill, float) + pre_tokens * kv_per_token_bytes
+    pre_attn = b * 4.0 * layers * _prefill_attention_width(model) * _attended_pairs(model, p)
+    pre_flops = pre_tokens * 2.0 * model.active_params + pre_attn
+    pre_held = np.asarray(memory.kv_cached_tokens(model, p), float)
+    pre_bytes = np.asarray(weights_read_prefill, float) + b * pre_held * kv_per_token_bytes
 
     if parallel == "tp" or n == 1:
         mem_s = dec_bytes / (n * bw)
@@ -173,7 +228,7 @@ def step_times(
         comm_s = 2 * layers * np.asarray(allreduce_time_s(b * model.hidden_size * ACTIVATION_BYTES, n, link))
         step = np.maximum(mem_s, cmp_s) + overhead + comm_s
         pre_mem = pre_bytes / (n * bw)
-        pre_cmp = pre_flops / (n * peak)
+        pre_cmp = pre_flops / (n * pre_peak)
         pre_comm = (
             2
             * layers
@@ -186,14 +241,14 @@ def step_times(
         # step of every micro-batch takes n stage slots whatever m is: with B < n stages idle
         # (n - m)/n of the time. Every micro-batch re-reads the stage's weights.
         m = np.minimum(b, n)
-        stage_mem = (np.asarray(weights_read_decode, float) + b / m * c * kv_per_token_bytes) / (n * bw)
+        stage_mem = (np.asarray(weights_read_decode, float) + b / m * held * kv_per_token_bytes) / (n * bw)
         stage_cmp = dec_flops / m / (n * peak)
         comm_s = (n - 1) * _hop_s(b / m, model, link)
         mem_s = n * stage_mem
         cmp_s = n * stage_cmp
         step = n * (np.maximum(stage_mem, stage_cmp) + overhead / n) + comm_s
         pre_mem = pre_bytes / (n * bw)
-        pre_cmp = pre_flops / (n * peak)
+        pre_cmp = pre_flops / (n * pre_peak)
         # one prompt batch: stages run one after another (no overlap without chunking)
         pre_comm = (n - 1) * _hop_s(pre_tokens, model, link)
         pre_s = n * (np.maximum(pre_mem, pre_cmp) + overhead / n) + pre_comm
@@ -238,6 +293,8 @@ def estimate_throughput(
     p = c if prompt_tokens is None else _check_positive("prompt_tokens", prompt_tokens)
     if count < 1:
         raise ModelInputError(f"GPU count must be >= 1, got {count}")
+    llm.check_context(model, c)
+    llm.check_context(model, p, "prompt")
     bw_eff = prof.bandwidth_ratio(gpu.memory_type) * gpu.memory_bandwidth_bytes_s
     peak_eff = prof.effective_peak_flops(gpu, q.compute_dtype)
     r = step_times(
@@ -254,6 +311,7 @@ def estimate_throughput(
         count=count,
         parallel=parallel,
         link=default_link(gpu) if link is None else link,
+        effective_prefill_peak_flops=prefill_peak_flops(prof, gpu, q),
     )
     step = r["step_s"]
     return ThroughputEstimate(

@@ -21,7 +21,7 @@ from gpuwatch.model.catalog import GpuSpec, all_gpus, get_gpu
 from gpuwatch.model.cost import OwnershipCost
 from gpuwatch.model.engine_profiles import DEFAULT_ENGINE, get_engine_profile
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
-from gpuwatch.model.llm import ModelSpec, resolve_model
+from gpuwatch.model.llm import ModelSpec, check_context, resolve_model
 from gpuwatch.model.quant import QuantFormat, get_quant
 from gpuwatch.model.throughput import ThroughputEstimate, estimate_throughput
 
@@ -61,6 +61,7 @@ class PlanInputs:
     zero_stage: int = 0  # train: > 0 makes the ``count`` GPUs ZeRO data-parallel ranks
     optimizer: str | None = None  # None: DEFAULT_OPTIMIZER[mode]
     microbatches: int | None = None  # pipeline micro-batches; None: one per sequence of the batch
+    kv_dtype: str = "fp16"  # how the engine stores the KV cache (quant.get_kv_dtype): memory, decode bytes
 
     def with_(self, **changes: object) -> PlanInputs:
         """A copy with ``changes``; OwnershipCost field names (``pue=1.3``) change ``prices``."""
@@ -153,7 +154,9 @@ def _memory(
     inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, dp_gpus: Any = 1
 ) -> memory.MemoryBreakdown:
     if inputs.mode == "inference":
-        return memory.inference_memory(model, quant, inputs.batch, inputs.context_tokens)
+        return memory.inference_memory(
+            model, quant, inputs.batch, inputs.context_tokens, kv_dtype=inputs.kv_dtype
+        )
     if inputs.mode == "train":
         return memory.training_memory(
             model,
@@ -227,6 +230,7 @@ def throughput_answer(
         count=inputs.count,
         parallel=inputs.parallel,
         link=link_for(inputs, gpu),
+        kv_dtype=inputs.kv_dtype,
     )
 
 
@@ -328,7 +332,9 @@ def _check(inputs: PlanInputs) -> None:
 def resolve(inputs: PlanInputs) -> tuple[ModelSpec, QuantFormat, GpuSpec]:
     """The model (catalog id or local config.json), quantisation and GPU; one-line errors otherwise."""
     _check(inputs)
-    return resolve_model(inputs.model), get_quant(inputs.quant), get_gpu(inputs.gpu)
+    model = resolve_model(inputs.model)
+    check_context(model, inputs.context_tokens)
+    return model, get_quant(inputs.quant), get_gpu(inputs.gpu)
 
 
 def answer(inputs: PlanInputs) -> PlanAnswer:
@@ -473,7 +479,14 @@ def parallel_answer(inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, gp
         max_tp_degree_decode=max_tp(inputs.batch),
         max_tp_degree_prefill=max_tp(inputs.batch * inputs.context_tokens),
         gpus_to_hold=int(
-            parallel.gpus_to_hold(model, quant, gpu, batch=inputs.batch, context_tokens=inputs.context_tokens)
+            parallel.gpus_to_hold(
+                model,
+                quant,
+                gpu,
+                batch=inputs.batch,
+                context_tokens=inputs.context_tokens,
+                kv_dtype=inputs.kv_dtype,
+            )
         ),
         pipeline_stages=inputs.count,
         microbatches=microbatches,
@@ -505,6 +518,7 @@ def catalog_entry(gpu: GpuSpec) -> dict[str, Any]:
         "interconnect_name": gpu.interconnect_name,
         "list_price_usd": gpu.list_price_usd,
         "nvml_names": list(gpu.nvml_names),
+        "aliases": list(gpu.aliases),
         "planning_only": gpu.planning_only,
         "sources": dict(gpu.sources),
     }

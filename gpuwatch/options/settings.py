@@ -51,6 +51,17 @@ def quant_id(value: Any) -> str:
         raise Invalid(reason=str(exc)) from None
 
 
+def kv_dtype_id(value: Any) -> str:
+    from gpuwatch.model.quant import get_kv_dtype, kv_dtype_ids
+
+    if not isinstance(value, str):
+        raise Invalid(f"a KV-cache dtype: {', '.join(kv_dtype_ids())}")
+    try:
+        return get_kv_dtype(value.strip()).id
+    except UnknownIdError as exc:
+        raise Invalid(reason=str(exc)) from None
+
+
 def gpu_id(value: Any) -> str:
     """A catalog GPU id or NVML name, as the catalog's id."""
     from gpuwatch.model.catalog import get_gpu
@@ -431,6 +442,17 @@ declare(
 )
 declare(
     Option(
+        "kv_dtype",
+        ("--kv-dtype",),
+        "text",
+        "KV-cache dtype: fp16, bf16, fp8, int8, q8_0, q4_0 (memory, decode bytes and cost follow it)",
+        default=_PLAN.kv_dtype,
+        parse=kv_dtype_id,
+        metavar="DTYPE",
+    )
+)
+declare(
+    Option(
         "batch",
         ("--batch",),
         "int",
@@ -660,17 +682,18 @@ _OWNING = (
     "cloud_usd_per_gpu_h",
 )
 PLAN_OPTIONS: dict[str, tuple[str, ...]] = {
-    "memory": (*_WORKLOAD, *_TRAINING),
-    "throughput": (*_WORKLOAD, *_SERVING),
-    "cost": (*_WORKLOAD, *_SERVING, *_OWNING),
+    "memory": (*_WORKLOAD, "kv_dtype", *_TRAINING),
+    "throughput": (*_WORKLOAD, "kv_dtype", *_SERVING),
+    "cost": (*_WORKLOAD, "kv_dtype", *_SERVING, *_OWNING),
     # the comparison prices each GPU at its own list price
     "gpus": (
         *(k for k in _WORKLOAD if k != "gpu"),
+        "kv_dtype",
         "engine_profile",
         "parallel",
         *(k for k in _OWNING if k not in ("gpu_price_usd", "server_capex_usd")),
     ),
-    "parallel": (*_WORKLOAD, *_SERVING, "microbatches"),
+    "parallel": (*_WORKLOAD, "kv_dtype", *_SERVING, "microbatches"),
     "train": (
         *(k for k in _WORKLOAD if k != "quant"),
         *_TRAINING,
