@@ -74,7 +74,7 @@ async def test_plan_and_compare_flag_a_workload_that_does_not_fit(racks: list[Ma
         await app.workers.wait_for_complete()  # the comparison runs in a worker thread
         await pilot.pause()
         row = [str(c) for c in app.query_one("#compare-table", DataTable).get_row("rtx4090")]
-        assert row[1].startswith("does not fit") and row[2] == row[3] == "n/a"
+        assert row[1] == "no (needs 7)" and row[2] == row[3] == "n/a"  # fits: no; no tok/s, no $/1M
 
 
 def test_plan_gpus_flags_a_workload_that_does_not_fit(capsys: pytest.CaptureFixture[str]) -> None:

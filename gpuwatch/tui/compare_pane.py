@@ -41,7 +41,7 @@ def sort_rows(rows: list[ComparisonRow], column: str) -> list[ComparisonRow]:
 def _fits(row: ComparisonRow) -> str:
     if row.fits:
         return "yes"
-    return f"does not fit (needs {row.gpus_needed})" if row.gpus_needed else "does not fit"
+    return f"no (needs {row.gpus_needed})" if row.gpus_needed else "no"
 
 
 def _cells(row: ComparisonRow) -> tuple[str | Text, ...]:
