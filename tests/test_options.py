@@ -103,7 +103,7 @@ def test_the_same_price_flag_means_the_same_in_the_tui_exporter_and_plan() -> No
             "--gpu-price",
         ):
             assert flag in out, (command, flag)
-        assert "electricity price (USD/kWh); default 0.15" in out
+        assert "electricity price (USD/kWh); from 0 to 10; default 0.15" in out
 
 
 # --- issue 12: every number a user can type is range-checked where it is declared ----------------------

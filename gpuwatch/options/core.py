@@ -322,6 +322,9 @@ def _help(option: Option, with_default: bool) -> str:
     text = option.help
     if option.unit and option.unit not in text:
         text += f" ({option.unit})"
+    bounded = option.minimum is not None or option.maximum is not None or option.above is not None
+    if option.kind in ("float", "int") and bounded and not option.choices:
+        text += "; " + option.allowed().removeprefix("a whole number ").removeprefix("a number ")
     if with_default and option.default is not None and option.kind != "list":
         shown = (
             option.text(option.default)

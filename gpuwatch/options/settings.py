@@ -427,6 +427,7 @@ declare(
         default=_PLAN.model,
         toml="workload.model",
         parse=model_id,
+        metavar="MODEL",
     )
 )
 declare(
@@ -438,6 +439,7 @@ declare(
         default=_PLAN.quant,
         toml="workload.quant",
         parse=quant_id,
+        metavar="QUANT",
     )
 )
 declare(
@@ -500,6 +502,7 @@ declare(
         default=_PLAN.gpu,
         parse=gpu_id,
         late=True,
+        metavar="GPU",
     )
 )
 declare(
@@ -517,7 +520,13 @@ declare(
 )
 declare(
     Option(
-        "parallel", ("--parallel",), "text", "multi-GPU split", default=_PLAN.parallel, choices=PARALLELISM
+        "parallel",
+        ("--parallel",),
+        "text",
+        "multi-GPU split",
+        default=_PLAN.parallel,
+        choices=PARALLELISM,
+        metavar="SPLIT",
     )
 )
 declare(
@@ -530,7 +539,17 @@ declare(
         metavar="LINK",
     )
 )
-declare(Option("mode", ("--mode",), "text", "what the memory is for", default=_PLAN.mode, choices=MODES))
+declare(
+    Option(
+        "mode",
+        ("--mode",),
+        "text",
+        "what the memory is for",
+        default=_PLAN.mode,
+        choices=MODES,
+        metavar="MODE",
+    )
+)
 declare(
     Option(
         "lora_rank",
@@ -562,6 +581,7 @@ declare(
         "text",
         "optimizer (default adamw; qlora: paged_adamw)",
         choices=OPTIMIZERS,
+        metavar="OPTIMIZER",
     )
 )
 declare(
