@@ -16,6 +16,7 @@ from gpuwatch.model.cost import OwnershipCost
 from gpuwatch.model.llm import get_model
 from gpuwatch.model.memory import inference_memory
 from gpuwatch.model.quant import get_quant
+from gpuwatch.model.serving import powered_throughput
 from gpuwatch.model.throughput import bytes_per_decode_step, estimate_throughput, flops_per_token
 from gpuwatch.telemetry.engines import EngineReading
 from gpuwatch.telemetry.history import History
@@ -171,8 +172,11 @@ def test_cost_against_the_model_by_hand() -> None:
     modelled = estimate_throughput(
         get_model("llama-3-8b"), get_quant("fp16"), RTX4090, 8, 4096
     ).decode_tokens_per_s
+    # the projection prices the modelled draw of the declared workload (as `plan cost` does), not TDP
+    drawn = powered_throughput(get_model("llama-3-8b"), "fp16", RTX4090, 8, 4096).power.power_w
+    assert drawn < RTX4090.tdp_w
     assert c.projected_usd_per_mtok == pytest.approx(
-        cost.usd_per_mtok(PRICES, tokens_per_s=modelled, gpu_capex_usd=None, power_w=450.0)
+        cost.usd_per_mtok(PRICES, tokens_per_s=modelled, gpu_capex_usd=None, power_w=drawn)
     )
     assert c.cost_per_hour.capex_usd_per_h == pytest.approx(3000 / (3 * 8760))
     assert c.cost_per_hour.power_usd_per_h == pytest.approx(0.320 * 1.1 * 0.2)
@@ -210,7 +214,7 @@ def test_alternatives_price_the_same_workload() -> None:
             dataclasses.replace(PRICES, server_capex_usd=None),
             tokens_per_s=est.decode_tokens_per_s,
             gpu_capex_usd=30000.0,
-            power_w=700.0,
+            power_w=powered_throughput(get_model("llama-3-8b"), "fp16", H100, 8, 4096).power.power_w,
         )
     )
     assert h100.fits

@@ -226,7 +226,8 @@ def test_gpus_file_adds_a_card_to_plan(tmp_path: Path, capsys: pytest.CaptureFix
     gpus.write_text(LAB_CARD)
     assert main(["plan", "cost", "--gpus-file", str(gpus), "--gpu", "lab-card", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["workload"]["gpu"] == "lab-card" and out["gpu_price_usd"] == 5000 and out["power_w"] == 300
+    assert out["workload"]["gpu"] == "lab-card" and out["gpu_price_usd"] == 5000 and out["tdp_w"] == 300
+    assert out["power_provenance"] == "modelled" and 0 < out["power_w"] <= 300
     bad = tmp_path / "bad.toml"
     bad.write_text("[gpu.x]\nname = 1\n")
     assert "--gpus-file" in one_line_error(capsys, "plan", "memory", "--gpus-file", str(bad))

@@ -16,6 +16,7 @@ from gpuwatch.model import cost, memory, parallel
 from gpuwatch.model.catalog import get_gpu, gpu_ids
 from gpuwatch.model.llm import get_model, load_hf_config, model_ids
 from gpuwatch.model.quant import get_quant
+from gpuwatch.model.serving import powered_throughput
 from gpuwatch.model.throughput import estimate_throughput
 from gpuwatch.model.whatif import PlanInputs
 
@@ -81,9 +82,13 @@ def check_all(capsys: pytest.CaptureFixture[str], model_id: str, gpu_id: str, qu
         )
         assert "does not fit" in plan_table(capsys, "cost", *w, *PRICE)
     else:
+        # the power is the workload's, modelled (gpuwatch/model/power.py), never above the card's limit
+        drawn = powered_throughput(model, quant_id, gpu, 2, 1024).power.power_w
+        assert c["power_provenance"] == "modelled" and c["power_w"] == pytest.approx(drawn)
+        assert drawn <= gpu.tdp_w + 1e-6
         assert c["usd_per_mtok"] == pytest.approx(
             cost.usd_per_mtok(
-                d.prices, tokens_per_s=est.decode_tokens_per_s, gpu_capex_usd=20000, power_w=gpu.tdp_w
+                d.prices, tokens_per_s=est.decode_tokens_per_s, gpu_capex_usd=20000, power_w=drawn
             )
         )
     assert "per 1M tokens" in plan_table(capsys, "cost", *w, *PRICE)

@@ -16,7 +16,7 @@ from gpuwatch.errors import UserError
 from gpuwatch.model.catalog import load_user_gpus
 from gpuwatch.model.errors import ModelInputError
 from gpuwatch.model.whatif import PlanInputs
-from gpuwatch.options import OneLineParser, add_options, given
+from gpuwatch.options import OneLineParser, add_options, get, given
 from gpuwatch.options.settings import PLAN_FIELDS, PLAN_OPTIONS
 
 SUBCOMMANDS = tuple(PLAN_OPTIONS)
@@ -27,13 +27,34 @@ _HELP = {
     "cost": "$ per 1M tokens owned vs rented, and when owning pays off",
     "gpus": "the GPU catalog; with --model, this workload on every GPU",
     "parallel": "tensor-parallel limit, GPUs to hold the model, pipeline bubble",
-    "train": "GPU-hours, wall-clock and $ of a training run from 6·N·D, and its memory",
+    "train": "GPU-hours, wall-clock and $ of a training run, its compute and its memory",
+    "serve": "GPUs, replicas, latency and $ for a request rate (prompt/output tokens, p95 target)",
 }
+#: `plan serve`'s request options: what the plan answers for, not PlanInputs fields
+SERVE_REQUEST = ("prompt_tokens", "output_tokens", "rate", "p95_latency_s", "sweep_batch")
 _GROUPS = (
     ("workload", ("model", "quant", "gpu", "count", "batch", "context_tokens", "kv_dtype")),
-    ("serving", ("engine_profile", "parallel", "link", "microbatches")),
+    ("serving", ("engine_profile", "parallel", "link", "microbatches", "power_limit_w")),
+    ("requests", SERVE_REQUEST),
+    (
+        "engine memory budget",
+        (
+            "gpu_memory_utilization",
+            "max_num_batched_tokens",
+            "max_num_seqs",
+            "cuda_graphs",
+            "block_size",
+            "n_ctx",
+            "n_parallel",
+            "n_ubatch",
+            "n_gpu_layers",
+            "flash_attention",
+            "mem_fraction_static",
+            "free_gpu_memory_fraction",
+        ),
+    ),
     ("memory mode", ("mode", "lora_rank", "zero_stage", "optimizer", "activation_checkpointing")),
-    ("training run", ("train_tokens", "mfu_ratio")),
+    ("training run", ("framework", "train_tokens", "mfu_ratio")),
 )
 
 
@@ -97,6 +118,13 @@ def run(args: argparse.Namespace) -> int:
     if name == "gpus":
         inputs = _inputs(args, keys) if args.model is not None else None
         return plan_render.gpus(inputs, args.json)
+    if name == "serve":
+        request = {
+            k: getattr(args, k) if getattr(args, k) is not None else get(k).default for k in SERVE_REQUEST
+        }
+        plan_keys = tuple(k for k in keys if k not in SERVE_REQUEST)
+        # without --count, every TP degree that divides the heads is tried and the fewest GPUs win
+        return plan_render.serve(_inputs(args, plan_keys), request, args.json, best_tp=args.count is None)
     fixed = {"mode": "train"} if name == "train" and args.mode is None else {}
     render = getattr(plan_render, name)
     result: int = render(_inputs(args, keys, **fixed), args.json)

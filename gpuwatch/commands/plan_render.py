@@ -13,8 +13,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from gpuwatch.model import cost as cost_model
+from gpuwatch.model import finetune, serving, whatif
 from gpuwatch.model import memory as memory_model
-from gpuwatch.model import whatif
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.llm import ModelSpec, param_breakdown
 from gpuwatch.model.quant import QuantFormat
@@ -108,7 +109,16 @@ def _notes(console: Console, notes: Sequence[str]) -> None:
 
 # ------------------------------------------------------------------------------------------- sub-commands
 def _memory_json(mem: whatif.MemoryAnswer) -> dict[str, Any]:
+    budget = mem.engine_budget
+    engine = {} if budget is None else {
+        # the engine's own layout (vLLM, llama.cpp, TensorRT-LLM): what is left for the KV cache, per GPU,
+        # and how many sequences of this context run at once
+        "kv_pool_bytes": budget.as_dict()["kv_pool_bytes"],
+        "max_concurrent_sequences": budget.max_concurrent_sequences,
+        "engine_budget": budget.as_dict(),
+    }  # fmt: skip
     return {
+        **engine,
         "mode": mem.mode,
         "total_gib": mem.total_gib,
         "breakdown": {f"{name}_gib": gib for name, gib in mem.total_components_gib.items()},
@@ -155,8 +165,27 @@ def memory(inputs: PlanInputs, as_json: bool) -> int:
         )
         console.print(_model_line(inputs, model))
         _notes(console, mem.notes)
+        if mem.engine_budget is not None:
+            _engine_budget(console, mem.engine_budget)
 
     return _emit(as_json, payload, render)
+
+
+def _engine_budget(console: Console, b: Any) -> None:
+    """The engine's own layout of one GPU (modelled from its documented allocation rule)."""
+    gib = 2**30
+    rows = [
+        ("CUDA-visible memory", f"{b.visible_bytes / gib:,.2f} GiB"),
+        ("engine budget", f"{b.budget_bytes / gib:,.2f} GiB"),
+        ("weights", f"{b.weights_bytes / gib:,.2f} GiB"),
+        ("activations / compute buffer", f"{b.activation_bytes / gib:,.2f} GiB"),
+        ("CUDA context, cuBLAS, NCCL", f"{b.non_torch_bytes / gib:,.2f} GiB"),
+        ("CUDA graphs (outside the budget)", f"{b.cuda_graph_bytes / gib:,.2f} GiB"),
+        ("KV cache pool", f"{max(0.0, b.kv_pool_bytes) / gib:,.2f} GiB = {b.kv_pool_tokens:,} tokens"),
+        (f"sequences of {b.context_tokens:,} tokens at once", f"{b.max_concurrent_sequences:,}"),
+    ]
+    _kv_table(console, f"as {b.engine} lays out each GPU (modelled)", rows)
+    _notes(console, b.notes)
 
 
 def _throughput_json(est: Any) -> dict[str, Any]:
@@ -226,11 +255,12 @@ def cost(inputs: PlanInputs, as_json: bool) -> int:
     model, quant, gpu = whatif.resolve(inputs)
     whatif.require_gpu_price(inputs, gpu)
     mem = whatif.memory_answer(inputs, model, quant, gpu)
+    powered = whatif.powered_answer(inputs, model, quant, gpu)
+    est = powered.estimate
+    power_w = powered.power.power_w * inputs.count
     # a model that cannot load has no speed and no price per token; owning the box still costs its hours
-    tokens_per_s = (
-        float(whatif.throughput_answer(inputs, model, quant, gpu).decode_tokens_per_s) if mem.fits else 0.0
-    )
-    cost = whatif.cost_answer(inputs, gpu, tokens_per_s)
+    tokens_per_s = float(est.decode_tokens_per_s) if mem.fits else 0.0
+    cost = whatif.cost_answer(inputs, gpu, tokens_per_s, power_w)
     p = inputs.prices
     payload = {
         "command": "cost",
@@ -243,7 +273,14 @@ def cost(inputs: PlanInputs, as_json: bool) -> int:
         "server_overhead_ratio": p.server_overhead_ratio,
         "service_life_years": p.service_life_years,
         "utilisation_ratio": p.utilisation_ratio,
-        "power_w": gpu.tdp_w * inputs.count,
+        "power_w": cost.power_w,
+        "power_provenance": cost.power_provenance,
+        "power_limit_w": powered.power.limit_w,
+        "clock_ratio": powered.power.clock_ratio,
+        "power_capped": powered.power.capped,
+        "tdp_w": gpu.tdp_w * inputs.count,
+        "tokens_per_j": cost.tokens_per_j,
+        "j_per_token": None if not cost.tokens_per_j else 1.0 / cost.tokens_per_j,
         "pue": p.pue,
         "electricity_usd_per_kwh": p.electricity_usd_per_kwh,
         "hosting_usd_per_h": cost.hosting_usd_per_h,
@@ -293,9 +330,18 @@ def cost(inputs: PlanInputs, as_json: bool) -> int:
                 f"{capex} over {p.service_life_years:g} years = ${_num(cost.capex_usd_per_h, ',.3f')}/h",
             ),
             (
-                "power",
-                f"{gpu.tdp_w * inputs.count:,.0f} W × PUE {p.pue:g} at "
+                "power (modelled)",
+                f"{power_w:,.0f} W × PUE {p.pue:g} at "
                 f"${p.electricity_usd_per_kwh:g}/kWh = ${_num(cost.power_usd_per_h, ',.3f')}/h",
+            ),
+            (
+                "energy",
+                f"{_num(cost.tokens_per_j, ',.2f')} tokens/J"
+                + (
+                    f"; capped at {powered.power.limit_w:,.0f} W: clock {powered.power.clock_ratio:.0%}"
+                    if powered.power.capped
+                    else f"; under the {powered.power.limit_w:,.0f} W limit (TDP {gpu.tdp_w:,.0f} W)"
+                ),
             ),
             ("hosting", f"${_num(cost.hosting_usd_per_h, ',.3f')}/h"),
             (
@@ -441,20 +487,34 @@ def train(inputs: PlanInputs, as_json: bool) -> int:
         "tokens": inputs.train_tokens,
         "mfu_ratio": inputs.mfu_ratio,
         "flops": train.flops,
+        "flops_per_token": train.flops_per_token,
+        "compute_basis": train.compute_basis,
         "gpu_hours": train.gpu_hours,
         "wall_clock_h": train.wall_clock_h,
         "cloud_usd_per_gpu_h": inputs.prices.cloud_usd_per_gpu_h,
         "usd": train.usd,
         "memory": _memory_json(mem),
     }
+    contexts: dict[str, int] = {}
+    if inputs.mode in ("lora", "qlora"):
+        # the framework decides the longest sequence this card trains (batch 1), several-fold apart
+        for framework in finetune.FRAMEWORKS:
+            limit = finetune.longest_context(
+                model, gpu.memory_bytes, method=inputs.mode, framework=framework, rank=inputs.lora_rank
+            )
+            contexts[framework] = limit.max_context_tokens
+        payload["framework"] = inputs.framework
+        payload["longest_context_tokens"] = contexts[inputs.framework]
+        payload["longest_context_tokens_by_framework"] = contexts
 
     def render(console: Console) -> None:
         rows = [
             (
-                "compute (6·N·D)",
-                f"6 × {model.active_params / 1e9:,.2f} B params × {inputs.train_tokens:,.3g} tokens "
-                f"= {train.flops:.3g} FLOP",
+                "compute",
+                f"{train.flops_per_token / model.active_params:.0f} × {model.active_params / 1e9:,.2f} B "
+                f"params × {inputs.train_tokens:,.3g} tokens = {train.flops:.3g} FLOP",
             ),
+            ("counted as", train.compute_basis),
             ("GPU-hours", f"{train.gpu_hours:,.0f} at {inputs.mfu_ratio:.0%} MFU of bf16 peak"),
             (
                 "wall clock",
@@ -472,6 +532,113 @@ def train(inputs: PlanInputs, as_json: bool) -> int:
                 + ("fits" if mem.fits else f"does not fit (needs {mem.gpus_needed or 'more'} GPUs)"),
             ),
         ]
+        if contexts:
+            others = ", ".join(f"{k} {v:,}" for k, v in contexts.items() if k != inputs.framework)
+            rows.append(
+                (
+                    "longest context (batch 1)",
+                    f"{contexts[inputs.framework]:,} tokens with {inputs.framework} ({others})",
+                )
+            )
         _kv_table(console, f"train {model.name} on {inputs.count}× {gpu.name}", rows)
+
+    return _emit(as_json, payload, render)
+
+
+def serve(inputs: PlanInputs, request: dict[str, Any], as_json: bool, *, best_tp: bool) -> int:
+    """`plan serve`: the fleet for a request rate, per replica of ``count`` GPUs (or the best TP degree)."""
+    model, quant, gpu = whatif.resolve(inputs)
+    price = whatif.gpu_price(inputs, gpu)
+    p = inputs.prices
+    per_gpu_usd_h = None
+    if p.capex_usd(price) is not None:
+        hourly = cost_model.cost_per_hour(p.share(1), gpu_capex_usd=price, power_w=0.0)
+        per_gpu_usd_h = float(hourly.capex_usd_per_h) + float(hourly.hosting_usd_per_h)
+    kwargs: dict[str, Any] = dict(
+        rate_requests_per_s=request["rate"],
+        prompt_tokens=request["prompt_tokens"],
+        output_tokens=request["output_tokens"],
+        p95_latency_s=request["p95_latency_s"],
+        engine=inputs.engine,
+        kv_dtype=inputs.kv_dtype,
+        knobs=inputs.engine_knobs,
+        sweep_batches=request["sweep_batch"],
+        gpu_usd_per_h=per_gpu_usd_h or 0.0,
+        electricity_usd_per_kwh=p.electricity_usd_per_kwh,
+        pue=p.pue,
+        power_limit_w=inputs.power_limit_w,
+    )
+    if best_tp:
+        plan = serving.plan_serving_best_tp(model, quant.id, gpu, **kwargs)
+    else:
+        plan = serving.plan_serving(model, quant.id, gpu, count=inputs.count, **kwargs)
+    body = plan.as_dict()
+    priced = per_gpu_usd_h is not None
+    if not priced:  # without a GPU price only the power is priced: say so rather than print $0
+        for row in body["sweep"]:
+            row["usd_per_mtok"] = row["usd_per_1k_requests"] = None
+        body["usd_per_mtok"] = body["usd_per_1k_requests"] = None
+    best = plan.best
+    fleet_usd_h = None
+    if best is not None and plan.gpus is not None and priced:
+        fleet_usd_h = plan.gpus * (
+            (per_gpu_usd_h or 0.0) + best.power_w / 1000.0 * p.pue * p.electricity_usd_per_kwh
+        )
+        tokens_h = request["rate"] * request["output_tokens"] * 3600.0
+        body["fleet_usd_per_h"] = fleet_usd_h
+        body["fleet_usd_per_mtok"] = fleet_usd_h / tokens_h * 1e6
+        body["fleet_usd_per_1k_requests"] = fleet_usd_h / (request["rate"] * 3600.0) * 1000.0
+    payload = {"command": "serve", "workload": _workload_json(inputs, model, quant, gpu), **body}
+    if not priced:
+        payload["notes"].append(
+            f"no price for {gpu.name}: give --gpu-price (or [gpu_prices] in the config) for $ figures"
+        )
+
+    def render(console: Console) -> None:
+        title = (
+            f"serve {model.name} {quant.id} on {gpu.name}: {request['rate']:,.3g} requests/s of "
+            f"{request['prompt_tokens']:,} + {request['output_tokens']:,} tokens"
+        )
+        if best is None:
+            rows = [("answer", "[red]no concurrency meets the target on this replica[/red]")]
+        else:
+            rows = [
+                ("replica", f"{plan.gpus_per_replica} GPU(s), {inputs.engine}, tensor parallel"),
+                (
+                    "concurrency",
+                    f"{best.concurrency} sequences (engine holds {plan.budget.max_concurrent_sequences})",
+                ),
+                ("time to first token", f"{best.ttft_s * 1e3:,.0f} ms"),
+                (
+                    "time per output token",
+                    f"{best.tpot_s * 1e3:,.1f} ms (prefill share {best.prefill_share:.0%})",
+                ),
+                ("request latency", f"{best.latency_s:,.2f} s"),
+                ("replica capacity", f"{best.requests_per_s:,.2f} requests/s (Little's law: B / latency)"),
+                ("replicas", f"{plan.replicas} → {plan.gpus} GPUs"),
+                ("power (modelled)", f"{best.power_w:,.0f} W per GPU"),
+            ]
+            if fleet_usd_h is not None:
+                fleet = (
+                    f"${fleet_usd_h:,.2f}/h → ${body['fleet_usd_per_mtok']:,.3f} per 1M output tokens, "
+                    f"${body['fleet_usd_per_1k_requests']:,.3f} per 1000 requests"
+                )
+                rows.append(("fleet cost", fleet))
+        _kv_table(console, title, rows)
+        table = Table(title="as concurrency grows (one replica at capacity)", title_justify="left")
+        for col in ("batch", "latency s", "TPOT ms", "tok/s", "req/s", "$/1M tok", "meets"):
+            table.add_column(col, justify="right")
+        for r in plan.sweep:
+            table.add_row(
+                str(r.concurrency),
+                f"{r.latency_s:,.2f}",
+                f"{r.tpot_s * 1e3:,.1f}",
+                f"{r.output_tokens_per_s:,.0f}",
+                f"{r.requests_per_s:,.2f}",
+                _num(r.usd_per_mtok if priced else None, ",.3f"),
+                "yes" if r.meets_latency else "no",
+            )
+        console.print(table)
+        _notes(console, payload["notes"])
 
     return _emit(as_json, payload, render)

@@ -60,7 +60,9 @@ class Pricing:
                     continue
                 tokens = float(w.estimate(alt).decode_tokens_per_s)
                 usd = float(
-                    cost.usd_per_mtok(prices, tokens_per_s=tokens, gpu_capex_usd=price, power_w=alt.tdp_w)
+                    cost.usd_per_mtok(
+                        prices, tokens_per_s=tokens, gpu_capex_usd=price, power_w=w.modelled_power_w(alt)
+                    )
                 )
                 out.append(Alternative(alt.id, alt.name, tokens, usd, True))
             self._alternatives[key] = tuple(out)
@@ -78,8 +80,10 @@ class Pricing:
         if box is None:
             return None
         prices, price = box
+        # the workload's modelled draw, as `gpuwatch plan cost` prices it; TDP only with nothing declared
+        modelled_w = self.workload.modelled_power_w(gpu) if self.workload is not None else gpu.tdp_w
         hourly = cost.cost_per_hour(
-            prices, gpu_capex_usd=price, power_w=power_w if power_w is not None else gpu.tdp_w
+            prices, gpu_capex_usd=price, power_w=power_w if power_w is not None else modelled_w
         )
         split = CostSplit(
             float(hourly.capex_usd_per_h), float(hourly.power_usd_per_h), float(hourly.hosting_usd_per_h)
@@ -89,10 +93,10 @@ class Pricing:
             live = float(cost.usd_per_mtok(prices, tokens_per_s=tokens, gpu_capex_usd=price, power_w=power_w))
         projected = None
         if modelled_tokens:
-            # the projection assumes the card draws its TDP, as `gpuwatch plan cost` does
+            # the projection prices the modelled draw, as `gpuwatch plan cost` does
             projected = float(
                 cost.usd_per_mtok(
-                    prices, tokens_per_s=modelled_tokens, gpu_capex_usd=price, power_w=gpu.tdp_w
+                    prices, tokens_per_s=modelled_tokens, gpu_capex_usd=price, power_w=modelled_w
                 )
             )
         cloud = None

@@ -14,6 +14,7 @@ from gpuwatch.model.engine_profiles import EngineProfile, get_engine_profile
 from gpuwatch.model.llm import ModelSpec, resolve_model
 from gpuwatch.model.memory import inference_memory
 from gpuwatch.model.quant import QuantFormat, get_quant
+from gpuwatch.model.serving import powered_throughput
 from gpuwatch.model.throughput import ThroughputEstimate, estimate_throughput
 from gpuwatch.telemetry.sample import GpuSample
 
@@ -40,6 +41,14 @@ class ResolvedWorkload:
     def fits(self, gpu: GpuSpec) -> bool:
         """Whether one replica (weights + KV cache at batch x context) fits one card's usable memory."""
         return bool(inference_memory(self.model, self.quant, self.batch, self.context_tokens).fits(gpu))
+
+    def modelled_power_w(self, gpu: GpuSpec) -> float:
+        """Board power this workload draws on ``gpu`` at its default limit (gpuwatch/model/power.py), the
+        figure `gpuwatch plan cost` prices with."""
+        run = powered_throughput(
+            self.model, self.quant.id, gpu, self.batch, self.context_tokens, engine=self.engine.name
+        )
+        return run.power.power_w
 
     def estimate(self, gpu: GpuSpec, batch: float | None = None) -> ThroughputEstimate:
         return estimate_throughput(

@@ -19,10 +19,13 @@ from gpuwatch.model import cost as cost_model
 from gpuwatch.model import memory, parallel
 from gpuwatch.model.catalog import GpuSpec, all_gpus, get_gpu
 from gpuwatch.model.cost import OwnershipCost
+from gpuwatch.model.engine_memory import EngineBudget, EngineKnobs, engine_budget
 from gpuwatch.model.engine_profiles import DEFAULT_ENGINE, get_engine_profile
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
+from gpuwatch.model.finetune import step_flops_per_token
 from gpuwatch.model.llm import ModelSpec, check_context, resolve_model
 from gpuwatch.model.quant import QuantFormat, get_quant
+from gpuwatch.model.serving import PoweredThroughput, powered_throughput
 from gpuwatch.model.throughput import ThroughputEstimate, estimate_throughput
 
 MODES = ("inference", "train", "lora", "qlora")
@@ -36,6 +39,8 @@ MAX_DATA_PARALLEL_GPUS = 1024
 PARALLEL_DEGREES = (1, 2, 4, 8)
 #: the price names PlanInputs.with_ routes into ``prices``
 OWNERSHIP_FIELDS = frozenset(f.name for f in fields(OwnershipCost))
+#: the engine settings PlanInputs.with_ routes into ``engine_knobs``
+ENGINE_KNOB_FIELDS = frozenset(f.name for f in fields(EngineKnobs))
 
 
 @dataclass(frozen=True)
@@ -62,13 +67,21 @@ class PlanInputs:
     optimizer: str | None = None  # None: DEFAULT_OPTIMIZER[mode]
     microbatches: int | None = None  # pipeline micro-batches; None: one per sequence of the batch
     kv_dtype: str = "fp16"  # how the engine stores the KV cache (quant.get_kv_dtype): memory, decode bytes
+    power_limit_w: float | None = None  # per GPU; None: the card's default limit (its TDP)
+    engine_knobs: EngineKnobs = field(default_factory=EngineKnobs)  # the engine's memory-budget settings
+    framework: str = "hf"  # fine-tuning framework (gpuwatch/model/finetune.py)
 
     def with_(self, **changes: object) -> PlanInputs:
-        """A copy with ``changes``; OwnershipCost field names (``pue=1.3``) change ``prices``."""
+        """A copy with ``changes``; OwnershipCost field names (``pue=1.3``) change ``prices``, EngineKnobs
+        field names (``gpu_memory_utilization=0.95``) change ``engine_knobs``."""
         price_fields = OWNERSHIP_FIELDS.intersection(changes)
         if price_fields:
             prices = replace(self.prices, **{k: changes.pop(k) for k in price_fields})  # type: ignore[arg-type]
             changes["prices"] = prices
+        knob_fields = ENGINE_KNOB_FIELDS.intersection(changes)
+        if knob_fields:
+            knobs = replace(self.engine_knobs, **{k: changes.pop(k) for k in knob_fields})  # type: ignore[arg-type]
+            changes["engine_knobs"] = knobs
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
@@ -85,6 +98,8 @@ class MemoryAnswer:
     total_components_gib: dict[str, float] = field(default_factory=dict)  # summing to total_gib
     mode: str = "inference"
     notes: tuple[str, ...] = ()
+    #: inference: the engine's own budget (its reserves, KV pool, concurrent sequences); None otherwise
+    engine_budget: EngineBudget | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,9 @@ class CostAnswer:
     power_usd_per_h: float | None = None
     hosting_usd_per_h: float | None = None
     rent_usd_per_h: float | None = None  # cloud $/h for the busy hours, per wall-clock hour
+    power_w: float | None = None  # all GPUs, modelled (gpuwatch/model/power.py), under power_limit_w
+    power_provenance: str = "modelled"
+    tokens_per_j: float | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,9 @@ class TrainingAnswer:
     gpu_hours: float
     wall_clock_h: float
     usd: float | None
+    flops_per_token: float = 0.0  # per trained token, counting the checkpointing recompute
+    #: what the FLOPs count: "6N", "8N (6N + 2N checkpoint recompute)", "4N (LoRA: no weight gradients)"...
+    compute_basis: str = ""
 
 
 @dataclass(frozen=True)
@@ -209,7 +230,30 @@ def memory_answer(inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, gpu:
         total_components_gib={name: float(value) / 2**30 for name, value in breakdown.components.items()},
         mode=breakdown.mode,
         notes=tuple(breakdown.notes),
+        engine_budget=_engine_budget(inputs, model, quant, gpu) if inputs.mode == "inference" else None,
     )
+
+
+def _engine_budget(
+    inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, gpu: GpuSpec
+) -> EngineBudget | None:
+    """How the engine profile's engine lays the card out for this workload (``count`` GPUs, tensor or
+    pipeline parallel); None where the engine could not run it so (a TP degree that does not divide the
+    heads: the parallel table still lists that count)."""
+    try:
+        return engine_budget(
+            get_engine_profile(inputs.engine).name,
+            model,
+            quant,
+            gpu,
+            inputs.context_tokens,
+            count=inputs.count,
+            parallel=inputs.parallel,
+            kv_dtype=inputs.kv_dtype,
+            knobs=inputs.engine_knobs,
+        )
+    except ModelInputError:
+        return None
 
 
 def link_for(inputs: PlanInputs, gpu: GpuSpec) -> parallel.Link:
@@ -217,9 +261,31 @@ def link_for(inputs: PlanInputs, gpu: GpuSpec) -> parallel.Link:
     return parallel.parse_link(inputs.link, gpu) if inputs.link else parallel.default_link(gpu)
 
 
+def powered_answer(
+    inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, gpu: GpuSpec
+) -> PoweredThroughput:
+    """Decode speed and board power under ``power_limit_w`` (the card's default limit when None)."""
+    return powered_throughput(
+        model,
+        quant.id,
+        gpu,
+        inputs.batch,
+        inputs.context_tokens,
+        engine=inputs.engine,
+        count=inputs.count,
+        parallel=inputs.parallel,
+        link=link_for(inputs, gpu),
+        kv_dtype=inputs.kv_dtype,
+        power_limit_w=inputs.power_limit_w,
+    )
+
+
 def throughput_answer(
     inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, gpu: GpuSpec
 ) -> ThroughputEstimate:
+    """The roofline estimate at the clock ``power_limit_w`` allows."""
+    if inputs.power_limit_w is not None:
+        return powered_answer(inputs, model, quant, gpu).estimate
     return estimate_throughput(
         model,
         quant,
@@ -234,8 +300,12 @@ def throughput_answer(
     )
 
 
-def cost_answer(inputs: PlanInputs, gpu: GpuSpec, tokens_per_s: float) -> CostAnswer:
-    """Own vs rent for ``count`` GPUs drawing their TDP while busy (the planner has no live power reading)."""
+def cost_answer(
+    inputs: PlanInputs, gpu: GpuSpec, tokens_per_s: float, power_w: float | None = None
+) -> CostAnswer:
+    """Own vs rent for ``count`` GPUs drawing ``power_w`` (all GPUs; modelled from the workload by
+    :func:`powered_answer`) while busy. Without it, the GPUs' TDP: the worst case, said so by
+    ``power_provenance``."""
     prices = inputs.prices
     price = gpu_price(inputs, gpu)
     gpu_capex = None if price is None else price * inputs.count
@@ -248,9 +318,15 @@ def cost_answer(inputs: PlanInputs, gpu: GpuSpec, tokens_per_s: float) -> CostAn
         if cloud_h and tokens_per_s > 0
         else None
     )
+    provenance = "modelled" if power_w is not None else "configured (TDP)"
+    if power_w is None:
+        power_w = gpu.tdp_w * inputs.count
+    tokens_per_j = tokens_per_s / power_w if tokens_per_s > 0 else None
     if prices.capex_usd(gpu_capex) is None:
-        return CostAnswer(None, cloud, None, None, None, None)
-    power_w = gpu.tdp_w * inputs.count
+        return CostAnswer(
+            None, cloud, None, None, None, None, power_w=power_w, power_provenance=provenance,
+            tokens_per_j=tokens_per_j,
+        )  # fmt: skip
     usd_mtok = (
         float(
             cost_model.usd_per_mtok(
@@ -278,6 +354,9 @@ def cost_answer(inputs: PlanInputs, gpu: GpuSpec, tokens_per_s: float) -> CostAn
         power_usd_per_h=float(hourly.power_usd_per_h),
         hosting_usd_per_h=float(hourly.hosting_usd_per_h),
         rent_usd_per_h=float(rent.rent_usd_per_h) if rent else None,
+        power_w=power_w,
+        power_provenance=provenance,
+        tokens_per_j=tokens_per_j,
     )
 
 
@@ -286,10 +365,22 @@ def _finite(value: float) -> float | None:
 
 
 def training_answer(inputs: PlanInputs, model: ModelSpec, gpu: GpuSpec) -> TrainingAnswer:
-    """6·N·D with N the trained parameters' forward/backward cost: all active parameters (LoRA still runs
-    the full forward and backward through the frozen base)."""
+    """Model FLOPs per token x tokens at an MFU of the bf16 peak: 6N for a full fine-tune, 4N for LoRA and
+    QLoRA (the frozen base needs no weight gradients; gpuwatch/model/finetune.py). Activation checkpointing
+    recomputes the forward (+2N): MFU counts model FLOPs only, so the recompute is inside the MFU's
+    shortfall, and the answer says what it costs (the hardware runs MFU x hardware/model FLOPs)."""
+    method = "full" if inputs.mode == "train" else inputs.mode
+    model_flops = step_flops_per_token(model, method=method, checkpointing=False)
+    hardware_flops = step_flops_per_token(model, method=method, checkpointing=inputs.activation_checkpointing)
+    n = model.active_params
+    basis = f"{model_flops / n:.0f}N" + ("" if method == "full" else " (LoRA: no weight gradients)")
+    if hardware_flops > model_flops:
+        basis += (
+            f"; checkpointing recomputes the forward: {hardware_flops / n:.0f}N of hardware work, "
+            f"{hardware_flops / model_flops - 1:.0%} more per step"
+        )
     result = cost_model.training_cost(
-        params=model.active_params,
+        params=model_flops / 6.0,  # training_cost counts 6 x params x tokens
         tokens=inputs.train_tokens,
         gpu=gpu,
         mfu_ratio=inputs.mfu_ratio,
@@ -301,6 +392,8 @@ def training_answer(inputs: PlanInputs, model: ModelSpec, gpu: GpuSpec) -> Train
         gpu_hours=float(result.gpu_hours),
         wall_clock_h=float(result.wall_clock_h),
         usd=float(result.usd) if result.usd is not None else None,
+        flops_per_token=model_flops,
+        compute_basis=basis,
     )
 
 
@@ -345,8 +438,11 @@ def answer(inputs: PlanInputs) -> PlanAnswer:
     cost = None
     training = None
     if inputs.mode == "inference" and mem.fits:  # a model that cannot load has no speed and no $/token
-        throughput = throughput_answer(inputs, model, quant, gpu)
-        cost = cost_answer(inputs, gpu, float(throughput.decode_tokens_per_s))
+        powered = powered_answer(inputs, model, quant, gpu)
+        throughput = powered.estimate
+        cost = cost_answer(
+            inputs, gpu, float(throughput.decode_tokens_per_s), powered.power.power_w * inputs.count
+        )
     else:
         training = training_answer(inputs, model, gpu)
     return PlanAnswer(inputs, model, quant, gpu, mem, throughput, cost, training)
@@ -380,7 +476,8 @@ def compare(inputs: PlanInputs, gpu_prices: Mapping[str, float] | None = None) -
     for gpu in all_gpus():
         try:
             mem = memory_answer(inputs.with_(mode="inference"), model, quant, gpu)
-            tps = float(throughput_answer(inputs, model, quant, gpu).decode_tokens_per_s)
+            powered = powered_answer(inputs, model, quant, gpu)
+            tps = float(powered.estimate.decode_tokens_per_s)
         except (ModelInputError, UnknownIdError, KeyError):
             continue  # e.g. a compute dtype this GPU lacks, or --link nvlink on a PCIe-only card
         price, source = _comparison_price(inputs, chosen, gpu, prices)
@@ -390,7 +487,12 @@ def compare(inputs: PlanInputs, gpu_prices: Mapping[str, float] | None = None) -
             )
             continue
         # a configured server capex is the user's box, not what a box of other cards would cost
-        priced = cost_answer(inputs.with_(gpu_price_usd=price, server_capex_usd=None), gpu, tps)
+        priced = cost_answer(
+            inputs.with_(gpu_price_usd=price, server_capex_usd=None),
+            gpu,
+            tps,
+            powered.power.power_w * inputs.count,
+        )
         rows.append(
             ComparisonRow(
                 gpu_id=gpu.id,

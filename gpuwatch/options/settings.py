@@ -12,14 +12,17 @@ import urllib.parse
 from typing import Any
 
 from gpuwatch.model.cost import OwnershipCost
+from gpuwatch.model.engine_memory import EngineKnobs
 from gpuwatch.model.engine_profiles import ENGINE_NAMES
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
+from gpuwatch.model.finetune import FRAMEWORKS
 from gpuwatch.model.memory import OPTIMIZERS
 from gpuwatch.model.whatif import MODES, PARALLELISM, ZERO_STAGES, PlanInputs
 from gpuwatch.options.core import Invalid, Option, declare
 
 _PRICES = OwnershipCost()
 _PLAN = PlanInputs()
+_KNOBS = EngineKnobs()
 
 
 # --- parse functions: convert and check what the kind alone cannot -------------------------------------
@@ -631,6 +634,258 @@ declare(
     )
 )
 
+# --- power, engine memory budgets, serving requests, fine-tuning framework (gpuwatch plan) -------------
+
+
+def request_rate(value: Any) -> float:
+    """Requests per second: 16.7, 16.7/s, 1000/min or 60000/h."""
+    import math
+
+    text = str(value).strip().lower().replace(" ", "")
+    scale = {"/s": 1.0, "/min": 60.0, "/h": 3600.0}
+    divisor = 1.0
+    for suffix, seconds in scale.items():
+        if text.endswith(suffix):
+            text, divisor = text.removesuffix(suffix), seconds
+            break
+    try:
+        rate = float(text) / divisor
+    except (ValueError, OverflowError):
+        raise Invalid("a request rate like 16.7, 16.7/s or 1000/min") from None
+    if not (math.isfinite(rate) and 0 < rate <= 1e7):
+        raise Invalid("a request rate above 0 and at most 10000000/s")
+    return rate
+
+
+def batch_list(value: Any) -> tuple[int, ...]:
+    items = [v.strip() for v in str(value).split(",") if v.strip()]
+    if not items or len(items) > 64 or not all(v.isdigit() and 1 <= int(v) <= 1_000_000 for v in items):
+        raise Invalid("a comma-separated list of batch sizes from 1 to 1000000, e.g. 1,2,4,8")
+    return tuple(int(v) for v in items)
+
+
+declare(
+    Option(
+        "power_limit_w",
+        ("--power-limit",),
+        "float",
+        "what if each GPU is capped at this board power (default: its TDP)",
+        unit="W",
+        above=0,
+        maximum=5000,
+        optional=True,
+        metavar="W",
+    )
+)
+declare(
+    Option(
+        "gpu_memory_utilization",
+        ("--gpu-memory-utilization",),
+        "float",
+        "vLLM: share of the card it may use",
+        default=_KNOBS.gpu_memory_utilization,
+        above=0,
+        maximum=1,
+        metavar="RATIO",
+    )
+)
+declare(
+    Option(
+        "max_num_batched_tokens",
+        ("--max-num-batched-tokens",),
+        "int",
+        "vLLM: tokens of its profile run / TensorRT-LLM max_num_tokens (default 8192)",
+        minimum=1,
+        maximum=10_000_000,
+        optional=True,
+        metavar="TOKENS",
+    )
+)
+declare(
+    Option(
+        "max_num_seqs",
+        ("--max-num-seqs",),
+        "int",
+        "vLLM max_num_seqs / SGLang max_running_requests",
+        default=_KNOBS.max_num_seqs,
+        minimum=1,
+        maximum=1_000_000,
+        metavar="N",
+    )
+)
+declare(
+    Option(
+        "cuda_graphs",
+        ("--cuda-graphs",),
+        "bool",
+        "vLLM: capture CUDA graphs (--no-cuda-graphs = --enforce-eager)",
+        default=_KNOBS.cuda_graphs,
+    )
+)
+declare(
+    Option(
+        "block_size",
+        ("--block-size",),
+        "int",
+        "vLLM: tokens per KV block",
+        default=_KNOBS.block_size,
+        minimum=1,
+        maximum=1024,
+        metavar="TOKENS",
+    )
+)
+declare(
+    Option(
+        "n_ctx",
+        ("--n-ctx",),
+        "int",
+        "llama.cpp: context allocated for all slots (default: --context x --n-parallel)",
+        minimum=1,
+        maximum=10_000_000,
+        optional=True,
+        metavar="TOKENS",
+    )
+)
+declare(
+    Option(
+        "n_parallel",
+        ("--n-parallel",),
+        "int",
+        "llama.cpp server slots (-np)",
+        default=_KNOBS.n_parallel,
+        minimum=1,
+        maximum=4096,
+        metavar="N",
+    )
+)
+declare(
+    Option(
+        "n_ubatch",
+        ("--n-ubatch",),
+        "int",
+        "llama.cpp physical micro-batch (compute buffer)",
+        default=_KNOBS.n_ubatch,
+        minimum=1,
+        maximum=65536,
+        metavar="TOKENS",
+    )
+)
+declare(
+    Option(
+        "n_gpu_layers",
+        ("--n-gpu-layers",),
+        "int",
+        "llama.cpp -ngl: layers offloaded to the GPU (default: all)",
+        minimum=0,
+        maximum=100_000,
+        optional=True,
+        metavar="N",
+    )
+)
+declare(
+    Option(
+        "flash_attention",
+        ("--flash-attention",),
+        "bool",
+        "llama.cpp -fa: no KQ score buffer",
+        default=_KNOBS.flash_attention,
+    )
+)
+declare(
+    Option(
+        "mem_fraction_static",
+        ("--mem-fraction-static",),
+        "float",
+        "SGLang: share of the card for weights + KV pool",
+        default=_KNOBS.mem_fraction_static,
+        above=0,
+        maximum=1,
+        metavar="RATIO",
+    )
+)
+declare(
+    Option(
+        "free_gpu_memory_fraction",
+        ("--free-gpu-memory-fraction",),
+        "float",
+        "TensorRT-LLM: share of the free memory for the KV cache",
+        default=_KNOBS.free_gpu_memory_fraction,
+        above=0,
+        maximum=1,
+        metavar="RATIO",
+    )
+)
+declare(
+    Option(
+        "framework",
+        ("--framework",),
+        "text",
+        "fine-tuning framework (hf: Transformers + FlashAttention-2; unsloth: offloaded checkpoints, "
+        "cut cross-entropy)",
+        default=_PLAN.framework,
+        choices=FRAMEWORKS,
+    )
+)
+declare(
+    Option(
+        "prompt_tokens",
+        ("--prompt-tokens",),
+        "int",
+        "prompt tokens per request",
+        default=512,
+        minimum=1,
+        maximum=10_000_000,
+        metavar="TOKENS",
+    )
+)
+declare(
+    Option(
+        "output_tokens",
+        ("--output-tokens",),
+        "int",
+        "output tokens per request",
+        default=200,
+        minimum=1,
+        maximum=10_000_000,
+        metavar="TOKENS",
+    )
+)
+declare(
+    Option(
+        "rate",
+        ("--rate",),
+        "text",
+        "requests per second (16.7, 16.7/s or 1000/min)",
+        default=1.0,
+        parse=request_rate,
+        metavar="R",
+    )
+)
+declare(
+    Option(
+        "p95_latency_s",
+        ("--p95-latency",),
+        "float",
+        "request latency target",
+        unit="s",
+        above=0,
+        maximum=86400,
+        optional=True,
+        metavar="S",
+    )
+)
+declare(
+    Option(
+        "sweep_batch",
+        ("--sweep-batch",),
+        "text",
+        "concurrency levels to tabulate, e.g. 1,2,4,8 (default: powers of two up to the memory limit)",
+        parse=batch_list,
+        optional=True,
+        metavar="B,B,…",
+    )
+)
+
 # --- alert thresholds: config file only ------------------------------------------------------------
 
 declare(
@@ -690,6 +945,11 @@ declare(
 _WORKLOAD = ("model", "quant", "gpu", "count", "batch", "context_tokens")
 _SERVING = ("engine_profile", "parallel", "link")
 _TRAINING = ("mode", "lora_rank", "zero_stage", "optimizer", "activation_checkpointing")
+_ENGINE_MEMORY = (
+    "gpu_memory_utilization", "max_num_batched_tokens", "max_num_seqs", "cuda_graphs", "block_size", "n_ctx",
+    "n_parallel", "n_ubatch", "n_gpu_layers", "flash_attention", "mem_fraction_static",
+    "free_gpu_memory_fraction",
+)  # fmt: skip
 _OWNING = (
     "gpu_price_usd",
     "server_capex_usd",
@@ -702,9 +962,23 @@ _OWNING = (
     "cloud_usd_per_gpu_h",
 )
 PLAN_OPTIONS: dict[str, tuple[str, ...]] = {
-    "memory": (*_WORKLOAD, "kv_dtype", *_TRAINING),
-    "throughput": (*_WORKLOAD, "kv_dtype", *_SERVING),
-    "cost": (*_WORKLOAD, "kv_dtype", *_SERVING, *_OWNING),
+    "memory": (*_WORKLOAD, "kv_dtype", *_TRAINING, "engine_profile", "parallel", *_ENGINE_MEMORY),
+    "throughput": (*_WORKLOAD, "kv_dtype", *_SERVING, "power_limit_w"),
+    "cost": (*_WORKLOAD, "kv_dtype", *_SERVING, "power_limit_w", *_OWNING),
+    # requests, not tokens: the workload's batch is what the plan chooses
+    "serve": (
+        *(k for k in _WORKLOAD if k not in ("batch", "context_tokens")),
+        "kv_dtype",
+        "engine_profile",
+        "prompt_tokens",
+        "output_tokens",
+        "rate",
+        "p95_latency_s",
+        "sweep_batch",
+        "power_limit_w",
+        *_ENGINE_MEMORY,
+        *_OWNING,
+    ),
     # the comparison prices each GPU at its own list price
     "gpus": (
         *(k for k in _WORKLOAD if k != "gpu"),
@@ -717,6 +991,7 @@ PLAN_OPTIONS: dict[str, tuple[str, ...]] = {
     "train": (
         *(k for k in _WORKLOAD if k != "quant"),
         *_TRAINING,
+        "framework",
         "train_tokens",
         "mfu_ratio",
         "cloud_usd_per_gpu_h",
