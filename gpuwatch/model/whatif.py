@@ -437,14 +437,14 @@ def answer(inputs: PlanInputs) -> PlanAnswer:
     throughput = None
     cost = None
     training = None
-    if inputs.mode == "inference" and mem.fits:  # a model that cannot load has no speed and no $/token
+    if inputs.mode != "inference":
+        training = training_answer(inputs, model, gpu)
+    elif mem.fits:  # a model that cannot load has no speed and no $/token
         powered = powered_answer(inputs, model, quant, gpu)
         throughput = powered.estimate
         cost = cost_answer(
             inputs, gpu, float(throughput.decode_tokens_per_s), powered.power.power_w * inputs.count
         )
-    else:
-        training = training_answer(inputs, model, gpu)
     return PlanAnswer(inputs, model, quant, gpu, mem, throughput, cost, training)
 
 
