@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from textual.widgets import Input, Static
+from tui_rack import started
 
 from gpuwatch.cli import build_parser, main
 from gpuwatch.tui.formatting import rate, usd
@@ -129,7 +130,7 @@ async def test_the_plan_and_cost_panes_start_from_the_workload_and_agree_with_pl
 
     cost = plan("cost", *PLAN_WORKLOAD)
     app = tui.build_app(build_parser().parse_args(["--sim", "rtx4090", *WORKLOAD]))
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with started(app, size=(120, 40)) as pilot:
         await pilot.press("3")
         summary = ""
         for _ in range(100):  # the first poll arrives from the session's thread

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 from textual.widgets import DataTable, Input, Static
-from tui_rack import ManualRack
+from tui_rack import ManualRack, started
 
 from gpuwatch.cli import main
-from gpuwatch.tui.app import GpuwatchApp
+from gpuwatch.tui.app import create_app
 
 
 def text_of(widget: Static) -> str:
@@ -29,8 +29,8 @@ def racks() -> Iterator[list[ManualRack]]:
 async def test_the_cost_pane_names_the_missing_price(racks: list[ManualRack]) -> None:
     rack = ManualRack("h100-sxm")
     racks.append(rack)
-    app = GpuwatchApp(rack.session)
-    async with app.run_test(size=(120, 40)) as pilot:
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
         rack.tick(1.0, polls=2)
         await pilot.press("3")
         await pilot.pause()
@@ -42,8 +42,8 @@ async def test_the_cost_pane_names_the_missing_price(racks: list[ManualRack]) ->
 async def test_a_workload_that_does_not_fit_has_no_speed_or_price_per_token(racks: list[ManualRack]) -> None:
     rack = ManualRack("rtx4090", workload="llama-3-70b:fp16:batch=1:context=4096")  # 140 GB on 24 GB
     racks.append(rack)
-    app = GpuwatchApp(rack.session)
-    async with app.run_test(size=(120, 40)) as pilot:
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
         rack.tick(1.0, polls=2)
         await pilot.press("3")
         await pilot.pause()
@@ -58,8 +58,8 @@ async def test_a_workload_that_does_not_fit_has_no_speed_or_price_per_token(rack
 async def test_plan_and_compare_flag_a_workload_that_does_not_fit(racks: list[ManualRack]) -> None:
     rack = ManualRack("rtx4090")
     racks.append(rack)
-    app = GpuwatchApp(rack.session)
-    async with app.run_test(size=(120, 40)) as pilot:
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
         await pilot.press("4")
         await pilot.pause()
         app.query_one("#plan-model").value = "llama-3-70b"  # type: ignore[attr-defined]
@@ -88,8 +88,8 @@ def test_plan_gpus_flags_a_workload_that_does_not_fit(capsys: pytest.CaptureFixt
 async def test_a_bad_character_in_a_number_field_is_refused_visibly(racks: list[ManualRack]) -> None:
     rack = ManualRack("rtx4090")
     racks.append(rack)
-    app = GpuwatchApp(rack.session)
-    async with app.run_test(size=(120, 40)) as pilot:
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
         await pilot.press("4")
         await pilot.pause()
         batch = app.query_one("#plan-batch", Input)
@@ -113,8 +113,8 @@ async def test_a_bad_character_in_a_number_field_is_refused_visibly(racks: list[
 async def test_compare_sorts_with_s_right_after_switching_to_it(racks: list[ManualRack]) -> None:
     rack = ManualRack("rtx4090")
     racks.append(rack)
-    app = GpuwatchApp(rack.session)
-    async with app.run_test(size=(120, 40)) as pilot:
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
         await pilot.press("5")
         await pilot.pause()
         await app.workers.wait_for_complete()  # the comparison runs in a worker thread
