@@ -112,6 +112,8 @@ def engine_url(value: Any) -> str:
         raise Invalid(_URL_FORM) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid(_URL_FORM)
+    if "://" not in text and parts.port is None:  # "notaurl": a typo, not an engine on port 80
+        raise Invalid(_URL_FORM)
     return text
 
 
@@ -428,6 +430,7 @@ declare(
         default=_PLAN.model,
         toml="workload.model",
         parse=model_id,
+        metavar="MODEL",
     )
 )
 declare(
@@ -439,6 +442,7 @@ declare(
         default=_PLAN.quant,
         toml="workload.quant",
         parse=quant_id,
+        metavar="QUANT",
     )
 )
 declare(
@@ -501,6 +505,7 @@ declare(
         default=_PLAN.gpu,
         parse=gpu_id,
         late=True,
+        metavar="GPU",
     )
 )
 declare(
@@ -518,7 +523,13 @@ declare(
 )
 declare(
     Option(
-        "parallel", ("--parallel",), "text", "multi-GPU split", default=_PLAN.parallel, choices=PARALLELISM
+        "parallel",
+        ("--parallel",),
+        "text",
+        "multi-GPU split",
+        default=_PLAN.parallel,
+        choices=PARALLELISM,
+        metavar="SPLIT",
     )
 )
 declare(
@@ -531,7 +542,17 @@ declare(
         metavar="LINK",
     )
 )
-declare(Option("mode", ("--mode",), "text", "what the memory is for", default=_PLAN.mode, choices=MODES))
+declare(
+    Option(
+        "mode",
+        ("--mode",),
+        "text",
+        "what the memory is for",
+        default=_PLAN.mode,
+        choices=MODES,
+        metavar="MODE",
+    )
+)
 declare(
     Option(
         "lora_rank",
@@ -563,6 +584,7 @@ declare(
         "text",
         "optimizer (default adamw; qlora: paged_adamw)",
         choices=OPTIMIZERS,
+        metavar="OPTIMIZER",
     )
 )
 declare(
