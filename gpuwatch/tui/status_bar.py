@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from gpuwatch.telemetry.engines import EngineState
-from gpuwatch.telemetry.source import SourceState
+if TYPE_CHECKING:  # types only: the engines module (http.client) must not delay the first frame
+    from gpuwatch.telemetry.engines import EngineState
+    from gpuwatch.telemetry.source import SourceState
 
 #: phases that mean no fresh snapshot is coming: shown until the source runs again
 TROUBLE_PHASES = ("failed", "restarting")
