@@ -79,6 +79,8 @@ def simple_snapshot(timestamp_s: float, power_w: float = 300.0) -> Snapshot:
         energy_j=timestamp_s * 300.0,
         gpm=None,
         unavailable={"gpm": Unavailable.NOT_SUPPORTED},
+        catalog_id="rtx4090",  # as live telemetry sets them: nothing for the reader to fill in
+        read_timestamp_s=timestamp_s,
     )
     return Snapshot(timestamp_s=timestamp_s, source="nvml", gpus=(gpu,), driver_version="580.65.06")
 
@@ -136,7 +138,14 @@ def test_every_field_round_trips_to_an_equal_snapshot(tmp_path: Path) -> None:
 
 def test_absent_readings_stay_absent_and_zero_stays_zero(tmp_path: Path) -> None:
     gpu = GpuSample(
-        index=0, uuid="u", name="n", pci_bus_id="p", power_w=0.0, fan_speed_ratio=None, xid_errors_total=0
+        index=0,
+        uuid="u",
+        name="n",
+        pci_bus_id="p",
+        power_w=0.0,
+        fan_speed_ratio=None,
+        xid_errors_total=0,
+        read_timestamp_s=1.0,
     )
     snap = Snapshot(timestamp_s=1.0, source="nvml", gpus=(gpu,))
     write(tmp_path / "z.gwrec", [snap])

@@ -317,7 +317,47 @@ class GpuwatchCollector(Collector):
                 if assessment is not None and not g.lost:
                     self._collect_assessment(fams, g, assessment, labels)
             self._collect_box(fams, box)
+        self._collect_engines(fams)
         return list(fams)
+
+    # -- serving engines (gpuwatch.telemetry.engines: EngineWatcher.states()) --------------------
+    def _collect_engines(self, fams: _Families) -> None:
+        """One series per configured engine URL; the full last error goes to the log (the watcher
+        logs each change), its kind to ``gpuwatch_engine_info{reason}`` (a bounded label)."""
+        from gpuwatch.telemetry.engines import error_kind
+
+        engines = getattr(self._session, "engines", None)
+        for state in engines.states() if engines is not None else ():
+            url = {"url": state.url}
+            up = 1.0 if state.up else 0.0
+            fams.gauge("gpuwatch_engine_up", "1 while the serving engine's last scrape was usable.", url, up)
+            fams.info(
+                "gpuwatch_engine",
+                "The serving engine at url and why its last scrape failed (reason ok when up).",
+                {**url, "engine": state.engine or "", "reason": error_kind(state.last_error)},
+            )
+            if state.last_success_s is not None:
+                fams.gauge(
+                    "gpuwatch_engine_last_success_timestamp_seconds",
+                    "Wall-clock time of the engine's last usable scrape (Unix epoch).",
+                    url,
+                    state.last_success_s,
+                    "seconds",
+                )
+            if state.scrape_duration_s is not None:
+                fams.gauge(
+                    "gpuwatch_engine_scrape_duration_seconds",
+                    "How long the last scrape of the engine took.",
+                    url,
+                    state.scrape_duration_s,
+                    "seconds",
+                )
+            fams.counter(
+                "gpuwatch_engine_restarts",
+                "Times the engine's token counter went down (a restart).",
+                url,
+                state.counter_resets,
+            )
 
     # -- exporter health -------------------------------------------------------------------------
     def _collect_health(self, fams: _Families, snap: Snapshot | None) -> None:

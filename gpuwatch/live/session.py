@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from gpuwatch.live.assessment import BoxAssessment
 from gpuwatch.live.assessor import Assessor
 from gpuwatch.live.config import LiveConfig
+from gpuwatch.live.engine_ceiling import ceiling_tokens_per_s
 from gpuwatch.options import get
-from gpuwatch.telemetry.engines import EngineWatcher
+from gpuwatch.telemetry.engines import EngineReading, EngineWatcher
 from gpuwatch.telemetry.sample import Snapshot
 from gpuwatch.telemetry.source import SnapshotSource
 
@@ -34,6 +35,7 @@ class LiveSession:
         self._lock = threading.Lock()  # serialises assess(): the assessor's alert state is ordered
         self._latest: tuple[Snapshot, BoxAssessment] | None = None
         self._listeners: list[Callable[[Snapshot, BoxAssessment], None]] = []
+        self._failure: str | None = None
         source.add_listener(self.on_snapshot)
 
     @property
@@ -60,13 +62,30 @@ class LiveSession:
         """Assess one snapshot and tell the listeners (the source calls this; tests may too)."""
         readings = self.engines.latest() if self.engines is not None else ()
         with self._lock:
-            assessment = self.assessor.assess(snap, self.source.history, readings)
+            assessment = self._assess(snap, readings)
             self._latest = (snap, assessment)
         for fn in list(self._listeners):
             try:
                 fn(snap, assessment)
             except Exception:  # a face's bug must not stop the assessment of the next snapshot
                 log.exception("live session listener failed")
+
+    def _assess(self, snap: Snapshot, readings: tuple[EngineReading, ...]) -> BoxAssessment:
+        """The assessment; a failure with the engines' figures retries without them, and a failure
+        even then gives an assessment with every figure unknown, so telemetry never stops."""
+        if self.engines is not None:
+            w = self.assessor.workload
+            params = w.model.active_params if w else None
+            self.engines.ceiling_tokens_per_s = ceiling_tokens_per_s(snap, params)
+        for attempt in (readings, ()) if readings else ((),):
+            try:
+                return self.assessor.assess(snap, self.source.history, attempt)
+            except Exception as exc:
+                why = f"{type(exc).__name__}: {exc}"
+                if why != self._failure:  # once per distinct failure, not a traceback per poll
+                    log.exception("assessment failed%s", " with the engines' readings" if attempt else "")
+                self._failure = why
+        return BoxAssessment(snap.timestamp_s, (), None, None, None)
 
 
 @dataclass(frozen=True)
@@ -98,4 +117,9 @@ def open_session(config: LiveConfig, source: SourceSpec, *, isolate: bool = Fals
         faults=source.faults,
     )
     engines = EngineWatcher(config.engine_urls, interval_s=config.interval_s) if config.engine_urls else None
+    if engines is None and source.replay:  # a recording made with --engine replays its engines' readings
+        from gpuwatch.telemetry.recording import RecordedEngines, ReplaySource
+
+        if isinstance(snapshots, ReplaySource):
+            engines = RecordedEngines(snapshots)
     return LiveSession(snapshots, config, engines)
