@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from gpuwatch import __version__
 from gpuwatch.commands.common import add_source_options
+from gpuwatch.commands.rack import add_rack_options
 from gpuwatch.errors import UserError
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
 from gpuwatch.options import OneLineParser
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gpuwatch {__version__}")
     add_source_options(parser, with_prices=True)
+    add_rack_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         importlib.import_module(f"gpuwatch.commands.{name}").register(sub)

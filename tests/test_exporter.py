@@ -311,7 +311,7 @@ def test_process_memory_is_published_only_when_asked() -> None:
     opted_in = series(
         scrape(GpuwatchCollector(session, process_metrics=True)), "gpuwatch_process_memory_used_bytes"
     )
-    assert opted_in == {"gpu=0,pid=4242,process=python3 serve.py": 19 * 2**30}
+    assert opted_in == {"container=,gpu=0,pid=4242,process=python3 serve.py": 19 * 2**30}
 
 
 def test_health_counters_accumulate_across_polls_and_staleness_uses_the_wall_clock() -> None:

@@ -19,9 +19,10 @@ from gpuwatch.commands.common import add_source_options
 from gpuwatch.errors import UserError
 from gpuwatch.exporter.server import DEFAULT_LISTEN
 from gpuwatch.options import Option, add_options, declare, get
+from gpuwatch.telemetry.kubernetes import DEFAULT_SOCKET
 
 #: the exporter's own options (the address is parsed by gpuwatch.exporter.server.parse_listen)
-EXPORTER_OPTIONS = ("listen", "tls_cert", "tls_key", "process_metrics")
+EXPORTER_OPTIONS = ("listen", "tls_cert", "tls_key", "process_metrics", "kubernetes", "kubelet_socket")
 declare(
     Option(
         "listen",
@@ -40,9 +41,29 @@ declare(
         "process_metrics",
         ("--process-metrics",),
         "bool",
-        "also publish per-process GPU memory with pid and process name labels (off by default: "
-        "process names can be sensitive and each process adds series)",
+        "also publish per-process GPU memory with pid, process name and container labels (off by "
+        "default: process names can be sensitive and each process adds series)",
         default=False,
+    )
+)
+declare(
+    Option(
+        "kubernetes",
+        ("--kubernetes",),
+        "bool",
+        "label per-GPU series with the pod, namespace and container holding the GPU, from the kubelet's "
+        "pod-resources API (needs the kubernetes extra)",
+        default=False,
+    )
+)
+declare(
+    Option(
+        "kubelet_socket",
+        ("--kubelet-socket",),
+        "text",
+        "with --kubernetes: the kubelet's pod-resources socket",
+        default=DEFAULT_SOCKET,
+        metavar="PATH",
     )
 )
 
@@ -65,20 +86,30 @@ def run(args: argparse.Namespace) -> int:
 
     from gpuwatch.commands.common import open_live_session
     from gpuwatch.exporter.collector import GpuwatchCollector
+    from gpuwatch.exporter.kubernetes import PodCollector
     from gpuwatch.exporter.server import ExporterServer, make_app, parse_listen
+    from gpuwatch.telemetry.kubernetes import PodAllocations
 
     host, port = parse_listen(args.listen or get("listen").default)
     for option, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if path is not None and not os.path.isfile(path):
             raise UserError(f"{option} {path}: no such file")
+    # before the NVML child starts: without the kubernetes extra this is one line, and nothing to stop
+    pods = PodAllocations(args.kubelet_socket or DEFAULT_SOCKET) if args.kubernetes else None
     session = open_live_session(args, isolate=True)  # no driver and no --sim: NvmlUnavailable, one line
     # a collector that describes nothing (it must not read the session before the first poll) is
     # only reached by a ?name[]= filtered scrape when the registry is told to keep such collectors
     registry = CollectorRegistry(support_collectors_without_names=True)
+    pod_collector = PodCollector(session, pods) if pods is not None else None
     collector = GpuwatchCollector(
-        session, process_metrics=bool(args.process_metrics), source_description=session.description
+        session,
+        process_metrics=bool(args.process_metrics),
+        source_description=session.description,
+        gpu_labels=pod_collector.gpu_labels if pod_collector is not None else None,
     )
     registry.register(collector)
+    if pod_collector is not None:
+        registry.register(pod_collector)
     # the exporter's own CPU and memory; served from the per-snapshot cache, so as of the last poll
     ProcessCollector(registry=registry)
     server = ExporterServer(
@@ -94,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, stop)
     session.start()
+    if pods is not None:
+        pods.start()
     print(f"gpuwatch exporter: serving {server.url} ({session.description})", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
@@ -101,5 +134,7 @@ def run(args: argparse.Namespace) -> int:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if pods is not None:
+            pods.stop()
         session.stop()
     return 0

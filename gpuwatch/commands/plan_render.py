@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from gpuwatch.model import cost as cost_model
+from gpuwatch.model import finetune, serving, whatif
 from gpuwatch.model import memory as memory_model
-from gpuwatch.model import serving, whatif
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.llm import ModelSpec, param_breakdown
 from gpuwatch.model.quant import QuantFormat
@@ -484,6 +484,17 @@ def train(inputs: PlanInputs, as_json: bool) -> int:
         "usd": train.usd,
         "memory": _memory_json(mem),
     }
+    contexts: dict[str, int] = {}
+    if inputs.mode in ("lora", "qlora"):
+        # the framework decides the longest sequence this card trains (batch 1), several-fold apart
+        for framework in finetune.FRAMEWORKS:
+            limit = finetune.longest_context(
+                model, gpu.memory_bytes, method=inputs.mode, framework=framework, rank=inputs.lora_rank
+            )
+            contexts[framework] = limit.max_context_tokens
+        payload["framework"] = inputs.framework
+        payload["longest_context_tokens"] = contexts[inputs.framework]
+        payload["longest_context_tokens_by_framework"] = contexts
 
     def render(console: Console) -> None:
         rows = [
@@ -510,6 +521,14 @@ def train(inputs: PlanInputs, as_json: bool) -> int:
                 + ("fits" if mem.fits else f"does not fit (needs {mem.gpus_needed or 'more'} GPUs)"),
             ),
         ]
+        if contexts:
+            others = ", ".join(f"{k} {v:,}" for k, v in contexts.items() if k != inputs.framework)
+            rows.append(
+                (
+                    "longest context (batch 1)",
+                    f"{contexts[inputs.framework]:,} tokens with {inputs.framework} ({others})",
+                )
+            )
         _kv_table(console, f"train {model.name} on {inputs.count}× {gpu.name}", rows)
 
     return _emit(as_json, payload, render)

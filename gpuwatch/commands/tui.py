@@ -47,5 +47,9 @@ def build_app(args: argparse.Namespace) -> GpuwatchApp:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "prometheus", None):  # the rack view: Prometheus, no local GPUs
+        from gpuwatch.commands import rack
+
+        return rack.run(args)
     build_app(args).run()
     return 0

@@ -268,8 +268,11 @@ class GpuwatchCollector(Collector):
         process_metrics: bool = False,
         source_description: str = "",
         clock: Callable[[], float] = time.time,
+        gpu_labels: Callable[[GpuSample], Mapping[str, str]] | None = None,
     ) -> None:
         self._session = session
+        #: extra labels on every per-GPU series (pod/namespace/container under --kubernetes)
+        self._gpu_labels = gpu_labels
         self._process_metrics = process_metrics
         self._source_description = source_description
         self._clock = clock
@@ -312,7 +315,11 @@ class GpuwatchCollector(Collector):
             snap, box = latest
             by_index = {a.index: a for a in box.gpus}
             for g in snap.gpus:
-                labels = {"gpu": str(g.index), "uuid": g.uuid}
+                labels = {
+                    "gpu": str(g.index),
+                    "uuid": g.uuid,
+                    **(self._gpu_labels(g) if self._gpu_labels else {}),
+                }
                 self._collect_gpu(fams, snap, g, labels)
                 assessment = by_index.get(g.index)
                 if assessment is not None and not g.lost:
@@ -562,7 +569,12 @@ class GpuwatchCollector(Collector):
                 fams.gauge(
                     "gpuwatch_process_memory_used_bytes",
                     "Device memory per process (opt-in: --process-metrics; process names can be sensitive).",
-                    {**labels, "pid": str(p.pid), "process": p.name or ""},
+                    {
+                        **labels,
+                        "pid": str(p.pid),
+                        "process": p.name or "",
+                        "container": p.container or labels.get("container", ""),
+                    },
                     float(p.used_memory_bytes),
                     "bytes",
                 )

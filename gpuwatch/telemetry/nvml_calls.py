@@ -17,6 +17,7 @@ from typing import Any
 import pynvml as N
 
 from gpuwatch.model.catalog import GpuSpec
+from gpuwatch.telemetry.containers import Container
 from gpuwatch.telemetry.sample import Unavailable
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,8 @@ class DeviceState:
     gpm_samples: list[Any] = field(default_factory=list)  # two-sample ring
     gpm_last: tuple[int, float] | None = None  # (ring slot holding the previous sample, its time)
     process_names: dict[int, str | None] = field(default_factory=dict)
+    #: pid -> its container (gpuwatch.telemetry.containers), looked up once per process like its name
+    process_containers: dict[int, Container | None] = field(default_factory=dict)
     #: reading -> the call that delivered it when it was a fallback (for doctor)
     fallbacks: dict[str, str] = field(default_factory=dict)
     catalog: GpuSpec | None = None

@@ -23,6 +23,7 @@ from typing import Any
 import pynvml as N
 
 from gpuwatch.model.catalog import identify_gpu
+from gpuwatch.telemetry.containers import ContainerResolver
 from gpuwatch.telemetry.nvml_calls import (
     PERMANENT,
     SESSION_ERRORS,
@@ -85,12 +86,15 @@ class NvmlReader:
         clock: Callable[[], float] | None = None,
         xid_events: bool = True,
         slow_tier_every: int = SLOW_TIER_EVERY,
+        containers: ContainerResolver | None = None,
     ) -> None:
         import time
 
         if slow_tier_every < 1:
             raise ValueError(f"slow_tier_every must be at least 1 poll, got {slow_tier_every}")
         self.slow_tier_every = slow_tier_every
+        #: process -> container; simulated processes are not real ones, so only real NVML looks by default
+        self.containers = containers or (ContainerResolver() if source_label == "nvml" else None)
         self.source_label = source_label
         self.clock = clock or time.time
         self.devices: list[DeviceState] = []
@@ -558,16 +562,21 @@ class NvmlReader:
             alive.add(pid)
             if pid not in dev.process_names:
                 dev.process_names[pid] = self._process_name(dev, pid)
+                dev.process_containers[pid] = self.containers.lookup(pid) if self.containers else None
+            box = dev.process_containers.get(pid)
             used = p.usedGpuMemory
             out.append(
                 ProcessSample(
                     pid=pid,
                     name=dev.process_names[pid],
                     used_memory_bytes=int(used) if used is not None else None,
+                    container=box.label if box else None,
+                    container_runtime=box.runtime if box else None,
                 )
             )
         for pid in set(dev.process_names) - alive:
             del dev.process_names[pid]
+            dev.process_containers.pop(pid, None)
         return tuple(out)
 
     def _process_name(self, dev: DeviceState, pid: int) -> str | None:

@@ -63,6 +63,10 @@ class ProcessSample:
     pid: int
     name: str | None
     used_memory_bytes: int | None  # None under WDDM or when the driver hides it
+    #: the container the process runs in (its name, or a 12-digit id where the runtime's state is not
+    #: readable) and the runtime that made it; None for a host process (gpuwatch.telemetry.containers)
+    container: str | None = None
+    container_runtime: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,7 +57,7 @@ class ProcessTable(Vertical):
         rows = tuple(
             (
                 str(p.pid),
-                p.name or "?",
+                f"({p.container}) {p.name or '?'}" if p.container else p.name or "?",  # rack: container
                 f"{gib(p.used_memory_bytes)} GiB" if p.used_memory_bytes is not None else MISSING,
             )
             for p in ordered

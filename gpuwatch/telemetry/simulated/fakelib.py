@@ -666,7 +666,20 @@ def _power_mode(lib: FakeNvmlLib, dev: SimDevice, out: Any) -> int:
 
 @device("nvmlDeviceSetPowerManagementLimit", "nvmlDeviceSetPowerManagementLimit_v2")
 def _set_power_limit(lib: FakeNvmlLib, dev: SimDevice, *args: Any) -> int:
-    return N.NVML_ERROR_NO_PERMISSION  # needs root on a real box; tests use SimDevice.set_power_limit
+    """Root only, within the card's range, as the real driver; _v2 passes a struct with the limit."""
+    if os.geteuid() != 0:
+        return N.NVML_ERROR_NO_PERMISSION
+    arg = args[0] if args else None
+    value = getattr(getattr(arg, "_obj", arg), "powerValueMw", arg)
+    try:
+        milliwatts = int(getattr(value, "value", value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return N.NVML_ERROR_INVALID_ARGUMENT
+    watts = milliwatts / 1000.0
+    if not dev.profile.power_min_w <= watts <= dev.profile.power_max_w:
+        return N.NVML_ERROR_INVALID_ARGUMENT
+    lib.sim.set_power_limit(dev.index, watts)
+    return OK
 
 
 @device("nvmlDeviceGetTotalEnergyConsumption")

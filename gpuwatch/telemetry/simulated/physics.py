@@ -7,8 +7,8 @@ or in what chunks a caller looks at it. Each step:
 2. the clock the card wants (idle clock when nothing runs, else its load clock), lowered by the
    SW thermal controller (integral action above max-operating temperature), halved while HW thermal
    slowdown is engaged (slowdown temperature, released 4 C below it), and then by the SW power cap:
-   power = idle + (full - idle) x activity x f/f0 x (V(f)/V(f0))^2 with V linear in f, solved for the
-   highest clock that stays at or under the enforced limit;
+   power = idle + (full - idle) x activity x f/f0 x (V(f)/V(f0))^2 with V linear in f (the planner's power
+   model, gpuwatch/model/power.py), solved for the highest clock that stays at or under the limit;
 3. the thermal RC: C dT/dt = P - G (T - T_ambient) with G = G_passive + G_fan x fan, integrated exactly
    over the step (stable at any step size); the fan follows a curve with zero-RPM below 45-50 C;
 4. counters: energy (exact integral of the step's constant power), time under each throttle reason,
@@ -22,6 +22,7 @@ import random
 from dataclasses import dataclass, field
 
 from gpuwatch.model.catalog import GpuSpec
+from gpuwatch.model.power import activity_weight, board_power_w
 from gpuwatch.telemetry.simulated.profiles import DeviceProfile
 from gpuwatch.telemetry.simulated.scenarios import IDLE_DEMAND, Demand, Scenario
 
@@ -42,15 +43,6 @@ _HW_THERMAL_RELEASE_K = 4.0
 _UTIL_TAU_S = 0.5  # NVML utilization: "sample period between 1 second and 1/6 second"
 _POWER_AVG_TAU_S = 1.0  # nvmlDeviceGetPowerUsage: 1 s average on Ampere (except GA100) and newer
 _FAN_SLEW_PER_S = 0.10
-
-
-def _voltage(r: float) -> float:
-    """Relative core voltage at clock ratio r (linear V/f curve, 1.0 at the load clock)."""
-    return (0.7 + 0.35 * r) / 1.05
-
-
-def _dynamic_scale(r: float) -> float:
-    return r * _voltage(r) ** 2
 
 
 @dataclass
@@ -190,8 +182,9 @@ class SimDevice:
         return p.conductance_passive_w_per_k * airflow
 
     def _power_at(self, ratio: float, weight: float) -> float:
+        """gpuwatch/model/power.py's board power: the planner and the simulated cards share one model."""
         p = self.profile
-        return p.power_idle_w + (p.power_full_load_w - p.power_idle_w) * weight * _dynamic_scale(ratio)
+        return board_power_w(p.power_idle_w, p.power_full_load_w, weight, ratio)
 
     # --- integration --------------------------------------------------------------------------------
     def advance_to(self, elapsed_s: float) -> None:
@@ -246,13 +239,7 @@ class SimDevice:
         elif t < p.slowdown_c - _HW_THERMAL_RELEASE_K:
             self._hw_thermal = False
 
-        weight = min(
-            1.15,
-            0.45 * d.sm_activity_ratio
-            + 0.45 * d.tensor_ratio
-            + 0.35 * d.dram_bandwidth_ratio
-            + 0.05 * d.fp32_ratio,
-        )
+        weight = activity_weight(d.sm_activity_ratio, d.tensor_ratio, d.dram_bandwidth_ratio, d.fp32_ratio)
         if not active:
             ratio = idle_ratio
             reasons |= REASON_GPU_IDLE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -74,6 +75,10 @@ class GpmSampleSlot:
     counters: Counters | None = None
 
 
+#: the file through which the processes of one simulated box share the power limits NVML was given
+STATE_ENV = "GPUWATCH_SIM_STATE"
+
+
 class SimulatedNvml:
     """A box of simulated cards. Every public method is thread-safe (one re-entrant lock)."""
 
@@ -122,6 +127,9 @@ class SimulatedNvml:
         self._elapsed_s = 0.0
         self._t0 = time.monotonic()
         self.calls: dict[str, int] = {}  # symbol -> call count (for tests and the overhead benchmark)
+        #: power limits set through NVML persist here, shared by every process of this box (one driver)
+        self.state_path: str | None = os.environ.get(STATE_ENV) or None
+        self._state_mtime_ns = -1
 
     # --- clock --------------------------------------------------------------------------------------
     def elapsed_s(self) -> float:
@@ -147,6 +155,7 @@ class SimulatedNvml:
     def sync(self) -> float:
         """Bring every device up to the current simulated time; deliver due Xid events. Returns elapsed."""
         with self.lock:
+            self._load_state()
             now = self.elapsed_s()
             for d in self.devices:
                 d.advance_to(now)
@@ -162,6 +171,44 @@ class SimulatedNvml:
             if at_s is None:
                 return None
             return max(0.0, (at_s - self.elapsed_s()) / self.time_scale)
+
+    # --- state shared between processes ---------------------------------------------------------------
+    def _load_state(self) -> None:
+        """Apply power limits another process of this box set (the file changed since the last look)."""
+        if self.state_path is None:
+            return
+        try:
+            mtime = os.stat(self.state_path).st_mtime_ns
+        except OSError:
+            return
+        if mtime == self._state_mtime_ns:
+            return
+        self._state_mtime_ns = mtime
+        try:
+            with open(self.state_path, encoding="utf-8") as f:
+                limits = json.load(f).get("power_limit_w", {})
+        except (OSError, ValueError, AttributeError):
+            return
+        for key, watts in limits.items():
+            if str(key).isdigit() and int(key) < len(self.devices) and isinstance(watts, int | float):
+                self.devices[int(key)].set_power_limit(float(watts))
+
+    def set_power_limit(self, index: int, watts: float) -> None:
+        """As nvmlDeviceSetPowerManagementLimit: applied now and, with a state file, for every process."""
+        with self.lock:
+            self.devices[index].set_power_limit(watts)
+            if self.state_path is None:
+                return
+            limits = {
+                str(i): d.user_power_limit_w
+                for i, d in enumerate(self.devices)
+                if d.user_power_limit_w is not None
+            }
+            tmp = f"{self.state_path}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"power_limit_w": limits}, f)
+            os.replace(tmp, self.state_path)
+            self._state_mtime_ns = os.stat(self.state_path).st_mtime_ns
 
     # --- control ------------------------------------------------------------------------------------
     def set_scenario(self, index: int, name: str) -> None:
