@@ -354,5 +354,51 @@ def test_an_older_recording_is_identified_on_load(tmp_path: object) -> None:
     with RecordWriter(path) as writer:
         writer.write(Snapshot(1000.0, "nvml", (old,)))
     (back,) = list(read_recording(path))
-    assert back.gpus[0].catalog_id == "h100-sxm"
-    assert back.gpus[0].read_timestamp_s == 1000.0 and not back.gpus[0].stale
+    assert back.gpus[0].catalog_id == "h100-sxm" and not back.gpus[0].stale
+
+
+def test_the_readings_operators_get_elsewhere_where_nvml_gives_them(box: SimFactory) -> None:
+    # which card answers what follows the real captures (shared/captures, "query (-q)"): the H100 and
+    # L40S count ECC (0), GeForce says N/A; retired pages are N/A on all four cards (Ampere+ remap rows)
+    sim, poller = box("h100-sxm,rtx4090", scenario="decode")
+    snaps = run(sim, poller, 6)
+    h100, g4090 = snaps[-1].gpus
+    for g in (h100, g4090):
+        assert g.memory_reserved_bytes is not None and g.memory_reserved_bytes > 0
+        assert g.memory_free_bytes == g.memory_total_bytes - g.memory_reserved_bytes - g.memory_used_bytes
+        assert g.encoder_util_ratio == 0.0 and g.decoder_util_ratio == 0.0
+        assert g.video_clock_hz is not None and g.video_clock_hz > 0
+        assert g.pcie_replay_errors_total == 0
+        assert g.vbios_version
+        assert g.retired_pages_single_bit_total is None
+        assert g.unavailable["retired_pages_single_bit_total"] is Unavailable.NOT_SUPPORTED
+    assert (h100.compute_capability, g4090.compute_capability) == ("9.0", "8.9")
+    assert h100.ecc_errors_corrected_aggregate_total == 0 and h100.ecc_errors_uncorrected_aggregate_total == 0
+    assert g4090.ecc_errors_corrected_aggregate_total is None
+    assert g4090.unavailable["ecc_errors_corrected_aggregate_total"] is Unavailable.NOT_SUPPORTED
+    # NVLink: the SXM H100 has 18 links, byte counters that only grow and error counters at 0
+    assert h100.nvlink_tx_bytes_total is not None and h100.nvlink_rx_bytes_total is not None
+    assert snaps[0].gpus[0].nvlink_tx_bytes_total <= h100.nvlink_tx_bytes_total  # type: ignore[operator]
+    assert h100.nvlink_crc_flit_errors_total == 0 and h100.nvlink_replay_errors_total == 0
+    assert g4090.nvlink_tx_bytes_total is None
+    assert g4090.unavailable["nvlink_tx_bytes_total"] is Unavailable.NOT_SUPPORTED
+    assert g4090.unavailable["nvlink_crc_flit_errors_total"] is Unavailable.NOT_SUPPORTED
+    assert snaps[-1].cuda_driver_version  # the CUDA driver version travels on the snapshot
+
+
+def test_xid_events_are_counted_per_code_and_a_lost_gpu_keeps_the_xid_that_took_it_down() -> None:
+    sim = sim_mod.install("rtx4090,rtx4090", manual_clock=True, faults="xid:0:48@1,xid:0:48@2,lost:1@3")
+    poller = NvmlPoller(interval_s=0.05, clock=sim.now_s, sim=SimSpec("2xrtx4090"), backoff_initial_s=60.0)
+    poller.start(background=False)
+    try:
+        for _ in range(100):  # the event thread wakes within its wait
+            sim.advance(0.1)
+            snap = poller.poll_once()
+            if snap.gpus[1].lost and snap.gpus[1].xid_errors_by_code and snap.gpus[0].xid_errors_total == 2:
+                break
+        assert snap.gpus[0].xid_errors_by_code == {"48": 2} and snap.gpus[0].last_xid == 48
+        lost = snap.gpus[1]
+        assert lost.lost and lost.xid_errors_by_code == {"79": 1} and lost.xid_errors_total == 1
+    finally:
+        poller.stop()
+        sim_mod.uninstall()

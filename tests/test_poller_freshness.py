@@ -69,13 +69,13 @@ def test_a_hung_gpu_goes_stale_the_others_stay_fresh_and_it_recovers_by_itself(h
     during = poll_until(sim, poller, 14)
     for t, snap in during:
         fresh = snap.gpus[1]
-        assert not fresh.stale and fresh.read_timestamp_s == snap.timestamp_s  # GPU 1 read every poll
+        assert fresh.current and fresh.read_timestamp_s == snap.timestamp_s  # GPU 1 read every poll
         assert snap.last_read_timestamp_s == snap.timestamp_s  # a GPU really was read: the poll succeeded
         gpu0 = snap.gpus[0]
         age = snap.timestamp_s - last_good.read_timestamp_s
         if age > poller.stale_after_s:
             # past the bound: no old value passed off as current; when it last succeeded is kept
-            assert gpu0.stale and gpu0.temperature_c is None and gpu0.power_w is None, t
+            assert gpu0.stale and not gpu0.current and gpu0.temperature_c is None and gpu0.power_w is None, t
             assert gpu0.unavailable["temperature_c"] is Unavailable.STALE
             assert gpu0.read_timestamp_s == last_good.read_timestamp_s
         else:

@@ -180,3 +180,78 @@ def test_record_with_an_nvml_that_cannot_start_is_one_line(tmp_path: object) -> 
     assert done.returncode != 0
     lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
     assert any("modprobe nvidia" in ln for ln in lines) and "Traceback" not in done.stderr
+
+
+def test_a_wedged_child_makes_every_gpu_stale_and_recovers_when_it_answers_again() -> None:
+    # SIGSTOP freezes the whole NVML process (as a driver that holds every thread would): no snapshot
+    # arrives, so after the freshness bound (5 s here) the parent itself publishes the GPUs as stale
+    source = supervisor(devices="rtx4090,rtx4090")
+    snaps: list[Snapshot] = []
+    source.add_listener(snaps.append)
+    source.start()
+    try:
+        assert source.wait_ready(60.0).phase == "running"
+        pid = source.child_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        frozen_at = len(snaps)
+        try:
+            assert wait_for(lambda: any(all(g.stale for g in s.gpus) for s in snaps[frozen_at:]), 15.0)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        stale = next(s for s in snaps[frozen_at:] if all(g.stale for g in s.gpus))
+        assert all(g.temperature_c is None and g.read_timestamp_s > 0 for g in stale.gpus)
+        assert stale.last_read_timestamp_s is None  # nothing was read: the last good poll does not advance
+        assert stale.poll_duration_s is not None and stale.poll_duration_s > 5.0  # uncapped
+        n = len(snaps)
+        assert wait_for(lambda: len(snaps) > n + 2 and not any(g.stale for g in snaps[-1].gpus), 15.0)
+        assert source.restarts == 0  # frozen is not dead: no restart, it simply answers again
+    finally:
+        source.stop()
+    stamps = [s.timestamp_s for s in snaps]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+
+
+def test_the_childs_log_lines_come_through_the_parents_logging(caplog: pytest.LogCaptureFixture) -> None:
+    # a lost card is logged by the reader inside the child; the parent's handlers (here pytest's) get it
+    import logging
+
+    source = supervisor(faults="lost:0@1", devices="rtx4090")
+    with caplog.at_level(logging.INFO):
+        source.start()
+        try:
+            assert source.wait_ready(60.0).phase == "running"
+            assert wait_for(lambda: any("lost" in r.getMessage() for r in caplog.records), 20.0)
+        finally:
+            source.stop()
+    lost = next(r for r in caplog.records if "lost" in r.getMessage())
+    assert lost.name.startswith("gpuwatch.telemetry") and lost.levelno == logging.WARNING
+
+
+def test_record_with_a_driver_that_takes_2_s_per_call_ends_on_time(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "slow.gwrec"
+    started = time.monotonic()
+    done = gpuwatch("record", str(path), "--sim", "rtx4090", "--faults", "slow:2", "--duration", "3")
+    took_s = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    # at most the first-snapshot wait (10 s) + the child's stop (5 s) + start-up, never minutes
+    assert took_s < 30.0, took_s
+
+
+def test_stopped_and_started_again_it_runs_and_idles_without_spinning() -> None:
+    source = supervisor()
+    source.start()
+    assert source.wait_ready(60.0).phase == "running"
+    source.stop()
+    source.start()
+    try:
+        assert wait_for(lambda: source.child_pid is not None, 30.0)
+        me = psutil.Process()
+        me.cpu_percent(None)
+        time.sleep(2.0)
+        assert me.cpu_percent(None) < 50.0  # the supervisor waits on sockets; it does not poll them
+    finally:
+        source.stop()

@@ -20,7 +20,7 @@ STALE_AFTER_INTERVALS = 3
 STALE_AFTER_MIN_S = 5.0
 
 #: readings a stale sample keeps: the Xid counts come from the event thread, not from the hung read
-_KEPT = frozenset({"xid_errors_total", "last_xid"})
+_KEPT = frozenset({"xid_errors_total", "last_xid", "xid_errors_by_code"})
 
 
 def stale_after_s(interval_s: float) -> float:

@@ -77,6 +77,7 @@ class DeviceState:
     #: static thresholds: ("tlimit", {name: offset}) on Ada+, ("absolute", {name: temp_c}) before
     thresholds: tuple[str, dict[str, float]] | None = None
     num_fans: int | None = None
+    nvlink_links: int = 0
     gpm_supported: bool = False
     gpm_samples: list[Any] = field(default_factory=list)  # two-sample ring
     gpm_last: tuple[int, float] | None = None  # (ring slot holding the previous sample, its time)

@@ -11,12 +11,14 @@ decision to the parent, or it would read to the parent as a crash while the pare
 
 Protocol (pickled tuples): parent -> child ``("config", ChildConfig)`` then ``("stop", None)``;
 child -> parent ``("starting", pid)``, then ``("snapshot", Snapshot)`` per poll, or ``("error", line)``
-when NVML cannot start.
+when NVML cannot start; ``("log", (level, logger name, message))`` for every log record, so the
+parent's logging decides where it goes (a TUI must not get a child's line drawn over its screen).
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import sys
@@ -71,6 +73,14 @@ def main(fd: int, parent_pid: int) -> None:
     except (EOFError, OSError):
         os._exit(0)
     assert kind == "config" and isinstance(config, ChildConfig)
+
+    class ForwardLogs(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            send(("log", (record.levelno, record.name, record.getMessage())))
+
+    root = logging.getLogger()
+    root.handlers[:] = [ForwardLogs()]
+    root.setLevel(logging.INFO)
     send(("starting", os.getpid()))
     stop = threading.Event()
     polling = threading.Event()

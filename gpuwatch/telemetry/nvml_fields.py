@@ -44,6 +44,14 @@ SLOW_FIELDS: Mapping[int, tuple[str, float]] = {
     N.NVML_FI_DEV_ECC_DBE_VOL_TOTAL: ("ecc_errors_uncorrected_total", 1.0),  # 4
     N.NVML_FI_DEV_RETIRED_PENDING: ("retired_pages_pending", 1.0),  # 31
     N.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION: ("recovery_action", 1.0),  # 230, r570+
+    N.NVML_FI_DEV_ECC_SBE_AGG_TOTAL: ("ecc_errors_corrected_aggregate_total", 1.0),  # 5
+    N.NVML_FI_DEV_ECC_DBE_AGG_TOTAL: ("ecc_errors_uncorrected_aggregate_total", 1.0),  # 6
+    N.NVML_FI_DEV_RETIRED_SBE: ("retired_pages_single_bit_total", 1.0),  # 29
+    N.NVML_FI_DEV_RETIRED_DBE: ("retired_pages_double_bit_total", 1.0),  # 30
+    N.NVML_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL: ("nvlink_crc_flit_errors_total", 1.0),  # 38
+    N.NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL: ("nvlink_crc_data_errors_total", 1.0),  # 45
+    N.NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL: ("nvlink_replay_errors_total", 1.0),  # 52
+    N.NVML_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL: ("nvlink_recovery_errors_total", 1.0),  # 59
 }
 
 #: Readings that change slowly, re-read every SLOW_TIER_EVERY polls and reused in between
@@ -52,6 +60,7 @@ SLOW_FIELDS: Mapping[int, tuple[str, float]] = {
 SLOW_READINGS: tuple[str, ...] = (
     *(reading for reading, _ in SLOW_FIELDS.values()),
     "processes",
+    "pcie_replay_errors_total",
 )
 
 _BOOL_READINGS = frozenset({"remap_pending", "remap_failure", "retired_pages_pending"})
@@ -62,8 +71,23 @@ _INT_READINGS = frozenset(
         "ecc_errors_corrected_total",
         "ecc_errors_uncorrected_total",
         "recovery_action",
+        "ecc_errors_corrected_aggregate_total",
+        "ecc_errors_uncorrected_aggregate_total",
+        "retired_pages_single_bit_total",
+        "retired_pages_double_bit_total",
+        "nvlink_crc_flit_errors_total",
+        "nvlink_crc_data_errors_total",
+        "nvlink_replay_errors_total",
+        "nvlink_recovery_errors_total",
     }
 )
+
+#: per-link NVLink data counters (KiB, scope = link index), summed into one byte counter each
+NVLINK_THROUGHPUT_FIELDS: Mapping[int, str] = {
+    N.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX: "nvlink_tx_bytes_total",  # 138
+    N.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX: "nvlink_rx_bytes_total",  # 139
+}
+_KIB = 1024
 
 #: static T.Limit fields (offsets relative to the max-operating T.Limit, not temperatures)
 TLIMIT_FIELDS: Mapping[int, str] = {
@@ -92,6 +116,43 @@ def field_value(fv: Any) -> float:
     if vt == N.NVML_VALUE_TYPE_UNSIGNED_SHORT:
         return float(v.usVal)
     return float(v.ullVal)
+
+
+def read_nvlink_link_count(dev: DeviceState, r: DeviceRead) -> int:
+    """Static: how many NVLinks the card has (0 where NVML says none or cannot say)."""
+    return int(read_fields(dev, r, [N.NVML_FI_DEV_NVLINK_LINK_COUNT]).get(N.NVML_FI_DEV_NVLINK_LINK_COUNT, 0))
+
+
+def read_nvlink_throughput(dev: DeviceState, r: DeviceRead) -> None:
+    """The per-link data counters in one batch, summed over links, KiB -> bytes (cards with NVLink)."""
+    names = tuple(NVLINK_THROUGHPUT_FIELDS.values())
+    if (
+        not dev.nvlink_links
+        or "field:nvlink" in dev.unsupported
+        or "nvmlDeviceGetFieldValues" in dev.unsupported
+    ):
+        r.mark(names, dev.unsupported.get("field:nvlink", Unavailable.NOT_SUPPORTED))
+        return
+    wanted = [(fid, link) for fid in NVLINK_THROUGHPUT_FIELDS for link in range(dev.nvlink_links)]
+    batch = r.call("nvmlDeviceGetFieldValues", N.nvmlDeviceGetFieldValues, dev.handle, wanted, readings=names)
+    if batch is None:
+        return
+    totals: dict[int, float] = {}
+    for fv in batch:
+        fid = int(fv.fieldId)
+        if fv.nvmlReturn == N.NVML_SUCCESS:
+            totals[fid] = totals.get(fid, 0.0) + field_value(fv)
+            continue
+        reason = classify(int(fv.nvmlReturn))
+        if reason is Unavailable.GPU_LOST:
+            raise GpuLostError(f"field {fid}")
+        if reason in PERMANENT:
+            dev.unsupported["field:nvlink"] = reason
+    for fid, reading in NVLINK_THROUGHPUT_FIELDS.items():
+        if fid in totals and "field:nvlink" not in dev.unsupported:
+            r.values[reading] = int(totals[fid] * _KIB)
+        else:
+            r.mark([reading], dev.unsupported.get("field:nvlink", Unavailable.ERROR))
 
 
 def read_fields(dev: DeviceState, r: DeviceRead, ids: list[int]) -> dict[int, float]:
@@ -142,6 +203,7 @@ def read_tier_fields(dev: DeviceState, r: DeviceRead, slow_due: bool) -> None:
         else:
             v[reading] = value
     v["clock_event_seconds_total"] = violations
+    read_nvlink_throughput(dev, r)
     field_fallbacks(dev, r, slow_due)
 
 

@@ -33,7 +33,13 @@ from gpuwatch.telemetry.nvml_calls import (
     classify,
     text,
 )
-from gpuwatch.telemetry.nvml_fields import SLOW_READINGS, TLIMIT_FIELDS, read_fields, read_tier_fields
+from gpuwatch.telemetry.nvml_fields import (
+    SLOW_READINGS,
+    TLIMIT_FIELDS,
+    read_fields,
+    read_nvlink_link_count,
+    read_tier_fields,
+)
 from gpuwatch.telemetry.nvml_gpm import free_gpm, probe_gpm, read_gpm
 from gpuwatch.telemetry.nvml_xid import XidWatcher
 from gpuwatch.telemetry.sample import READING_NAMES, GpuSample, ProcessSample, Snapshot, Unavailable
@@ -244,6 +250,18 @@ class NvmlReader:
         elif bus is not None:  # 0 bits and no catalog entry: absent, never published as 0
             r.mark(["memory_bus_width_bits"], Unavailable.NOT_SUPPORTED)
         self._peak_bandwidth(dev, static, r)
+        r.read_into(
+            static, "vbios_version", text, "nvmlDeviceGetVbiosVersion", N.nvmlDeviceGetVbiosVersion, h
+        )
+        r.read_into(
+            static,
+            "compute_capability",
+            lambda cc: f"{cc[0]}.{cc[1]}",
+            "nvmlDeviceGetCudaComputeCapability",
+            N.nvmlDeviceGetCudaComputeCapability,
+            h,
+        )
+        dev.nvlink_links = read_nvlink_link_count(dev, r)
         fans = r.call("nvmlDeviceGetNumFans", N.nvmlDeviceGetNumFans, h)
         dev.num_fans = int(fans) if fans is not None else None
         dev.thresholds = self._read_thresholds(dev, r)
@@ -332,6 +350,7 @@ class NvmlReader:
             lost=True,
             xid_errors_total=xids,
             last_xid=last_xid,
+            xid_errors_by_code=self.xid.by_code(dev.index),
             unavailable=dict.fromkeys(READING_NAMES, Unavailable.GPU_LOST),
         )
 
@@ -390,6 +409,7 @@ class NvmlReader:
             ("sm_clock_hz", N.NVML_CLOCK_SM),
             ("memory_clock_hz", N.NVML_CLOCK_MEM),
             ("graphics_clock_hz", N.NVML_CLOCK_GRAPHICS),
+            ("video_clock_hz", N.NVML_CLOCK_VIDEO),
         ):
             mhz = r.call(
                 f"nvmlDeviceGetClockInfo:{clock}", N.nvmlDeviceGetClockInfo, h, clock, readings=[reading]
@@ -406,6 +426,18 @@ class NvmlReader:
         if mem is not None:
             v["memory_used_bytes"] = int(mem.used)
             v["memory_total_bytes"] = int(mem.total)
+            v["memory_free_bytes"] = int(mem.free)
+            if hasattr(mem, "reserved"):  # nvmlMemory_v2; v1's "used" includes what is reserved
+                v["memory_reserved_bytes"] = int(mem.reserved)
+            else:
+                r.mark(["memory_reserved_bytes"], Unavailable.FUNCTION_NOT_FOUND)
+        else:
+            r.mark(["memory_free_bytes", "memory_reserved_bytes"], r.last_reason)
+        for reading, key in (
+            ("encoder_util_ratio", "nvmlDeviceGetEncoderUtilization"),
+            ("decoder_util_ratio", "nvmlDeviceGetDecoderUtilization"),
+        ):
+            r.read_into(v, reading, lambda answer: answer[0] / 100.0, key, getattr(N, key), h)
         util = r.call(
             "nvmlDeviceGetUtilizationRates",
             N.nvmlDeviceGetUtilizationRates,
@@ -456,6 +488,14 @@ class NvmlReader:
         if reasons is not None:
             v["clock_event_reasons"] = int(reasons)
         if slow_due:
+            r.read_into(
+                v,
+                "pcie_replay_errors_total",
+                int,
+                "nvmlDeviceGetPcieReplayCounter",
+                N.nvmlDeviceGetPcieReplayCounter,
+                h,
+            )
             v["processes"] = self._processes(dev, r)
             dev.slow = {k: v[k] for k in SLOW_READINGS if k in v}
             dev.slow_unavailable = {k: r.unavailable[k] for k in SLOW_READINGS if k in r.unavailable}
@@ -467,6 +507,7 @@ class NvmlReader:
             if value is not None:
                 r.unavailable.pop(key, None)
         v["xid_errors_total"], v["last_xid"], xid_reason = self.xid.counts(dev.index)
+        v["xid_errors_by_code"] = self.xid.by_code(dev.index)
         if xid_reason is not None:
             r.unavailable["xid_errors_total"] = xid_reason
         dev.read_timestamp_s = self.clock()

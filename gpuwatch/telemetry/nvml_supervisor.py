@@ -131,6 +131,9 @@ class NvmlSupervisor(SnapshotFeed):
         if self._thread is not None:
             return
         self._stop.clear()
+        for end in (self._wake_r, self._wake_w):
+            end.close()
+        self._wake_r, self._wake_w = socket.socketpair()  # fresh: a byte left by an earlier stop would spin
         # the child is spawned by this long-lived thread: PR_SET_PDEATHSIG fires when the *thread*
         # that forked the child ends, so a short-lived caller thread must not be the one
         self._thread = threading.Thread(target=self._supervise, name="gpuwatch-nvml-supervisor", daemon=True)
@@ -144,6 +147,8 @@ class NvmlSupervisor(SnapshotFeed):
             self._thread.join(timeout=10.0)
             self._thread = None
         self._stop_child()
+        for end in (self._wake_r, self._wake_w):
+            end.close()
 
     def state(self) -> SourceState:
         return self._state
@@ -271,6 +276,10 @@ class NvmlSupervisor(SnapshotFeed):
     def _handle(self, kind: str, payload: Any) -> None:
         if kind == "error":
             self._child_error = str(payload)
+            return
+        if kind == "log":  # the child's log record, under its own logger name, through our logging
+            level, name, message = payload
+            logging.getLogger(name).log(level, "%s", message)
             return
         if kind == "starting":
             if self._state.phase == "starting":

@@ -34,6 +34,7 @@ class XidWatcher:
         self._lock = threading.Lock()
         self._counts: dict[int, int] = {}
         self._last: dict[int, int] = {}
+        self._by_code: dict[int, dict[str, int]] = {}
         self._unavailable: dict[int, Unavailable] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -44,6 +45,11 @@ class XidWatcher:
         """(events so far, last Xid code, why events are not available) for one GPU."""
         with self._lock:
             return self._counts.get(index, 0), self._last.get(index), self._unavailable.get(index)
+
+    def by_code(self, index: int) -> dict[str, int]:
+        """Events so far by Xid code (a copy), e.g. {"79": 1}."""
+        with self._lock:
+            return dict(self._by_code.get(index, {}))
 
     def start(self, devices: Iterable[DeviceState]) -> None:
         if not self.enabled:
@@ -96,7 +102,9 @@ class XidWatcher:
                 continue
             with self._lock:
                 self._counts[index] = self._counts.get(index, 0) + 1
-                self._last[index] = int(data.eventData)
+                self._last[index] = code = int(data.eventData)
+                per_code = self._by_code.setdefault(index, {})
+                per_code[str(code)] = per_code.get(str(code), 0) + 1
 
     def stop(self) -> None:
         self._stop.set()

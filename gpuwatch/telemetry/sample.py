@@ -123,12 +123,16 @@ class GpuSample:
     sm_clock_hz: float | None = None
     memory_clock_hz: float | None = None
     graphics_clock_hz: float | None = None
+    video_clock_hz: float | None = None
     sm_clock_max_hz: float | None = None
     memory_clock_max_hz: float | None = None
     graphics_clock_max_hz: float | None = None
     # memory
     memory_used_bytes: int | None = None
     memory_total_bytes: int | None = None
+    #: total - reserved - used (nvmlMemory_v2); reserved is what the driver and firmware keep back
+    memory_free_bytes: int | None = None
+    memory_reserved_bytes: int | None = None
     memory_bus_width_bits: int | None = None
     #: 2 x max memory clock x bus width / 8, or the catalog's figure where the card reports nothing usable
     peak_memory_bandwidth_bytes_s: float | None = None
@@ -142,6 +146,19 @@ class GpuSample:
     pcie_link_width: int | None = None
     pcie_link_gen_max: int | None = None
     pcie_link_width_max: int | None = None
+    #: PCIe replays since reset (nvmlDeviceGetPcieReplayCounter): a rising count means a bad link or riser
+    pcie_replay_errors_total: int | None = None
+    # video engines (0..1 over NVML's sampling period)
+    encoder_util_ratio: float | None = None
+    decoder_util_ratio: float | None = None
+    # NVLink: byte counters summed over links (NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX/RX, read as KiB;
+    # GPM gives rates on Hopper+), and error counters summed over lanes
+    nvlink_tx_bytes_total: int | None = None
+    nvlink_rx_bytes_total: int | None = None
+    nvlink_crc_flit_errors_total: int | None = None
+    nvlink_crc_data_errors_total: int | None = None
+    nvlink_replay_errors_total: int | None = None
+    nvlink_recovery_errors_total: int | None = None
     # cooling, state
     fan_speed_ratio: float | None = None  # may exceed 1.0 ("intended" speed)
     performance_state: int | None = None  # P0..P15
@@ -156,6 +173,8 @@ class GpuSample:
     remap_failure: bool | None = None
     xid_errors_total: int = 0
     last_xid: int | None = None
+    #: Xid events by code ("79": 1, ...): which errors, not only how many (a lost card keeps its Xid 79)
+    xid_errors_by_code: Mapping[str, int] = field(default_factory=dict)
     #: ECC error counts since the last driver reload (volatile); None on cards without ECC (GeForce)
     ecc_errors_corrected_total: int | None = None
     ecc_errors_uncorrected_total: int | None = None
@@ -164,11 +183,25 @@ class GpuSample:
     #: driver-requested recovery action (NVML_FI_DEV_GET_GPU_RECOVERY_ACTION, r570+):
     #: a NVML_GPU_RECOVERY_ACTION_* value: 0 none, 1 GPU reset, 2 node reboot, 3 drain P2P, 4 drain and reset
     recovery_action: int | None = None
+    #: ECC error counts over the card's life (aggregate, survive driver reloads); None without ECC
+    ecc_errors_corrected_aggregate_total: int | None = None
+    ecc_errors_uncorrected_aggregate_total: int | None = None
+    #: pages retired for single-/double-bit ECC errors (pre-Ampere; Ampere+ remap rows instead)
+    retired_pages_single_bit_total: int | None = None
+    retired_pages_double_bit_total: int | None = None
+    # static identity readings
+    vbios_version: str | None = None
+    compute_capability: str | None = None  # "major.minor", e.g. "9.0"
     # processes and GPM
     processes: tuple[ProcessSample, ...] | None = None
     gpm: GpmSample | None = None
     #: reading name (a field name above, or "gpm"/"processes") -> why it is absent
     unavailable: Mapping[str, Unavailable] = field(default_factory=dict)
+
+    @property
+    def current(self) -> bool:
+        """Read, fresh and not lost: what a face publishes as up (gpu_up 1) and shows as live."""
+        return not self.lost and not self.stale
 
     @property
     def throttle_reason_names(self) -> list[str]:

@@ -1092,7 +1092,32 @@ def _field(lib: FakeNvmlLib, dev: SimDevice, fid: int, scope: int) -> tuple[int,
             else dev.counters.nvlink_rx_bytes
         )
         return OK, _ULL, int(total / p.nvlink_links / 1024)  # KiB per link
+    return _nvlink_error_field(dev, fid)
+
+
+#: NVLink error totals over all lanes (nvml.h fields 38, 45, 52, 59); a healthy simulated link counts none
+_NVLINK_ERROR_FIELDS = frozenset(
+    {
+        N.NVML_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL,
+        N.NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL,
+        N.NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL,
+        N.NVML_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL,
+    }
+)
+
+
+def _nvlink_error_field(dev: SimDevice, fid: int) -> tuple[int, int, float]:
+    if fid in _NVLINK_ERROR_FIELDS and dev.profile.nvlink_links:
+        return OK, _ULL, 0
     return NOT_SUPPORTED, 0, 0
+
+
+@device("nvmlDeviceGetEncoderUtilization", "nvmlDeviceGetDecoderUtilization")
+def _video_engine_util(lib: FakeNvmlLib, dev: SimDevice, util: Any, period_us: Any) -> int:
+    """Every captured card (H100, L40S, RTX 4080 SUPER, RTX 2080 SUPER) answers; LLM work uses neither."""
+    _set(util, 0)
+    _set(period_us, 167_000)
+    return OK
 
 
 @device("nvmlDeviceGetFieldValues")
