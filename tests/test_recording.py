@@ -75,7 +75,6 @@ def simple_snapshot(timestamp_s: float, power_w: float = 300.0) -> Snapshot:
         uuid="GPU-1",
         name="NVIDIA GeForce RTX 4090",
         pci_bus_id="00000000:01:00.0",
-        catalog_id="rtx4090",  # as telemetry writes it (an unidentified sample is re-identified on load)
         power_w=power_w,
         energy_j=timestamp_s * 300.0,
         gpm=None,
