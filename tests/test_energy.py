@@ -149,6 +149,21 @@ def test_engine_gpu_list_from_the_url_fragment() -> None:
     assert metrics_url("http://h:8000#gpus=1").startswith("http://h:8000/metrics")
 
 
+def test_a_bad_gpu_list_on_the_engine_url_is_a_one_line_error() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "gpuwatch", "exporter", "--sim", "rtx4090", "--listen", "127.0.0.1:0"]
+    result = subprocess.run(
+        [*argv, "--engine", "http://127.0.0.1:9#gpus=one"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--engine" in lines[0] and "#gpus=0,1" in lines[0], result.stderr
+
+
 def test_order_of_trust_puts_engine_estimates_between_measured_and_derived() -> None:
     assert weakest([Provenance.MEASURED, Provenance.ENGINE_ESTIMATED]) == Provenance.ENGINE_ESTIMATED
     assert weakest([Provenance.ENGINE_ESTIMATED, Provenance.DERIVED]) == Provenance.DERIVED
@@ -252,6 +267,27 @@ def test_h100_keeps_gpm_and_the_engine_estimate_side_by_side(
         assert roof.engine_vs_measured_bandwidth_ratio == pytest.approx(
             (READ_S + WRITE_S) / roof.attained_bandwidth_bytes_s
         )
+    finally:
+        rack.close()
+
+
+def test_an_engine_on_gpu_1_places_only_gpu_1_and_leaves_gpu_0_idle(
+    engine: tuple[str, dict[str, Callable[[], str]]],
+) -> None:
+    url, served = engine
+    rack = ManualRack("2xrtx4090", workload=None)
+    try:
+        engines = LoopbackEngines(f"{url}/metrics#gpus=1")
+        rack.session.engines = engines  # type: ignore[assignment]
+        drive(rack, engines, served, "sss")
+        latest = rack.session.latest()
+        assert latest is not None
+        gpu0, gpu1 = latest[1].gpus
+        assert gpu1.roofline is not None and gpu1.roofline.flops_provenance == Provenance.ENGINE_ESTIMATED
+        assert gpu1.tokens_per_s == pytest.approx(TOKENS_S)  # all of the engine's tokens, not half
+        assert gpu0.tokens_per_s is None
+        assert gpu0.roofline is None or gpu0.roofline.flops_provenance != Provenance.ENGINE_ESTIMATED
+        assert gpu0.cost is not None and gpu0.cost.burn is not None and gpu0.cost.burn.idle_ratio == 1.0
     finally:
         rack.close()
 

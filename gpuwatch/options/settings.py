@@ -112,6 +112,12 @@ def engine_url(value: Any) -> str:
         raise Invalid(_URL_FORM) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid(_URL_FORM)
+    from gpuwatch.telemetry.engine_state import engine_gpus  # the #gpus=0,1 syntax lives there
+
+    try:
+        engine_gpus(text)
+    except ValueError as exc:
+        raise Invalid(reason=str(exc)) from None
     return text
 
 
@@ -215,7 +221,8 @@ declare(
         "engine",
         ("--engine",),
         "list",
-        "serving engine /metrics URL (vLLM, TGI, llama.cpp, SGLang); repeatable",
+        "serving engine /metrics URL (vLLM, TGI, llama.cpp, SGLang); repeatable; end it with #gpus=0,1 "
+        "to say which GPUs the engine runs on (default: all)",
         toml="engine_urls",
         parse=engine_url,
         repeatable=True,
