@@ -60,10 +60,11 @@ def cost_summary(sample: GpuSample, gpu: GpuAssessment, box: BoxAssessment, widt
     )
     if cost.tokens_per_joule is not None:
         # tokens/J depends on the batch: a figure without its concurrency cannot be compared
+        text.append("  ")
         text.append(
-            f"  at {cost.concurrency:.0f} concurrent requests"
+            f"at {cost.concurrency:.0f} concurrent requests"
             if cost.concurrency is not None
-            else "  concurrency unknown (no engine running gauge)",
+            else "concurrency unknown (no engine running gauge)",
             style="dim",
         )
     text.append_text(idle_burn_lines(cost))
@@ -120,9 +121,10 @@ def advice_line(gpu: GpuAssessment) -> Text:
     if gpu.advised_power_limit_w is None:
         text.append(f"no advice: {gpu.power_advice_reason or 'unknown'}", style="dim")
         return text
-    text.append(f"advise {gpu.advised_power_limit_w:.0f} W", style="bold")
+    text.append(f"advise {gpu.advised_power_limit_w:.0f} W ", style="bold")
     if gpu.advised_speed_loss_ratio is not None:
-        text.append(f" (-{percent(gpu.advised_speed_loss_ratio)} tokens/s)")
+        text.append(f"(-{percent(gpu.advised_speed_loss_ratio)} tokens/s)  ")
+    text.append("modelled", style="italic dim")  # the power model's, not a measured sweep
     return text
 
 
