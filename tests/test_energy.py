@@ -292,6 +292,16 @@ def test_an_engine_on_gpu_1_places_only_gpu_1_and_leaves_gpu_0_idle(
         rack.close()
 
 
+def test_a_recording_keeps_the_engine_work_so_a_replay_places_the_same_point() -> None:
+    from gpuwatch.telemetry.recording import decode_record, encode_snapshot
+    from gpuwatch.telemetry.sample import Snapshot
+
+    first = parse_engine_metrics(mfu_body(0.0), "u", None, 0.0)
+    second = parse_engine_metrics(mfu_body(2.0), "u", first, 2.0)
+    record = decode_record(encode_snapshot(Snapshot(timestamp_s=2.0, source="nvml", gpus=()), (second,)))
+    assert record.engines[0].work == second.work and record.engines[0].serving == second.serving
+
+
 def test_idle_tracker_splits_serving_from_idle_time() -> None:
     tracker = IdleTracker(window_s=100.0)
     window = None
@@ -420,6 +430,13 @@ def test_exporter_publishes_the_engine_estimated_point_and_the_advised_cap(
         assert re.search(r'^gpuwatch_usd_per_million_tokens\{[^}]*basis="overall"', text, re.M)
         assert re.search(r"^gpuwatch_idle_ratio\{", text, re.M)
         assert re.search(r"^gpuwatch_engine_kv_cache_usage_ratio\{[^}]*\} 0.4127$", text, re.M)
+        # the real promtool finds nothing to complain about in the new series' names, types and help
+        lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        ours = ("idle", "per_request", "thousand_requests", "power_limit_advi", "engine_estimated", "engine_")
+        complaints = [
+            line for line in (lint.stdout + lint.stderr).splitlines() if any(o in line for o in ours)
+        ]
+        assert not complaints
         advice = re.search(r'^gpuwatch_power_limit_advice_info\{[^}]*reason="(\w+)"', text, re.M)
         assert advice is not None
         if advice.group(1) in ("lower_cap", "keep_default"):
