@@ -133,17 +133,29 @@ def test_memory_controller_busy_is_never_taken_for_bandwidth() -> None:
     assert g.bound.kind == BoundKind.UNKNOWN
 
 
-def test_throttled_bound_names_reasons_and_clock_loss() -> None:
+def test_a_thermally_throttled_decode_stays_memory_bound_with_the_throttle_as_a_warning() -> None:
+    # issue 13: a memory-bound decode on a hot card is memory-bound; the lower SM clock is a warning, and
+    # the clock it lost is measured against the clock the workload runs at (the rated boost), not NVML's max
+    spec = get_gpu("rtx4090")
     s = sample(
-        sm_clock_hz=1.5e9,
-        sm_clock_max_hz=3.0e9,
+        sm_clock_hz=0.5 * spec.boost_clock_hz,
+        sm_clock_max_hz=1.2 * spec.boost_clock_hz,
         clock_event_reasons=ClockEventReason.HW_THERMAL | ClockEventReason.SW_THERMAL,
     )
     g = assess(config(), s).gpus[0]
-    assert g.bound.kind == BoundKind.THROTTLED
+    assert g.bound.kind == BoundKind.MEMORY
     assert g.bound.throttle_reasons == ("sw_thermal", "hw_thermal")
     assert g.bound.clock_loss_ratio == pytest.approx(0.5)
-    assert "50% lost" in g.bound.detail
+    assert "throttled by sw_thermal, hw_thermal" in g.bound.detail and "50% lost" in g.bound.detail
+
+
+def test_a_hardware_slowdown_is_the_bound_even_of_memory_bound_work() -> None:
+    spec = get_gpu("rtx4090")
+    s = sample(sm_clock_hz=0.5 * spec.boost_clock_hz, clock_event_reasons=ClockEventReason.HW_SLOWDOWN)
+    g = assess(config(), s).gpus[0]
+    assert g.bound.kind == BoundKind.THROTTLED
+    assert g.bound.throttle_reasons == ("hw_slowdown",)
+    assert g.bound.clock_loss_ratio == pytest.approx(0.5)
 
 
 def test_idle_card_is_idle_not_throttled() -> None:

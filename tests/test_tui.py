@@ -8,11 +8,12 @@ import io
 import json
 import shlex
 from collections.abc import Iterator
+from pathlib import Path
 
 import pynvml
 import pytest
-from textual.widgets import DataTable, Input, Select, Static, TabbedContent
-from tui_rack import ManualRack
+from textual.widgets import DataTable, Input, Markdown, Select, Static
+from tui_rack import ManualRack, started
 
 from gpuwatch.model.catalog import get_gpu
 from gpuwatch.model.llm import get_model
@@ -20,7 +21,7 @@ from gpuwatch.model.memory import lora_memory, qlora_memory
 from gpuwatch.model.throughput import estimate_throughput
 from gpuwatch.model.whatif import PlanInputs
 from gpuwatch.options.plan_command import plan_command
-from gpuwatch.tui.app import GpuwatchApp
+from gpuwatch.tui.app import GpuwatchApp, create_app
 from gpuwatch.tui.formatting import duration, rate, si, usd
 from gpuwatch.tui.gpu_card import GpuCard
 from gpuwatch.tui.live_view import LiveView
@@ -43,15 +44,15 @@ def cards(app: GpuwatchApp) -> dict[int, GpuCard]:
 
 
 async def test_live_view_has_a_card_per_gpu_with_the_polled_readings(rack: ManualRack) -> None:
-    app = GpuwatchApp(rack.session)
-    async with app.run_test(size=(120, 40)) as pilot:
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
         rack.tick(1.0, polls=3)
         await pilot.pause()
         snap, box = rack.session.latest()  # type: ignore[misc]
         shown = cards(app)
         assert sorted(shown) == [0, 1, 2]
         for sample in snap.gpus:
-            body = text_of(shown[sample.index].query_one("#body", Static))
+            body = shown[sample.index].text
             assert f"{sample.temperature_c:.0f}°C" in body
             assert f"{sample.power_w:.0f}/{sample.power_limit_w:.0f} W" in body
             assert f"SM busy {sample.sm_busy_ratio * 100:.0f}%" in body
@@ -61,36 +62,59 @@ async def test_live_view_has_a_card_per_gpu_with_the_polled_readings(rack: Manua
             # attained bandwidth says how it was obtained; never presented as measured when it is not
             assert f"{si(roof.attained_bandwidth_bytes_s, 'B/s')} {roof.bandwidth_provenance.value}" in body
         # the H100 has GPM: its bandwidth is measured; the 4090s' is modelled from the declared workload
-        assert "measured" in text_of(shown[2].query_one("#body", Static))
-        assert "measured" not in text_of(shown[0].query_one("#body", Static))
+        assert "measured" in shown[2].text
+        assert "measured" not in shown[0].text
+        # every GPU's processes, the selected GPU's first
+        table = app.query_one("#process-table", DataTable)
+        gpus = [str(table.get_row_at(r)[0]) for r in range(table.row_count)]
+        assert sorted(gpus) == ["0", "1", "2"] and gpus[0] == "0"
         assert "GPU 0" in str(app.query_one("#process-title").render())
 
 
 async def test_throttle_badge_appears_and_notifications_say_when_it_starts_and_ends(rack: ManualRack) -> None:
-    app = GpuwatchApp(rack.session)
-    async with app.run_test(size=(120, 40)) as pilot:
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
         rack.tick(1.0, polls=2)
         await pilot.pause()
-        assert cards(app)[1].throttle_labels == []
+        assert cards(app)[1].badge_labels == []
         rack.sim.set_scenario(1, "power-capped")
         rack.tick(1.0, polls=5)
         await pilot.pause()
-        assert "POWER CAP" in cards(app)[1].throttle_labels
+        assert "POWER CAP" in cards(app)[1].badge_labels
+        assert "POWER CAP" in cards(app)[1].text
         assert cards(app)[1].has_class("-throttle-warning")
-        assert cards(app)[0].throttle_labels == []
-        messages = [n.message for n in app._notifications]
-        assert any("GPU 1" in m and "throttling: POWER CAP" in m for m in messages)
+        assert cards(app)[0].badge_labels == []
+        assert any("GPU 1 throttling: sw_power_cap" in m for m in app.notices)
         rack.sim.set_scenario(1, "idle")
         rack.tick(1.0, polls=30)
         await pilot.pause()
-        assert cards(app)[1].throttle_labels == []
-        messages = [n.message for n in app._notifications]
-        assert any("GPU 1" in m and "no longer throttled" in m for m in messages)
+        assert cards(app)[1].badge_labels == []
+        assert any("GPU 1 no longer throttled" in m for m in app.notices)
+
+
+async def test_eight_gpus_starting_to_throttle_are_one_toast() -> None:
+    rack = ManualRack("8xrtx4090")
+    try:
+        app = create_app(rack.session)
+        async with started(app, size=(120, 40), notifications=True) as pilot:
+            rack.tick(1.0, polls=2)
+            await pilot.pause()
+            for i in range(8):
+                rack.sim.set_scenario(i, "power-capped")
+            rack.tick(1.0, polls=5)
+            await pilot.pause()
+            throttling = [m for m in app.notices if "throttl" in m]
+            assert len(throttling) == 1
+            assert throttling[0].startswith("8 GPUs throttling (GPU 0, 1, 2, 3, 4, 5, 6, 7)")
+            await pilot.pause()
+            assert len(app.screen.query("Toast")) == 1  # on screen: one toast, not eight
+    finally:
+        rack.close()
 
 
 async def test_selecting_a_gpu_moves_processes_roofline_and_cost(rack: ManualRack) -> None:
-    app = GpuwatchApp(rack.session)
-    async with app.run_test(size=(120, 40)) as pilot:
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
         rack.tick(1.0, polls=2)
         await pilot.pause()
         assert app.selected_gpu == 0
@@ -98,13 +122,15 @@ async def test_selecting_a_gpu_moves_processes_roofline_and_cost(rack: ManualRac
         await pilot.pause()
         assert app.selected_gpu == 1
         assert "GPU 1" in str(app.query_one("#process-title").render())
+        table = app.query_one("#process-table", DataTable)
+        assert str(table.get_row_at(0)[0]) == "1"  # the selected GPU's processes first
         assert cards(app)[1].has_class("-selected") and not cards(app)[0].has_class("-selected")
         await pilot.click("#gpu-2")
         await pilot.pause()
         assert app.selected_gpu == 2
         await pilot.press("2")
         await pilot.pause()
-        assert app.query_one(TabbedContent).active == "roofline"
+        assert app.active_pane == "roofline"
         assert "H100" in text_of(app.query_one("#roofline-title", Static))
         plot = app.query_one(RooflinePlot)
         assert plot.picture is not None
@@ -120,13 +146,13 @@ async def test_selecting_a_gpu_moves_processes_roofline_and_cost(rack: ManualRac
 
 
 async def test_panes_switch_by_number_and_the_palette_selects_gpus(rack: ManualRack) -> None:
-    app = GpuwatchApp(rack.session)
-    async with app.run_test(size=(120, 40)) as pilot:
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
         rack.tick(1.0)
         await pilot.pause()
         for key, pane in zip("54321", ("compare", "plan", "cost", "roofline", "live"), strict=True):
             await pilot.press(key)
-            assert app.query_one(TabbedContent).active == pane
+            assert app.active_pane == pane
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"Select GPU 2")
@@ -139,7 +165,7 @@ async def test_panes_switch_by_number_and_the_palette_selects_gpus(rack: ManualR
         await pilot.pause(0.3)
         await pilot.press("enter")
         await pilot.pause()
-        assert app.query_one(TabbedContent).active == "plan"
+        assert app.active_pane == "plan"
         await pilot.press("question_mark")
         await pilot.pause()
         assert app.screen.__class__.__name__ == "HelpScreen"
@@ -156,8 +182,8 @@ async def _set_input(pilot: object, app: GpuwatchApp, selector: str, value: str)
 
 
 async def test_planner_answers_every_change_at_once(rack: ManualRack) -> None:
-    app = GpuwatchApp(rack.session)
-    async with app.run_test(size=(120, 40)) as pilot:
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
         await pilot.press("4")
         await pilot.pause()
         await _set_input(pilot, app, "#plan-batch", "16")
@@ -196,8 +222,8 @@ async def test_planner_answers_every_change_at_once(rack: ManualRack) -> None:
 
 
 async def test_copy_key_puts_the_equivalent_plan_command_on_the_clipboard(rack: ManualRack) -> None:
-    app = GpuwatchApp(rack.session)
-    async with app.run_test(size=(120, 40)) as pilot:
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
         await pilot.press("4")
         await _set_input(pilot, app, "#plan-batch", "8")
         await pilot.press("escape")  # leave the input so the key reaches the app
@@ -207,7 +233,7 @@ async def test_copy_key_puts_the_equivalent_plan_command_on_the_clipboard(rack: 
         expected = plan_command(PlanInputs(batch=8))
         assert app.clipboard == expected
         assert "--batch 8" in expected
-        assert any(n.message == expected for n in app._notifications)
+        assert expected in app.notices
 
 
 async def _copied_command_output(pilot: object, app: GpuwatchApp) -> dict:
@@ -229,8 +255,8 @@ async def _copied_command_output(pilot: object, app: GpuwatchApp) -> dict:
 async def test_copied_command_prints_the_numbers_the_plan_pane_shows(
     rack: ManualRack,
 ) -> None:
-    app = GpuwatchApp(rack.session)
-    async with app.run_test(size=(120, 40)) as pilot:
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
         await pilot.press("4")
         await _set_input(pilot, app, "#plan-batch", "8")
         await _set_input(pilot, app, "#plan-electricity", "0.32")
@@ -257,8 +283,8 @@ async def test_copied_command_prints_the_numbers_the_plan_pane_shows(
 
 
 async def test_training_fields_show_for_their_mode_and_change_the_answer(rack: ManualRack) -> None:
-    app = GpuwatchApp(rack.session)
-    async with app.run_test(size=(120, 40)) as pilot:
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
         await pilot.press("4")
         await pilot.pause()
         shown = {row: app.query_one(f"#{row}").display for row in ("row-lora-rank", "row-zero", "row-link")}
@@ -269,7 +295,8 @@ async def test_training_fields_show_for_their_mode_and_change_the_answer(rack: M
         assert app.query_one("#row-lora-rank").display and not app.query_one("#row-zero").display
         await _set_input(pilot, app, "#plan-lora-rank", "256")
         shown_text = text_of(app.query_one("#plan-result", Static))
-        need = lora_memory(get_model("llama-3-8b"), 1, 4096, rank=256)
+        # the form starts from the session's workload (batch 8, context 4096)
+        need = lora_memory(get_model("llama-3-8b"), app.plan_inputs.batch, 4096, rank=256)
         assert f"{float(need.bytes_per_gpu(1)) / 2**30:.1f} GiB" in shown_text
         assert "LoRA rank 256" in shown_text
         assert app.plan_inputs.lora_rank == 256
@@ -293,8 +320,8 @@ async def test_training_fields_show_for_their_mode_and_change_the_answer(rack: M
 
 async def test_compare_prices_datacenter_gpus_from_the_config_and_says_how() -> None:
     rack = ManualRack(gpu_prices={"h100-sxm": 25_000.0})
-    app = GpuwatchApp(rack.session)
-    async with app.run_test(size=(120, 40)) as pilot:
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
         await pilot.press("5")
         await pilot.pause()
         table = app.query_one("#compare-table", DataTable)
@@ -308,23 +335,139 @@ async def test_compare_prices_datacenter_gpus_from_the_config_and_says_how() -> 
     rack.close()
 
 
-async def test_eight_gpus_fit_120x40_and_80x24_scrolls() -> None:
+async def test_eight_gpus_fit_120x40_and_every_gpu_is_on_screen_at_80x24() -> None:
     rack = ManualRack("8xrtx4090")
     try:
-        app = GpuwatchApp(rack.session)
-        async with app.run_test(size=(120, 40)) as pilot:
+        app = create_app(rack.session)
+        async with started(app, size=(120, 40)) as pilot:
             rack.tick(1.0, polls=2)
             await pilot.pause()
             view = app.query_one(LiveView)
-            scroll = view.query_one("#cards-scroll")
-            assert len(cards(app)) == 8
-            assert all(c.region.bottom <= scroll.region.bottom for c in cards(app).values())
+            assert len(cards(app)) == 8 and view.layout_mode == "full"
+            processes = app.query_one("#processes")
+            for card in cards(app).values():
+                assert card.region.bottom <= processes.region.y  # nothing hidden behind the table
+                assert not any(line.endswith("…") for line in card.lines), card.lines  # nothing cut off
+            # no blank band: the process table starts right under the last row of cards
+            assert processes.region.y == max(c.region.bottom for c in cards(app).values())
             await pilot.resize_terminal(80, 24)
             await pilot.pause()
-            assert view.query_one("#cards").styles.grid_size_columns == 2
-            assert scroll.max_scroll_y > 0  # the rest is a scroll away, nothing is cut off
+            assert view.layout_mode == "two"
+            screen = app.screen.region
+            for index, card in cards(app).items():
+                assert screen.contains_region(card.region) and card.region.height == 2
+                assert card.lines[0].startswith(f"{index} RTX 4090")
+                assert "°C" in card.lines[0] and " W " in card.lines[0]
+            svg = app.export_screenshot()
+            assert "Help" in svg and "Quit" in svg  # the footer still says how to get help and quit
     finally:
         rack.close()
+
+
+async def test_from_a_form_field_the_function_keys_switch_panes_and_digits_still_type(
+    rack: ManualRack,
+) -> None:
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
+        rack.tick(1.0)
+        await pilot.press("4")
+        await pilot.pause(0.2)
+        batch = app.query_one("#plan-batch", Input)
+        batch.focus()
+        batch.value = ""
+        await pilot.press("1", "2")
+        assert batch.value == "12" and app.active_pane == "plan"  # digits type into the field
+        await pilot.press("f2")
+        await pilot.pause()
+        assert app.active_pane == "roofline"
+        await pilot.press("4")
+        batch.focus()
+        await pilot.pause()
+        await pilot.press("alt+5")
+        await pilot.pause()
+        assert app.active_pane == "compare"
+        await pilot.press("4")
+        batch.focus()
+        await pilot.pause()
+        footer = app.export_screenshot()
+        assert "esc" in footer and "F10" in footer and "F12" in footer  # leave, quit, help from the field
+        await pilot.press("f12")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "HelpScreen"
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("4")
+        batch.focus()
+        await pilot.pause()
+        await pilot.press("escape", "1")
+        assert app.active_pane == "live"
+
+
+async def test_ctrl_c_asks_once_and_quits_on_the_second_press(rack: ManualRack) -> None:
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert app.is_running
+        assert any("Ctrl+C again" in m for m in app.notices)
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+async def test_a_lost_gpu_shows_only_that_it_is_lost() -> None:
+    rack = ManualRack("2xrtx4090", faults="lost:1@5")
+    try:
+        app = create_app(rack.session)
+        async with started(app, size=(120, 40)) as pilot:
+            rack.tick(1.0, polls=8)
+            await pilot.pause()
+            lost = cards(app)[1]
+            assert lost.has_class("-lost")
+            assert lost.text.startswith("GPU LOST")
+            assert "clocks not held back" not in lost.text and "▁" not in lost.text
+            assert "°C" not in lost.text  # no stale reading
+            assert "clocks not held back" in cards(app)[0].text  # the other card is unaffected
+    finally:
+        rack.close()
+
+
+async def test_an_xid_shows_on_its_card_and_the_help_says_what_it_means() -> None:
+    rack = ManualRack("2xrtx4090", faults="xid:0:48@3", xid_events=True)
+    try:
+        app = create_app(rack.session)
+        async with started(app, size=(120, 40)) as pilot:
+            for _ in range(100):  # the Xid arrives on the reader's event thread, in real time
+                rack.tick(1.0)
+                await pilot.pause(0.05)
+                if "XID 48" in cards(app)[0].badge_labels:
+                    break
+            assert "XID 48" in cards(app)[0].text
+            assert cards(app)[0].has_class("-throttle-critical")
+            assert "XID" not in cards(app)[1].text
+            await pilot.press("question_mark")
+            await pilot.pause()
+            help_text = app.screen.query_one(Markdown).source
+            assert "| 48 | double-bit ECC error" in help_text
+    finally:
+        rack.close()
+
+
+async def test_the_palette_screenshot_saves_in_the_current_directory_and_says_where(
+    rack: ManualRack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_DOWNLOAD_DIR", str(tmp_path / "no-such-dir"))
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.press(*"screenshot")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+    saved = list(tmp_path.glob("*.svg"))
+    assert len(saved) == 1
+    assert any(str(saved[0]) in m for m in app.notices)
 
 
 async def test_no_gpu_starts_on_the_simulator_with_a_banner(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -338,9 +481,58 @@ async def test_no_gpu_starts_on_the_simulator_with_a_banner(monkeypatch: pytest.
     args: argparse.Namespace = build_parser().parse_args([])
     app = tui.build_app(args)
     monkeypatch.undo()  # the simulator installs beneath pynvml and must see the real nvmlInit
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with started(app, size=(120, 40)) as pilot:
         await pilot.pause()
         banner = text_of(app.query_one("#banner", Static))
         assert "NO GPU" in banner and "SIMULATED" in banner
         assert "NVML" in banner  # the reason
         assert app.feed.source.simulated
+
+
+def _recording(path: Path, polls: int) -> None:
+    """A real recording of the simulated rack, written by the recorder's own writer."""
+    from gpuwatch.telemetry.recording import RecordWriter
+
+    rack = ManualRack("2xrtx4090")
+    try:
+        with RecordWriter(path) as writer:
+            for _ in range(polls):
+                rack.tick(1.0)
+                latest = rack.session.latest()
+                assert latest is not None
+                writer.write(latest[0])
+    finally:
+        rack.close()
+
+
+async def _replay_status(path: Path) -> str:
+    from gpuwatch.live.config import LiveConfig
+    from gpuwatch.live.session import LiveSession
+    from gpuwatch.telemetry.recording import ReplaySource
+
+    session = LiveSession(ReplaySource(path, speed=0), LiveConfig())
+    app = create_app(session)
+    async with started(app, size=(120, 40)) as pilot:
+        for _ in range(50):
+            await pilot.pause(0.1)
+            status = str(app.query_one("#source-status", Static).render())
+            if status:
+                return status
+    return ""
+
+
+async def test_a_corrupt_recording_says_where_on_screen_and_one_that_ends_says_so(tmp_path: Path) -> None:
+    good = tmp_path / "good.gwrec"
+    _recording(good, polls=4)
+    status = await _replay_status(good)
+    assert status.startswith("REPLAY ENDED") and "4 played" in status
+
+    bad = tmp_path / "bad.gwrec"
+    _recording(bad, polls=6)
+    data = bytearray(bad.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = b"\xff" * 16  # a record torn in the middle of the file
+    bad.write_bytes(bytes(data))
+    status = await _replay_status(bad)
+    assert status.startswith("REPLAY STOPPED") and str(bad) in status
+    assert "byte" in status  # the position of the bad record, as the recording code reports it

@@ -6,11 +6,18 @@ test (``tick``), so screens are the same on every run.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from textual.pilot import Pilot
+
 from gpuwatch.live.config import LiveConfig, parse_workload
 from gpuwatch.live.session import LiveSession
 from gpuwatch.telemetry.poller import NvmlPoller, SimSpec
 from gpuwatch.telemetry.simulated import SimulatedNvml, install, uninstall
 from gpuwatch.telemetry.sources import describe_sim
+from gpuwatch.tui.app import GpuwatchApp
 
 RACK = "2xrtx4090,h100-sxm"
 WORKLOAD = "llama-3-8b:fp16:batch=8:context=4096"
@@ -25,8 +32,12 @@ class ManualRack:
         workload: str | None = WORKLOAD,
         seed: int = 7,
         gpu_prices: dict[str, float] | None = None,
+        faults: str | None = None,
+        xid_events: bool = False,
     ) -> None:
-        self.sim: SimulatedNvml = install(devices, scenario=scenario, seed=seed, manual_clock=True)
+        self.sim: SimulatedNvml = install(
+            devices, scenario=scenario, seed=seed, manual_clock=True, faults=faults
+        )
         self.sim.process_pid = 4242  # the simulator reports its own pid; a fixed one keeps screenshots equal
         first = scenario if isinstance(scenario, str) else scenario[0]
         self.poller = NvmlPoller(
@@ -35,7 +46,7 @@ class ManualRack:
             sim=SimSpec(devices=devices, scenario=first, seed=seed),
             description=describe_sim(devices, scenario if isinstance(scenario, str) else ",".join(scenario)),
             on_stop=uninstall,
-            xid_events=False,
+            xid_events=xid_events,
         )
         config = LiveConfig(
             workload=parse_workload(workload) if workload else None, gpu_prices=dict(gpu_prices or {})
@@ -52,3 +63,12 @@ class ManualRack:
 
     def close(self) -> None:
         self.session.stop()
+
+
+@asynccontextmanager
+async def started(app: GpuwatchApp, *, size: tuple[int, int], **kw: Any) -> AsyncIterator[Pilot[None]]:
+    """``app.run_test`` once the panes that mount after the first frame are in: a test that ended while
+    they mounted would tear the app down under a half-mounted form."""
+    async with app.run_test(size=size, **kw) as pilot:
+        await app.panes_ready.wait()
+        yield pilot

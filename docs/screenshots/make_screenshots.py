@@ -1,7 +1,9 @@
 """Re-export the README screenshots: `python docs/screenshots/make_screenshots.py` from the repository root.
 
 Runs the TUI headless over the seeded, manual-clock simulated rack the snapshot tests use, so the
-pictures match a reviewed state of the screens. ``--all DIR`` also writes every other screen (cost,
+pictures match a reviewed state of the screens. The rack is what README's caption runs:
+``gpuwatch --sim 2xrtx4090,h100-sxm --scenario decode,power-capped,prefill --seed 7
+--workload llama-3-8b:fp16:batch=8:context=4096``, 30 s after start. ``--all DIR`` also writes every other screen (cost,
 compare, help, eight GPUs at 80x24) to DIR, for looking over before a release.
 """
 
@@ -17,7 +19,7 @@ sys.path.insert(0, str(HERE.parents[1] / "tests"))
 
 from tui_rack import ManualRack  # noqa: E402
 
-from gpuwatch.tui.app import GpuwatchApp  # noqa: E402
+from gpuwatch.tui.app import GpuwatchApp, create_app  # noqa: E402
 
 #: the screens the README shows: key pressed from the live view -> file name
 README_SCREENS = {"": "live.svg", "2": "roofline.svg", "4": "plan.svg"}
@@ -38,6 +40,7 @@ async def _export(
 ) -> None:
     try:
         async with app.run_test(size=size) as pilot:
+            await app.panes_ready.wait()
             rack.tick(1.0, polls=30)
             await pilot.pause()
             for key, name in screens.items():
@@ -56,14 +59,14 @@ async def _export(
 
 async def export(everything: Path | None) -> None:
     rack = ManualRack(scenario=["decode", "power-capped", "prefill"])
-    await _export(GpuwatchApp(rack.session), rack, README_SCREENS, (120, 40), HERE)
+    await _export(create_app(rack.session), rack, README_SCREENS, (120, 40), HERE)
     if everything is None:
         return
     everything.mkdir(parents=True, exist_ok=True)
     rack = ManualRack(scenario=["decode", "power-capped", "prefill"])
-    await _export(GpuwatchApp(rack.session), rack, OTHER_SCREENS, (120, 40), everything)
+    await _export(create_app(rack.session), rack, OTHER_SCREENS, (120, 40), everything)
     rack = ManualRack("8xrtx4090")
-    await _export(GpuwatchApp(rack.session), rack, {"": "live-8gpu-80x24.svg"}, (80, 24), everything)
+    await _export(create_app(rack.session), rack, {"": "live-8gpu-80x24.svg"}, (80, 24), everything)
 
 
 if __name__ == "__main__":

@@ -31,9 +31,8 @@ def build_app(args: argparse.Namespace) -> GpuwatchApp:
     price the same what-if the same way.
     """
     from gpuwatch.commands.common import live_config, open_live_session
-    from gpuwatch.live.config import plan_inputs
     from gpuwatch.telemetry.sources import NvmlUnavailable
-    from gpuwatch.tui.app import GpuwatchApp
+    from gpuwatch.tui.app import create_app
 
     banner = None
     config = live_config(args)
@@ -43,7 +42,7 @@ def build_app(args: argparse.Namespace) -> GpuwatchApp:
     except NvmlUnavailable as exc:
         banner = fallback_banner(str(exc))
         session = open_live_session(args, config=config, sim=FALLBACK_SIM)
-    return GpuwatchApp(session, fallback_reason=banner, plan_inputs=plan_inputs(config))
+    return create_app(session, fallback_reason=banner)
 
 
 def run(args: argparse.Namespace) -> int:

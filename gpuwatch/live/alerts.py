@@ -150,3 +150,43 @@ class AlertTracker:
                 now_s,
             )
         ]
+
+
+_SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+_KIND_HEADLINE = {
+    "throttle_started": "throttling",
+    "throttle_ended": "no longer throttled",
+    "temperature_near_slowdown": "near their slowdown temperature",
+    "throughput_below_model": "below the modelled tokens/s",
+}
+
+
+@dataclass(frozen=True)
+class AlertSummary:
+    """The alerts of one kind one snapshot raised, as a face shows them: one notice for eight GPUs."""
+
+    kind: str
+    severity: str  # the worst of the alerts it stands for
+    gpu_indices: tuple[int, ...]
+    message: str
+
+
+def summarise(alerts: Sequence[Alert]) -> list[AlertSummary]:
+    """Alerts grouped by kind, in the order the kinds were first raised; a single alert keeps its message,
+    several name their GPUs and each one's detail."""
+    kinds: dict[str, list[Alert]] = {}
+    for alert in alerts:
+        kinds.setdefault(alert.kind, []).append(alert)
+    out = []
+    for kind, group in kinds.items():
+        severity = min((a.severity for a in group), key=lambda s: _SEVERITY_RANK.get(s, 3))
+        indices = tuple(a.gpu_index for a in group)
+        if len(group) == 1:
+            message = group[0].message
+        else:
+            headline = f"{len(group)} GPUs {_KIND_HEADLINE.get(kind, kind.replace('_', ' '))}"
+            gpus = ", ".join(str(i) for i in indices)
+            # the first one's detail stands for the rest; eight lines would cover the cards they are about
+            message = f"{headline} (GPU {gpus})\n{group[0].message}; {len(group) - 1} more alike"
+        out.append(AlertSummary(kind, severity, indices, message))
+    return out

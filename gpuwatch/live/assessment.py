@@ -73,7 +73,7 @@ class RooflinePosition:
 class Bound:
     kind: BoundKind
     throttle_reasons: tuple[str, ...] = ()  # names from telemetry.sample.reason_names
-    clock_loss_ratio: float | None = None  # 1 - live SM clock / max SM clock, while throttled
+    clock_loss_ratio: float | None = None  # 1 - live SM clock / the clock the workload runs at, throttled
     detail: str = ""  # one sentence for the faces
 
 

@@ -15,6 +15,8 @@ INTERCONNECT_BOUND_RATIO = 0.5
 #: a power cap (or sync boost) that pulls the SM clock this far under spec boost is the bound
 POWER_CAP_BOUND_RATIO = 0.10
 _POWER_REASONS = frozenset({"sw_power_cap", "sync_boost"})
+#: slowdowns that cut memory clocks too, so they bound memory-bound work as well
+_HARDWARE_REASONS = frozenset({"hw_slowdown", "hw_power_brake"})
 
 
 def bound(
@@ -27,10 +29,15 @@ def bound(
     if idle:
         return Bound(BoundKind.IDLE, detail="idle")
     throttle = throttle_of(sample, gpu)
-    if throttle is not None and throttle.holding_back:
-        return throttle.bound()
     bound = _roofline_bound(sample, gpu, r, at_live)
-    if throttle is not None:  # active but not what holds the card back (e.g. a 6 % power-cap dip)
+    # a lower SM clock bounds compute-bound work; memory-bound work (a decode) stays memory-bound and
+    # carries the throttle as a warning, unless the slowdown is the hardware's (it cuts every clock)
+    binds = bound.kind in (BoundKind.COMPUTE, BoundKind.UNKNOWN) or (
+        throttle is not None and bool(set(throttle.reasons) & _HARDWARE_REASONS)
+    )
+    if throttle is not None and throttle.holding_back and binds:
+        return throttle.bound()
+    if throttle is not None:  # active but not what holds the work back (a power-cap dip, a memory bound)
         bound = replace(
             bound,
             throttle_reasons=throttle.reasons,
@@ -92,7 +99,9 @@ def _roofline_bound(
 @dataclass(frozen=True)
 class Throttle:
     reasons: tuple[str, ...]
-    loss_ratio: float | None  # 1 - SM clock / NVML's max SM clock (the contract's clock loss)
+    #: 1 - SM clock / the clock the workload runs at unthrottled: the rated boost clock the roofline's
+    #: compute roof assumes (NVML's max is an opportunistic boost a loaded card rarely holds)
+    loss_ratio: float | None
     holding_back: bool
     text: str
 
@@ -112,9 +121,10 @@ def throttle_of(sample: GpuSample, gpu: GpuSpec | None) -> Throttle | None:
         return None
     loss = None
     text = f"throttled by {', '.join(reasons)}"
-    if sample.sm_clock_hz is not None and sample.sm_clock_max_hz:
-        loss = max(0.0, 1.0 - sample.sm_clock_hz / sample.sm_clock_max_hz)
-        mhz = f"{sample.sm_clock_hz / 1e6:.0f} of {sample.sm_clock_max_hz / 1e6:.0f} MHz"
+    reference_hz = workload_clock_hz(sample, gpu)
+    if sample.sm_clock_hz is not None and reference_hz:
+        loss = max(0.0, 1.0 - sample.sm_clock_hz / reference_hz)
+        mhz = f"{sample.sm_clock_hz / 1e6:.0f} of {reference_hz / 1e6:.0f} MHz"
         text += f": SM clock {mhz}, {loss:.0%} lost"
     holding = bool(set(reasons) - _POWER_REASONS)
     if not holding:
@@ -124,6 +134,14 @@ def throttle_of(sample: GpuSample, gpu: GpuSpec | None) -> Throttle | None:
             or sample.sm_clock_hz < (1 - POWER_CAP_BOUND_RATIO) * gpu.boost_clock_hz
         )
     return Throttle(reasons, loss, holding, text)
+
+
+def workload_clock_hz(sample: GpuSample, gpu: GpuSpec | None) -> float | None:
+    """The SM clock the workload runs at unthrottled: the rated boost clock (what the compute roof
+    assumes), never above NVML's maximum; NVML's maximum when the card is not in the catalog."""
+    if gpu is not None and gpu.boost_clock_hz:
+        return min(gpu.boost_clock_hz, sample.sm_clock_max_hz or gpu.boost_clock_hz)
+    return sample.sm_clock_max_hz
 
 
 def _link_ratio(sample: GpuSample, gpu: GpuSpec) -> tuple[float, str] | None:

@@ -1,39 +1,42 @@
 """The gpuwatch TUI: live GPUs, the roofline, cost, and what-if planning, all from one session.
 
-Data flow: the session's listener (poll thread) posts a PollArrived message; the handler runs on the UI
-thread and only reads what the message carries plus the in-memory History. Nothing here calls NVML.
+Data flow: the session's listener (poll thread) posts a PollArrived message (a newer one replaces one
+still queued) and, when the poll raised alerts, an AlertsRaised message; the handlers run on the UI thread
+and only read what the messages carry plus the in-memory History. Nothing here calls NVML, and nothing
+here decides what is an alert: ``gpuwatch.live.alerts`` does, once, for every face.
+
+The planning panes and their model imports load after the first frame, so that the GPUs show first.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import deque
-from collections.abc import Sequence
-from typing import ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.lazy import Lazy
-from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+from textual.containers import Container
+from textual.widgets import Footer, Header, Input, Select, Static, TabbedContent, TabPane
 
+from gpuwatch.live.alerts import summarise
 from gpuwatch.live.assessment import BoxAssessment, GpuAssessment
-from gpuwatch.model.catalog import GpuSpec, get_gpu
-from gpuwatch.model.errors import UnknownIdError
-from gpuwatch.model.whatif import PlanInputs
-from gpuwatch.options.plan_command import plan_command
 from gpuwatch.telemetry.sample import GpuSample, Snapshot
-from gpuwatch.tui.compare_pane import ComparePane
-from gpuwatch.tui.cost_pane import CostPane
-from gpuwatch.tui.feed import Feed, PollArrived
-from gpuwatch.tui.gpu_card import GpuCard, short_name
+from gpuwatch.tui.feed import AlertsRaised, Feed, PollArrived
+from gpuwatch.tui.gpu_card import CardReading, GpuCard
 from gpuwatch.tui.live_view import LiveView
 from gpuwatch.tui.palette import PanesAndGpus
-from gpuwatch.tui.plan_pane import PlanPane
-from gpuwatch.tui.roofline_pane import RooflinePane
-from gpuwatch.tui.throttle import badges_for
 
-#: pane id -> tab title; the number keys follow this order
+if TYPE_CHECKING:
+    from gpuwatch.model.catalog import GpuSpec
+    from gpuwatch.model.whatif import PlanInputs
+    from gpuwatch.tui.plan_pane import PlanPane
+
+#: pane id -> tab title; the number keys (and F1-F5, alt+1-5 from anywhere) follow this order
 PANES: dict[str, str] = {
     "live": "Live",
     "roofline": "Roofline",
@@ -41,14 +44,26 @@ PANES: dict[str, str] = {
     "plan": "Plan",
     "compare": "Compare",
 }
-
-#: panes mounted after the first frame
-_LAZY_PANES = ("roofline", "cost", "plan")
 #: sparkline -> History reading (bandwidth is kept here, from the assessments)
 _HISTORY_READINGS = {"temperature": "temperature_c", "power": "power_w", "clock": "sm_clock_hz"}
 #: points kept for sparklines and the roofline trail
 SPARK_POINTS = 120
 TRAIL_POINTS = 60
+#: at this many columns the live view and the planning panes sit side by side
+WIDE_COLUMNS = 200
+#: seconds a first Ctrl+C waits for the second
+CTRL_C_WINDOW_S = 3.0
+_TOAST_SEVERITY = {"critical": "error", "warning": "warning"}
+
+
+def _pane_bindings() -> list[Binding]:
+    bindings = []
+    for n, (pane, title) in enumerate(PANES.items(), start=1):
+        # digits type into number fields, so they are not priority; F-keys and alt+digit work from anywhere
+        bindings.append(Binding(str(n), f"show_pane('{pane}')", title, show=False))
+        keys = f"alt+{n}" if n == 1 else f"f{n},alt+{n}"
+        bindings.append(Binding(keys, f"show_pane('{pane}')", title, show=False, priority=True))
+    return bindings
 
 
 class GpuwatchApp(App[None]):
@@ -59,16 +74,20 @@ class GpuwatchApp(App[None]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]  # noqa: RUF012
     BINDINGS: ClassVar[list[BindingType]] = [
-        *(
-            Binding(str(n), f"show_pane('{pane}')", title, key_display=str(n))
-            for n, (pane, title) in enumerate(PANES.items(), start=1)
-        ),
+        # help and quit first: a narrow footer cuts from the right
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "ctrl_c", "Quit", show=False, priority=True),
+        Binding("escape", "leave_field", "Leave field", key_display="esc"),
+        # a form field types q and ?: these reach help and quit from inside one (shown only there)
+        Binding("f12", "help_from_field", "Help", key_display="F12", priority=True),
+        Binding("f10", "quit_from_field", "Quit", key_display="F10", priority=True),
+        # one footer entry for the five pane keys; F1 itself is bound here
+        Binding("f1", "show_pane('live')", "Panes", key_display="F1-F5", priority=True),
         Binding("[", "cycle_gpu(-1)", "Prev GPU"),
         Binding("]", "cycle_gpu(1)", "Next GPU"),
         Binding("y", "copy_plan", "Copy plan cmd"),
-        Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("q", "quit", "Quit"),
-        Binding("escape", "leave_field", "Leave field", show=False),
+        *_pane_bindings(),
     ]
 
     def __init__(
@@ -81,15 +100,32 @@ class GpuwatchApp(App[None]):
         super().__init__()
         self.feed = feed
         self.fallback_reason = fallback_reason
-        self.plan_inputs = plan_inputs or PlanInputs()
+        self._plan_inputs = plan_inputs
         self.snapshot: Snapshot | None = None
         self.assessment: BoxAssessment | None = None
         self.selected_gpu: int | None = None
-        self._throttled: dict[int, tuple[str, ...]] = {}
+        #: the alert notices shown so far (newest last): what the toasts said, for the user and the tests
+        self.notices: list[str] = []
         self._bandwidth: dict[int, deque[float]] = {}
         self._trail: dict[int, deque[tuple[float, float]]] = {}
         self._specs: dict[int, GpuSpec | None] = {}
+        self._panes_mounted = False
+        #: set once the panes that mount after the first frame are in (tests wait on it before quitting)
+        self.panes_ready = asyncio.Event()
+        self._ctrl_c_at: float | None = None
         self.sub_title = feed.source.description
+
+    @property
+    def plan_inputs(self) -> PlanInputs:
+        if self._plan_inputs is None:
+            from gpuwatch.model.whatif import PlanInputs
+
+            self._plan_inputs = PlanInputs()
+        return self._plan_inputs
+
+    @plan_inputs.setter
+    def plan_inputs(self, inputs: PlanInputs) -> None:
+        self._plan_inputs = inputs
 
     # --- layout ---------------------------------------------------------------------------------
 
@@ -97,25 +133,50 @@ class GpuwatchApp(App[None]):
         yield Header()
         if self.fallback_reason is not None:
             yield Static(self.fallback_reason, id="banner")
-        with TabbedContent(id="panes", initial="live"):
-            for n, (pane_id, title) in enumerate(PANES.items(), start=1):
-                with TabPane(f"{n} {title}", id=pane_id):
-                    # hidden panes that are costly to build (the planner's form most of all) mount after the
-                    # first frame; until then a poll leaves them be (see _refresh_panes)
-                    pane = self._pane(pane_id)
-                    yield Lazy(pane) if pane_id in _LAZY_PANES else pane
+        # what the source says about itself: a replay that stopped on a bad record, or reached its end
+        yield Static(id="source-status")
+        with Container(id="main", classes="-live"):
+            with TabbedContent(id="panes", initial="live"):
+                for n, (pane_id, title) in enumerate(PANES.items(), start=1):
+                    # the live view sits beside the tabs (so that a wide terminal shows it next to a
+                    # planning pane); the other panes mount after the first frame (see _mount_panes)
+                    yield TabPane(f"{n} {title}", id=pane_id)
+            yield LiveView(id="live-view")
         yield Footer()
 
-    def _pane(self, pane_id: str) -> LiveView | RooflinePane | CostPane | PlanPane | ComparePane:
-        if pane_id == "live":
-            return LiveView(id="live-view")
-        if pane_id == "roofline":
-            return RooflinePane(id="roofline-pane")
-        if pane_id == "cost":
-            return CostPane(id="cost-pane")
-        if pane_id == "plan":
-            return PlanPane(self.plan_inputs, id="plan-pane")
-        return ComparePane(gpu_prices=self.feed.config.gpu_prices, id="compare-pane")
+    @property
+    def active_pane(self) -> str:
+        panes = self.query(TabbedContent)
+        # "" until TabbedContent has mounted its initial tab; none while the app shuts down
+        return (panes.first().active or "live") if panes else "live"
+
+    @property
+    def wide(self) -> bool:
+        return self.size.width >= WIDE_COLUMNS
+
+    async def _mount_panes(self) -> None:
+        """The panes off screen at start, with the model code they import: after the GPUs are drawn."""
+        if self._panes_mounted or not self.is_running:
+            return
+        self._panes_mounted = True
+        from gpuwatch.tui.compare_pane import ComparePane
+        from gpuwatch.tui.cost_pane import CostPane
+        from gpuwatch.tui.plan_pane import PlanPane
+        from gpuwatch.tui.roofline_pane import RooflinePane
+
+        panes = {
+            "roofline": RooflinePane(id="roofline-pane"),
+            "cost": CostPane(id="cost-pane"),
+            "plan": PlanPane(self.plan_inputs, id="plan-pane"),
+            "compare": ComparePane(gpu_prices=self.feed.config.gpu_prices, id="compare-pane"),
+        }
+        for pane_id, pane in panes.items():
+            if not self.is_running:
+                return  # quitting: a pane mounting now would fail inside its own widgets
+            await self.query_one(f"TabPane#{pane_id}", TabPane).mount(pane)
+        self.panes_ready.set()
+        self._apply_layout()
+        await self._refresh_panes()
 
     def on_mount(self) -> None:
         self.feed.add_listener(self._from_poll_thread)
@@ -123,17 +184,60 @@ class GpuwatchApp(App[None]):
         latest = self.feed.latest()
         if latest is not None:
             self.post_message(PollArrived(*latest))
+        # the other panes mount after the first frame (a quit waits for them: the mount holds the loop)
+        self.call_after_refresh(self._mount_panes)
         if self.fallback_reason is not None:
             self.notify(
                 self.fallback_reason, title="No GPU driver: simulated data", severity="error", timeout=15
             )
+        self._apply_layout()
+        if hasattr(self.feed.source, "finished"):  # a replay: say when it stops
+            self.set_interval(1.0, self._check_source)
+
+    def _check_source(self) -> None:
+        """A replay that stops (a torn or corrupt record, or the end of the file) says so on screen, with
+        the message the recording code gives (file and byte position), instead of freezing silently."""
+        source = self.feed.source
+        error = getattr(source, "error", None)
+        played = getattr(source, "played", None)
+        if error:
+            text, kind = f"REPLAY STOPPED: {error}", "-error"
+        elif getattr(source, "finished", False):
+            text, kind = f"REPLAY ENDED: the recording's last snapshot is shown ({played} played)", "-ended"
+        else:
+            return
+        found = self.query("#source-status")
+        if not found:
+            return  # shutting down
+        status = found.first(Static)
+        if not status.has_class(kind):
+            status.update(text)
+            status.set_classes(kind)
+            self.toast(text, title="replay", severity="error" if error else "information")
 
     def on_unmount(self) -> None:
         self.feed.stop()
 
+    def on_resize(self) -> None:
+        self._apply_layout()
+
+    def _apply_layout(self) -> None:
+        """Narrow: the live view or one pane. Wide: the live view beside a planning pane (Plan while
+        Live is chosen)."""
+        if not self.query("#main"):
+            return  # shutting down
+        main = self.query_one("#main")
+        wide = self.wide
+        main.set_class(wide, "-side-by-side")
+        if wide and self.active_pane == "live" and self._panes_mounted:
+            self.query_one(TabbedContent).active = "plan"
+        main.set_class(not wide and self.active_pane == "live", "-live")
+
     def _from_poll_thread(self, snapshot: Snapshot, assessment: BoxAssessment) -> None:
         """Runs on the session's thread: hand over and return at once."""
         self.post_message(PollArrived(snapshot, assessment))
+        if assessment.alerts:
+            self.post_message(AlertsRaised(assessment.alerts))
 
     # --- data -------------------------------------------------------------------------------------
 
@@ -145,17 +249,24 @@ class GpuwatchApp(App[None]):
             self._remember(sample, by_index.get(sample.index))
         if self.selected_gpu is None or all(s.index != self.selected_gpu for s in snapshot.gpus):
             self.selected_gpu = snapshot.gpus[0].index if snapshot.gpus else None
-        self._notify_throttling(snapshot.gpus)
-        self._notify_alerts(box)
         await self._refresh_panes()
 
+    def on_alerts_raised(self, message: AlertsRaised) -> None:
+        """One toast per kind of alert a poll raised: eight GPUs starting to throttle are one notice."""
+        for summary in summarise(message.alerts):
+            self.toast(
+                summary.message,
+                title=summary.kind.replace("_", " "),
+                severity=_TOAST_SEVERITY.get(summary.severity, "information"),
+            )
+
     def _remember(self, sample: GpuSample, assessment: GpuAssessment | None) -> None:
-        i = sample.index
-        if i not in self._specs:
-            self._specs[i] = self._spec_for(sample, assessment)
+        index = sample.index
+        if index not in self._specs:
+            self._specs[index] = self._spec_for(sample, assessment)
         roof = assessment.roofline if assessment is not None else None
-        bandwidth = self._bandwidth.setdefault(i, deque(maxlen=SPARK_POINTS))
-        trail = self._trail.setdefault(i, deque(maxlen=TRAIL_POINTS))
+        bandwidth = self._bandwidth.setdefault(index, deque(maxlen=SPARK_POINTS))
+        trail = self._trail.setdefault(index, deque(maxlen=TRAIL_POINTS))
         if roof is not None and roof.attained_bandwidth_bytes_s is not None:
             bandwidth.append(roof.attained_bandwidth_bytes_s)
         if roof is not None and roof.arithmetic_intensity_flop_per_byte and roof.attained_flops:
@@ -163,6 +274,10 @@ class GpuwatchApp(App[None]):
 
     @staticmethod
     def _spec_for(sample: GpuSample, assessment: GpuAssessment | None) -> GpuSpec | None:
+        """The card's catalog entry, as telemetry identified it once (``GpuSample.catalog_id``)."""
+        from gpuwatch.model.catalog import get_gpu
+        from gpuwatch.model.errors import UnknownIdError
+
         for key in (assessment.gpu_id if assessment else None, sample.catalog_id):
             if key:
                 try:
@@ -171,68 +286,45 @@ class GpuwatchApp(App[None]):
                     continue
         return None
 
-    def _series(self, index: int) -> dict[str, list[float]]:
+    def _series(self, index: int) -> dict[str, tuple[float, ...]]:
         history = self.feed.source.history
-        out: dict[str, list[float]] = {}
+        out: dict[str, tuple[float, ...]] = {}
         for name, reading in _HISTORY_READINGS.items():
             try:
                 _, values = history.series(index, reading)
             except (KeyError, IndexError):
                 values = np.array([])
             values = values[-SPARK_POINTS:]
-            out[name] = [float(v) for v in values[np.isfinite(values)]]
-        out["bandwidth"] = list(self._bandwidth.get(index, ()))
+            out[name] = tuple(float(v) for v in values[np.isfinite(values)])
+        out["bandwidth"] = tuple(self._bandwidth.get(index, ()))
         return out
 
-    def _notify_throttling(self, gpus: Sequence[GpuSample]) -> None:
-        """A toast when a card starts or stops being held back (badges show it while it lasts)."""
-        for sample in gpus:
-            badges = badges_for(sample.clock_event_reasons) if not sample.lost else []
-            now = tuple(b.label for b in badges)
-            before = self._throttled.get(sample.index, ())
-            self._throttled[sample.index] = now
-            name = f"GPU {sample.index} {short_name(sample.name)}"
-            if now and not before:
-                self.notify(
-                    f"{name} is throttling: {', '.join(now)}",
-                    title="Throttling started",
-                    severity="error" if badges[0].severity == "critical" else "warning",
-                )
-            elif before and not now:
-                self.notify(
-                    f"{name} is no longer throttled (was {', '.join(before)})", title="Throttling ended"
-                )
-
-    def _notify_alerts(self, box: BoxAssessment) -> None:
-        for alert in box.alerts:
-            if alert.kind in ("throttle_started", "throttle_ended"):
-                continue  # the badges' own transitions above say this
-            severity = {"critical": "error", "warning": "warning"}.get(alert.severity, "information")
-            self.notify(alert.message, title=alert.kind.replace("_", " "), severity=severity)  # type: ignore[arg-type]
-
     async def _refresh_panes(self) -> None:
-        """Redraw the pane on screen; the others catch up when they are shown (see ``_pane_changed``), so a
-        poll costs one pane's repaint, not five."""
-        if self.snapshot is None:
+        """Redraw what is on screen; the others catch up when they are shown (see ``_pane_changed``), so a
+        poll costs the visible panes' repaint, not five."""
+        if self.snapshot is None or not self.is_running or not self.query("#main"):
             return
         box = self.assessment
         by_index = {g.index: g for g in box.gpus} if box is not None else {}
         gpus = self.snapshot.gpus
-        active = self.query_one(TabbedContent).active
-        if active == "live":
-            await self.query_one(LiveView).show(
-                gpus, by_index, {s.index: self._series(s.index) for s in gpus}, self.selected_gpu
-            )
+        active = self.active_pane
+        main = self.query_one("#main")
+        if main.has_class("-live") or main.has_class("-side-by-side"):
+            readings = {s.index: CardReading(s, by_index.get(s.index), self._series(s.index)) for s in gpus}
+            await self.query_one(LiveView).show(readings, self.selected_gpu)
+        if not self._panes_mounted:
             return
         sample = next((s for s in gpus if s.index == self.selected_gpu), None)
         gpu = by_index.get(self.selected_gpu) if self.selected_gpu is not None else None
-        if active in _LAZY_PANES and not self.query(f"#{active}-pane"):
-            return  # not mounted yet: the next poll fills it
         if active == "roofline":
+            from gpuwatch.tui.roofline_pane import RooflinePane
+
             spec = self._specs.get(self.selected_gpu) if self.selected_gpu is not None else None
             trail = list(self._trail.get(self.selected_gpu, ())) if self.selected_gpu is not None else []
             self.query_one(RooflinePane).show(sample, gpu, spec, trail)
         elif active == "cost":
+            from gpuwatch.tui.cost_pane import CostPane
+
             self.query_one(CostPane).show(sample, gpu, box)
 
     # --- selection and panes ------------------------------------------------------------------------
@@ -253,16 +345,39 @@ class GpuwatchApp(App[None]):
         self.select_gpu(indices[(at + step) % len(indices)])
 
     def show_pane(self, pane_id: str) -> None:
-        # focus left inside the old pane would pull TabbedContent straight back to it
+        # focus left inside the old pane (a form field most of all) would pull TabbedContent back to it
         self.set_focus(None)
+        if pane_id == "live" and self.wide:
+            cards = self.query(GpuCard)
+            if cards:
+                cards.first().focus()  # the live view is on screen already: go to it
+            return
         self.query_one(TabbedContent).active = pane_id
 
+    def _in_field(self) -> bool:
+        return isinstance(self.focused, Input | Select)
+
     def action_leave_field(self) -> None:
-        """Escape from a form field, so that the number keys switch panes again."""
+        """Escape from a form field, so that the number keys switch panes again (F1-F5 always do)."""
         self.set_focus(None)
+
+    def action_help_from_field(self) -> None:
+        self.action_help()
+
+    def action_quit_from_field(self) -> None:
+        self.exit()
 
     def action_show_pane(self, pane_id: str) -> None:
         self.show_pane(pane_id)
+
+    def action_ctrl_c(self) -> None:
+        """Ctrl+C asks once (a reflex press must not lose the session), and quits on the second press."""
+        now = time.monotonic()
+        if self._ctrl_c_at is not None and now - self._ctrl_c_at <= CTRL_C_WINDOW_S:
+            self.exit()
+            return
+        self._ctrl_c_at = now
+        self.toast(f"Press Ctrl+C again within {CTRL_C_WINDOW_S:.0f} s to quit (or q).", title="Quit?")
 
     def palette_panes(self) -> list[tuple[str, str]]:
         return list(PANES.items())
@@ -276,18 +391,42 @@ class GpuwatchApp(App[None]):
 
         self.push_screen(HelpScreen())
 
+    def deliver_screenshot(
+        self, filename: str | None = None, path: str | None = None, time_format: str | None = None
+    ) -> str | None:
+        """The palette's Screenshot: into the download directory when there is one, else the current
+        directory, and say where (Textual's own writes into a download directory that may not exist)."""
+        from platformdirs import user_downloads_path
+
+        if path is None:
+            downloads = user_downloads_path()
+            path = str(downloads if downloads.is_dir() else Path.cwd())
+        try:
+            saved = self.save_screenshot(filename, path, time_format)
+        except OSError as exc:
+            self.toast(f"could not save the screenshot in {path}: {exc.strerror or exc}", severity="error")
+            return None
+        self.toast(f"Screenshot saved to {saved}", title="Screenshot")
+        return saved
+
+    def toast(self, message: str, *, title: str = "", severity: str = "information") -> None:
+        """A notification, kept in ``notices`` as well: what the toasts said, for the user and the tests."""
+        self.notices.append(message)
+        self.notify(message, title=title, severity=severity)  # type: ignore[arg-type]
+
     # --- planning ----------------------------------------------------------------------------------
 
-    @on(PlanPane.InputsChanged)
-    def _plan_changed(self, event: PlanPane.InputsChanged) -> None:
+    def on_plan_pane_inputs_changed(self, event: PlanPane.InputsChanged) -> None:
         self.plan_inputs = event.inputs
         self._refresh_compare()
 
     def _refresh_compare(self) -> None:
         """The comparison models every catalog GPU (~0.3 s): only for the pane on screen, so neither start-up
         nor a keystroke in the plan form waits on it; it catches up when shown."""
-        if self.query_one(TabbedContent).active != "compare":
+        if not self._panes_mounted or self.active_pane != "compare":
             return
+        from gpuwatch.tui.compare_pane import ComparePane
+
         pane = self.query_one(ComparePane)
         if pane.inputs != self.plan_inputs:
             pane.show(self.plan_inputs)
@@ -296,15 +435,29 @@ class GpuwatchApp(App[None]):
         if action == "copy_plan":
             panes = self.query(TabbedContent)
             return bool(panes) and panes.first().active in ("plan", "compare")
+        if action in ("leave_field", "help_from_field", "quit_from_field"):
+            # in the footer only while a field holds the keys
+            return self._in_field()
         return True
 
     @on(TabbedContent.TabActivated)
     async def _pane_changed(self) -> None:
+        self._apply_layout()
         self.refresh_bindings()
         self._refresh_compare()
         await self._refresh_panes()
 
     def action_copy_plan(self) -> None:
+        from gpuwatch.options.plan_command import plan_command
+
         command = plan_command(self.plan_inputs)
         self.copy_to_clipboard(command)
-        self.notify(command, title="Copied to the clipboard")
+        self.toast(command, title="Copied to the clipboard")
+
+
+def create_app(feed: Feed, *, fallback_reason: str | None = None) -> GpuwatchApp:
+    """The app the CLI runs and the tests drive, built one way: the Plan pane starts from the session's
+    declared workload at its prices, so that it and the Cost pane price the same what-if alike."""
+    from gpuwatch.live.config import plan_inputs
+
+    return GpuwatchApp(feed, fallback_reason=fallback_reason, plan_inputs=plan_inputs(feed.config))

@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 from textual.message import Message
 
-from gpuwatch.live.assessment import BoxAssessment
+from gpuwatch.live.assessment import Alert, BoxAssessment
 from gpuwatch.live.config import LiveConfig
 from gpuwatch.telemetry.sample import Snapshot
 
@@ -55,9 +55,25 @@ class Feed(Protocol):
 
 
 class PollArrived(Message):
-    """One poll and its assessment, posted from the session's thread."""
+    """One poll and its assessment, posted from the session's thread.
+
+    A newer poll replaces one still queued (``can_replace``): after a slow frame the screen jumps to the
+    latest readings instead of replaying stale ones. The alerts a poll raised travel separately
+    (``AlertsRaised``), so that dropping a poll never drops an alert.
+    """
 
     def __init__(self, snapshot: Snapshot, assessment: BoxAssessment) -> None:
         super().__init__()
         self.snapshot = snapshot
         self.assessment = assessment
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, PollArrived)
+
+
+class AlertsRaised(Message):
+    """The alerts one poll raised (computed once, in ``gpuwatch.live.alerts``); never coalesced."""
+
+    def __init__(self, alerts: tuple[Alert, ...]) -> None:
+        super().__init__()
+        self.alerts = alerts

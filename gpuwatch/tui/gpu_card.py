@@ -1,28 +1,52 @@
-"""One GPU's card in the live view: its readings against their limits, throttle badges and sparklines."""
+"""One GPU's card in the live view: its readings against their limits, badges and sparklines.
+
+The card is one line-API widget: it keeps its lines as rich ``Text`` and hands Textual a ``Strip`` per
+line, and a new reading repaints only the lines whose text changed (a card body redrawn whole every
+second was half of the TUI's CPU). Three layouts, chosen by the live view from the terminal's size:
+``full`` (a bordered card with gauges and sparklines), ``two`` and ``one`` (one or two lines per GPU, as
+nvitop does, so that eight GPUs fit 80x24).
+"""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
+from rich.console import Console
+from rich.style import Style
 from rich.text import Text
-from textual.app import ComposeResult
 from textual.binding import BindingType
-from textual.containers import Horizontal
+from textual.geometry import Region, Size
 from textual.message import Message
+from textual.reactive import reactive, var
+from textual.strip import Strip
 from textual.widget import Widget
-from textual.widgets import Label, Sparkline, Static
 
 from gpuwatch.live.assessment import GpuAssessment, Provenance
 from gpuwatch.telemetry.sample import GpuSample
 from gpuwatch.tui.formatting import MISSING, gauge, gib, load_style, mhz, percent, si
-from gpuwatch.tui.throttle import badges_for
+from gpuwatch.tui.throttle import ThrottleBadge, badges_for, xid_badge
 
-#: sparkline name -> (label, History reading); "bandwidth" comes from the assessments, not History
+#: sparkline name -> label; "bandwidth" comes from the assessments, the rest from History
 SPARKLINES: dict[str, str] = {"temperature": "temp", "power": "pwr", "bandwidth": "bw", "clock": "clk"}
+_SPARK_STYLE = {"temperature": "red", "power": "yellow", "bandwidth": "magenta", "clock": "cyan"}
+_SPARK_CHARS = "▁▂▃▄▅▆▇█"
 
 _LABEL_WIDTH = 8
 _MAX_BAR = 30
+
+Layout = Literal["full", "two", "one"]
+#: lines of a full card's content (its border adds two)
+FULL_LINES = 12
+FULL_HEIGHT = FULL_LINES + 2
+
+_BADGE_STYLE = {
+    "critical": "bold white on red",
+    "warning": "bold black on yellow",
+    "info": "bold white on blue",
+}
 
 
 def short_name(name: str) -> str:
@@ -31,6 +55,15 @@ def short_name(name: str) -> str:
         if name.startswith(prefix):
             return name[len(prefix) :]
     return name
+
+
+@dataclass(frozen=True)
+class CardReading:
+    """What one poll gives a card: compared whole, so an equal reading repaints nothing."""
+
+    sample: GpuSample
+    assessment: GpuAssessment | None = None
+    series: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
 
 def _line(label: str, value: str | Text, width: int, bar: Text | None = None) -> Text:
@@ -47,19 +80,42 @@ def _bar_width(width: int, value_width: int) -> int:
     return min(_MAX_BAR, max(0, width - _LABEL_WIDTH - value_width - 1))
 
 
-def card_body(sample: GpuSample, assessment: GpuAssessment | None, width: int) -> Text:
-    """The card's text lines for an inner ``width``; a pure function so tests can read it."""
+def _slowdown_c(sample: GpuSample) -> float | None:
+    """The slowdown threshold (on Ada+ NVML reports only the margin to it)."""
+    slowdown = sample.slowdown_temperature_c
+    if slowdown is None and sample.temperature_c is not None and sample.slowdown_margin_c is not None:
+        slowdown = sample.temperature_c + sample.slowdown_margin_c
+    return slowdown
+
+
+def badges_of(sample: GpuSample) -> list[ThrottleBadge]:
+    """Throttle badges, most severe first, then the last Xid (its code's meaning is in the help)."""
+    badges = badges_for(sample.clock_event_reasons)
+    if sample.last_xid is not None:
+        badges.insert(0, xid_badge(sample.last_xid))
+    return badges
+
+
+def unusable_reason(sample: GpuSample) -> str | None:
+    """Why a card shows no readings at all: lost, or its readings are too old to be current."""
     if sample.lost:
-        return Text(
-            "GPU LOST: fell off the bus or the driver lost it\n(check dmesg for an Xid)", style="bold red"
-        )
+        xid = f" (Xid {sample.last_xid})" if sample.last_xid is not None else ""
+        return f"GPU LOST{xid}: fell off the bus or the driver lost it; check dmesg"
+    if sample.stale:
+        return "STALE: no fresh reading from NVML; the last values are not shown as current"
+    return None
+
+
+def card_body(sample: GpuSample, assessment: GpuAssessment | None, width: int) -> list[Text]:
+    """The full card's reading lines for an inner ``width``; a pure function so tests can read it."""
+    reason = unusable_reason(sample)
+    if reason is not None:
+        return [Text(part, style="bold red") for part in textwrap.wrap(reason, max(10, width))]
     lines: list[Text] = []
 
-    # temperature against the slowdown threshold (on Ada+ NVML reports only the margin to it)
+    # temperature against the slowdown threshold
     temp = sample.temperature_c
-    slowdown = sample.slowdown_temperature_c
-    if slowdown is None and temp is not None and sample.slowdown_margin_c is not None:
-        slowdown = temp + sample.slowdown_margin_c
+    slowdown = _slowdown_c(sample)
     scale = sample.shutdown_temperature_c or (slowdown + 10 if slowdown else 100.0)
     temp_value = f"{temp:.0f}°C" if temp is not None else MISSING
     temp_value += f" slow {slowdown:.0f}" if slowdown is not None else ""
@@ -79,7 +135,6 @@ def card_body(sample: GpuSample, assessment: GpuAssessment | None, width: int) -
         )
     )
 
-    # power against the enforced limit
     power_ratio = (
         sample.power_w / sample.power_limit_w if sample.power_w is not None and sample.power_limit_w else None
     )
@@ -123,26 +178,120 @@ def card_body(sample: GpuSample, assessment: GpuAssessment | None, width: int) -
             percent(sample.memory_controller_busy_ratio),
         )
     )
-
-    lines.append(_bandwidth_line(sample, assessment, width))
-
+    lines.append(_bandwidth_line(assessment, width))
     lines.append(
         Text.assemble(
-            (f"{'pcie':<{_LABEL_WIDTH}}", "dim"),
+            ("pcie ", "dim"),
             ("tx ", "dim"),
-            f"{si(sample.pcie_tx_bytes_s, 'B/s', digits=2)}  ",
+            f"{si(sample.pcie_tx_bytes_s, 'B/s', digits=2)} ",
             ("rx ", "dim"),
             si(sample.pcie_rx_bytes_s, "B/s", digits=2),
         )
     )
-
     lines.append(_fan_line(sample))
+    return [_fit(line, width) for line in lines]
 
-    for line in lines:
-        line.no_wrap = True
-        line.overflow = "ellipsis"
-        line.truncate(width, overflow="ellipsis")
-    return Text("\n").join(lines)
+
+def compact_lines(sample: GpuSample, assessment: GpuAssessment | None, width: int, count: int) -> list[Text]:
+    """One or two lines for a GPU, nvitop-style: the readings a glance needs, then the badges."""
+    head = Text(f"{sample.index} {short_name(sample.name):<10.10} ", style="bold")
+    reason = unusable_reason(sample)
+    if reason is not None:
+        head.append(reason, style="bold red")
+        return [_fit(head, width)] + ([Text("")] if count == 2 else [])
+    temp = f"{sample.temperature_c:.0f}°C" if sample.temperature_c is not None else MISSING
+    used, total = sample.memory_used_bytes, sample.memory_total_bytes
+    first = Text.assemble(
+        head,
+        (f"{temp:>5} ", load_style(_ratio(sample.temperature_c, _slowdown_c(sample)))),
+        (
+            f"{_num(sample.power_w)}/{_num(sample.power_limit_w)} W ",
+            load_style(_ratio(sample.power_w, sample.power_limit_w)),
+        ),
+        ("SM ", "dim"),
+        f"{percent(sample.sm_busy_ratio):>4} ",
+        ("MC ", "dim"),
+        f"{percent(sample.memory_controller_busy_ratio):>4} ",
+        (f"{gib(used)}/{gib(total)} GiB ", load_style(_ratio(used, total))),
+    )
+    badges = badges_of(sample)
+    if count == 1:
+        first.append(f"{mhz(sample.sm_clock_hz)} MHz ")
+        _append_badges(first, badges, width)
+        return [_fit(first, width)]
+    first.append(f"{mhz(sample.sm_clock_hz)}/{mhz(sample.sm_clock_max_hz)} MHz")
+    second = Text("  ")
+    roof = assessment.roofline if assessment is not None else None
+    if roof is not None and roof.attained_bandwidth_bytes_s is not None:
+        second.append("bw ", style="dim")
+        second.append(f"{si(roof.attained_bandwidth_bytes_s, 'B/s')} ")
+        provenance = roof.bandwidth_provenance
+        second.append(f"{_PROVENANCE_LABEL[provenance]} ", style=_PROVENANCE_STYLE[provenance])
+    second.append("pcie ", style="dim")
+    second.append(
+        f"{si(sample.pcie_tx_bytes_s, 'B/s', digits=2)}/{si(sample.pcie_rx_bytes_s, 'B/s', digits=2)} "
+    )
+    _append_badges(second, badges, width)
+    return [_fit(first, width), _fit(second, width)]
+
+
+def _append_badges(text: Text, badges: Sequence[ThrottleBadge], width: int) -> None:
+    if not badges:
+        return
+    for badge in badges:
+        if len(text) + len(badge.label) + 2 > width:
+            text.append("+", style="bold")
+            return
+        text.append(f" {badge.label} ", style=_BADGE_STYLE[badge.severity])
+        text.append(" ")
+
+
+def _badge_line(sample: GpuSample, width: int) -> Text:
+    badges = badges_of(sample)
+    if not badges:
+        return Text("clocks not held back", style="grey50")
+    text = Text()
+    _append_badges(text, badges, width)
+    return _fit(text, width)
+
+
+def spark_cells(values: Sequence[float], width: int) -> str:
+    """``width`` block characters of ``values``: each cell its bucket's maximum, scaled between the series'
+    minimum and maximum (as Textual's Sparkline draws them)."""
+    n = len(values)
+    if n == 0 or width <= 0:
+        return " " * max(0, width)
+    low, high = min(values), max(values)
+    span = high - low
+    cells = []
+    for k in range(min(width, n)):
+        bucket = values[n * k // min(width, n) : n * (k + 1) // min(width, n)] or values[-1:]
+        level = (max(bucket) - low) / span if span > 0 else 0.5
+        cells.append(_SPARK_CHARS[min(len(_SPARK_CHARS) - 1, int(level * len(_SPARK_CHARS)))])
+    return "".join(cells).ljust(width)
+
+
+def _spark_line(series: Mapping[str, Sequence[float]], names: tuple[str, str], width: int) -> Text:
+    half = width // 2
+    text = Text()
+    for name in names:
+        label = f"{SPARKLINES[name]:<5}"
+        text.append(label, style="grey50")
+        text.append(
+            spark_cells(series.get(name, ()), max(0, half - len(label) - 1)), style=_SPARK_STYLE[name]
+        )
+        text.append(" ")
+    return _fit(text, width)
+
+
+def _fit(line: Text, width: int) -> Text:
+    line.no_wrap = True
+    line.truncate(width, overflow="ellipsis")
+    return line
+
+
+def _ratio(value: float | None, limit: float | None) -> float | None:
+    return value / limit if value is not None and limit else None
 
 
 def _fan_line(sample: GpuSample) -> Text:
@@ -162,10 +311,10 @@ def _num(value: float | None) -> str:
     return MISSING if value is None else f"{value:.0f}"
 
 
-def _bandwidth_line(sample: GpuSample, assessment: GpuAssessment | None, width: int) -> Text:
+def _bandwidth_line(assessment: GpuAssessment | None, width: int) -> Text:
     roof = assessment.roofline if assessment is not None else None
     if roof is None or roof.attained_bandwidth_bytes_s is None:
-        return Text.assemble((f"{'bw':<{_LABEL_WIDTH}}", "dim"), ("unknown (no workload/engine)", "dim"))
+        return Text.assemble((f"{'bw':<{_LABEL_WIDTH}}", "dim"), ("unknown: no workload", "dim"))
     attained = roof.attained_bandwidth_bytes_s
     provenance = roof.bandwidth_provenance
     value = Text.assemble(
@@ -192,14 +341,20 @@ _PROVENANCE_STYLE = {
 }
 
 
-def spark_buckets(values: Sequence[float], width: int) -> tuple[float, ...]:
-    """What a ``width``-cell Sparkline draws of ``values`` (its summary is ``max``): the series' minimum and
-    maximum, then each cell's bucket maximum, partitioned as ``textual.renderables.sparkline`` does."""
-    n = len(values)
-    if n < 2 or width <= 0:
-        return tuple(values)
-    cells = (values[n * k // width : n * (k + 1) // width] for k in range(width))
-    return (min(values), max(values), *(max(cell) for cell in cells if len(cell)))
+def card_lines(reading: CardReading, layout: Layout, width: int) -> list[Text]:
+    """Every content line of a card in ``layout`` at inner ``width``."""
+    sample = reading.sample
+    if layout != "full":
+        return compact_lines(sample, reading.assessment, width, 1 if layout == "one" else 2)
+    body = card_body(sample, reading.assessment, width)
+    if unusable_reason(sample) is not None:
+        return body  # a lost or stale card shows only that: no badges, no old sparklines
+    return [
+        *body,
+        _badge_line(sample, width),
+        _spark_line(reading.series, ("temperature", "power"), width),
+        _spark_line(reading.series, ("bandwidth", "clock"), width),
+    ]
 
 
 class GpuCard(Widget, can_focus=True):
@@ -212,95 +367,108 @@ class GpuCard(Widget, can_focus=True):
 
     BINDINGS: ClassVar[list[BindingType]] = [("enter", "select_gpu", "Select GPU")]
 
+    #: the latest poll's reading; its watcher repaints the lines that changed
+    reading: var[CardReading | None] = var(None)
+    #: chosen by the live view from the terminal size
+    layout_mode: reactive[Layout] = reactive("full", layout=True)
+
     def __init__(self, index: int, name: str) -> None:
         super().__init__(id=f"gpu-{index}", classes="gpu-card")
         self.index = index
         self.border_title = f"{index} {short_name(name)}"
-        self._sample: GpuSample | None = None
-        self._assessment: GpuAssessment | None = None
-        self._badge_key: tuple[str, ...] | None = None
-        #: what the body and each sparkline last showed: an update that would draw the same is skipped
-        #: (every refresh costs a repaint, and a layout one re-lays the whole screen)
-        self._body_shown: tuple[int, Text] | None = None
-        self._spark_shown: dict[str, tuple[int, tuple[float, ...]]] = {}
+        self._lines: list[Text] = []
+        self._strips: list[Strip | None] = []
+        #: the card's own style under every line; DOMNode.rich_style walks the ancestors on each call
+        self._line_style: Style | None = None
+        self._text_console = Console(width=1000, color_system="truecolor", markup=False, highlight=False)
 
-    def compose(self) -> ComposeResult:
-        body = Static(id="body", classes="card-body")
-        sparks = {name: Sparkline(id=f"spark-{name}", classes=f"spark spark-{name}") for name in SPARKLINES}
-        for widget in (body, *sparks.values()):
-            # they hold no links, and looking for them costs a pass over every repainted line
-            widget.auto_links = False
-        yield body
-        yield Horizontal(id="badges", classes="badges")
-        for row in (("temperature", "power"), ("bandwidth", "clock")):
-            with Horizontal(classes="spark-row"):
-                for name in row:
-                    yield Label(SPARKLINES[name], classes="spark-label")
-                    yield sparks[name]
-
-    def show(
-        self, sample: GpuSample, assessment: GpuAssessment | None, series: Mapping[str, Sequence[float]]
-    ) -> None:
-        """New readings; called on the UI thread for every poll."""
-        self._sample, self._assessment = sample, assessment
-        self._render_body()
-        self._show_badges(sample)
-        for name, values in series.items():
-            self._show_series(name, values)
-        self.set_class(sample.lost, "-lost")
+    # --- what the tests and the app read ---------------------------------------------------------------
 
     @property
-    def throttle_labels(self) -> list[str]:
-        """The badge labels now shown (tests and the notification read these)."""
-        return list(self._badge_key or ())
+    def lines(self) -> list[str]:
+        """The plain text of every line now shown."""
+        if not self._lines:
+            self._update_lines()  # a reading set before the first layout is drawn on first sight
+        return [line.plain for line in self._lines]
 
-    def on_resize(self) -> None:
-        self._render_body()
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
 
-    def _render_body(self) -> None:
-        if self._sample is None:
-            return
-        width = max(10, self.content_size.width)
-        body = card_body(self._sample, self._assessment, width)
-        shown = self._body_shown
-        if shown is not None and shown[0] == width and shown[1] == body:
-            return
-        # the body's height is its line count (lines are cut to the width): a new layout only when that moves
-        same_height = (
-            shown is not None and shown[0] == width and shown[1].plain.count("\n") == body.plain.count("\n")
-        )
-        self._body_shown = (width, body)
-        self.query_one("#body", Static).update(body, layout=not same_height)
+    @property
+    def badge_labels(self) -> list[str]:
+        return [b.label for b in badges_of(self.reading.sample)] if self.reading is not None else []
 
-    def _show_series(self, name: str, values: Sequence[float]) -> None:
-        """Hand a sparkline new data only when what it draws changes: it draws one bar per cell, the
-        bucket's maximum scaled between the series' minimum and maximum."""
-        spark = self.query_one(f"#spark-{name}", Sparkline)
-        width = spark.size.width
-        key = (width, spark_buckets(values, width))
-        if self._spark_shown.get(name) == key:
-            return
-        self._spark_shown[name] = key
-        spark.data = list(values)
+    # --- reactives ----------------------------------------------------------------------------------
 
-    def _show_badges(self, sample: GpuSample) -> None:
-        badges = badges_for(sample.clock_event_reasons)
-        key = tuple(b.label for b in badges)
-        if key == self._badge_key:
+    def watch_reading(self, reading: CardReading | None) -> None:
+        if reading is None:
             return
-        self._badge_key = key
-        box = self.query_one("#badges", Horizontal)
-        box.remove_children()
-        if not badges:
-            box.mount(Label("clocks not held back", classes="badge-none"))
-        else:
-            labels = [Label(b.label, classes=f"badge -{b.severity}") for b in badges]
-            for label, badge in zip(labels, badges, strict=True):
-                label.tooltip = badge.meaning
-            box.mount_all(labels)
-        worst = badges[0].severity if badges else None
+        sample = reading.sample
+        self.set_class(sample.lost or sample.stale, "-lost")
+        worst = badges_of(sample)[0].severity if badges_of(sample) and not sample.lost else None
         for severity in ("critical", "warning", "info"):
             self.set_class(worst == severity, f"-throttle-{severity}")
+        self._update_lines()
+
+    def watch_layout_mode(self, layout: Layout) -> None:
+        self.set_class(layout != "full", "-compact")
+        self._update_lines()
+
+    def on_resize(self) -> None:
+        self._update_lines()
+
+    def _update_lines(self) -> None:
+        """Recompute the lines and repaint only those that differ; a new layout only when the count moves."""
+        if self.reading is None:
+            return
+        width = self.content_size.width
+        if width <= 0:
+            return
+        lines = card_lines(self.reading, self.layout_mode, width)
+        if len(lines) != len(self._lines):
+            self._lines, self._strips = lines, [None] * len(lines)
+            self.refresh(layout=True)
+            return
+        for y, (old, new) in enumerate(zip(self._lines, lines, strict=True)):
+            if old != new:
+                self._lines[y] = new
+                self._strips[y] = None
+                self.refresh(Region(0, y, width, 1))
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        if self.reading is None:
+            return 1
+        if self.layout_mode != "full":
+            return 1 if self.layout_mode == "one" else 2
+        if unusable_reason(self.reading.sample) is not None:
+            return len(card_body(self.reading.sample, None, width))
+        return FULL_LINES
+
+    def notify_style_update(self) -> None:
+        """A class or theme change (selection, throttling) restyles every line."""
+        super().notify_style_update()
+        self._line_style = None
+        self._strips = [None] * len(self._lines)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.content_size.width
+        if not self._lines:
+            self._update_lines()
+        if self._line_style is None:
+            self._line_style = self.rich_style
+        style = self._line_style
+        if y >= len(self._lines):
+            return Strip.blank(width, style)
+        strip = self._strips[y]
+        if strip is None or strip.cell_length != width:
+            text = self._lines[y].copy()
+            text.stylize_before(style)
+            strip = Strip(text.render(self._text_console)).crop_extend(0, width, style)
+            self._strips[y] = strip
+        return strip
+
+    # --- selection -------------------------------------------------------------------------------------
 
     def on_click(self) -> None:
         self.post_message(self.Selected(self.index))

@@ -1,20 +1,23 @@
-"""The live view: a grid of GPU cards that reflows with the terminal, and the selected GPU's processes."""
+"""The live view: every GPU's card in a layout the terminal can hold, and every GPU's processes."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 from textual.app import ComposeResult
 from textual.containers import Grid, Vertical, VerticalScroll
 from textual.widgets import DataTable, Label
 
-from gpuwatch.live.assessment import GpuAssessment
 from gpuwatch.telemetry.sample import GpuSample
-from gpuwatch.tui.formatting import MISSING, gib
-from gpuwatch.tui.gpu_card import GpuCard, short_name
+from gpuwatch.tui.formatting import MISSING, gib, percent
+from gpuwatch.tui.gpu_card import FULL_HEIGHT, CardReading, GpuCard, Layout, short_name
 
 #: a card narrower than this cannot show a value and its gauge on one line
 CARD_MIN_WIDTH = 30
+#: rows the process table keeps in any layout: its title, its header and two processes
+PROCESS_MIN_ROWS = 4
 
 
 def grid_columns(width: int, gpu_count: int) -> int:
@@ -22,61 +25,123 @@ def grid_columns(width: int, gpu_count: int) -> int:
     return max(1, min(gpu_count, width // CARD_MIN_WIDTH, 4))
 
 
-PROCESS_NAME_WIDTH = 48
+def choose_layout(width: int, height: int, gpu_count: int) -> Layout:
+    """Full cards when every one fits with room for the processes, else two lines per GPU, else one:
+    every GPU stays on screen (eight fit 80x24 at two lines each)."""
+    rows = math.ceil(gpu_count / grid_columns(width, gpu_count))
+    if rows * FULL_HEIGHT + PROCESS_MIN_ROWS <= height:
+        return "full"
+    if 2 * gpu_count + PROCESS_MIN_ROWS <= height:
+        return "two"
+    return "one"
+
+
+@lru_cache(maxsize=4096)
+def process_owner(pid: int) -> str:
+    """The user that owns ``pid`` on this host ("n/a" when the process is gone or in another namespace)."""
+    import os
+    import pwd
+
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+        return pwd.getpwuid(uid).pw_name
+    except (OSError, KeyError):
+        return MISSING
+
+
+#: column key -> (header, width)
+PROCESS_COLUMNS: dict[str, tuple[str, int]] = {
+    "gpu": ("GPU", 4),
+    "pid": ("PID", 8),
+    "user": ("user", 10),
+    "name": ("process", 28),
+    "memory": ("GPU memory", 11),
+    "sm": ("SM", 5),
+}
+
+ProcessRow = tuple[int, int, str, str, float, float | None]  # gpu, pid, user, name, memory bytes, sm ratio
 
 
 class ProcessTable(Vertical):
-    """Processes on the selected GPU, largest memory first."""
+    """Every GPU's processes; the selected GPU's first, then by the chosen column (click a header)."""
 
     def compose(self) -> ComposeResult:
         yield Label("processes", id="process-title", classes="pane-title")
         table: DataTable[str] = DataTable(id="process-table", cursor_type="row", zebra_stripes=True)
-        table.add_column("PID", key="pid", width=8)
-        # a fixed width: DataTable's auto width raced with the first rows (a flaky snapshot showed
-        # the column at its header's width); longer command lines are cut by the table
-        table.add_column("process", key="name", width=PROCESS_NAME_WIDTH)
-        table.add_column("GPU memory", key="memory", width=12)
+        # fixed widths: DataTable's auto width raced with the first rows and made a snapshot flaky
+        for key, (header, width) in PROCESS_COLUMNS.items():
+            table.add_column(header, key=key, width=width)
         yield table
 
     def on_mount(self) -> None:
-        self._rows: tuple[tuple[str, str, str], ...] | None = None
+        self._shown: tuple[tuple[str, ...], ...] | None = None
         self._title: str | None = None
+        self.sort_key = "memory"
+        self._last: tuple[Sequence[GpuSample], int | None] = ((), None)
 
-    def show(self, sample: GpuSample | None) -> None:
-        if sample is None:
-            self._show("processes", None)
-            return
-        processes = sample.processes
-        why = sample.unavailable.get("processes")
-        if processes is None:
-            reason = f" ({why.value.replace('_', ' ')})" if why is not None else ""
-            name = f"GPU {sample.index} {short_name(sample.name)}"
-            self._show(f"processes on {name}: unavailable{reason}", None)
-            return
-        ordered = sorted(processes, key=lambda p: -(p.used_memory_bytes or 0))
-        rows = tuple(
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        self.sort_key = str(event.column_key.value)
+        self.show(*self._last)
+
+    def show(self, gpus: Sequence[GpuSample], selected: int | None) -> None:
+        self._last = (gpus, selected)
+        rows: list[ProcessRow] = []
+        unavailable: list[str] = []
+        for sample in gpus:
+            if sample.processes is None:
+                if not sample.lost:
+                    why = sample.unavailable.get("processes")
+                    unavailable.append(
+                        f"GPU {sample.index}" + (f" ({why.value.replace('_', ' ')})" if why else "")
+                    )
+                continue
+            for p in sample.processes:
+                sm = getattr(p, "sm_util_ratio", None)
+                # rack: the container the process runs in, before its name
+                name = f"({p.container}) {p.name or '?'}" if p.container else p.name or "?"
+                rows.append((sample.index, p.pid, process_owner(p.pid), name, p.used_memory_bytes or 0, sm))
+        column = list(PROCESS_COLUMNS).index(self.sort_key)
+        numeric = self.sort_key in ("memory", "sm")
+
+        def order(row: ProcessRow) -> tuple[bool, object]:
+            value = row[column]
+            # largest first for memory and SM, ascending for the rest; the selected GPU before the others
+            key: object = -(value or 0) if numeric else value  # type: ignore[operator]
+            return (row[0] != selected, key)
+
+        rows.sort(key=order)
+        shown = tuple(
             (
-                str(p.pid),
-                f"({p.container}) {p.name or '?'}" if p.container else p.name or "?",  # rack: container
-                f"{gib(p.used_memory_bytes)} GiB" if p.used_memory_bytes is not None else MISSING,
+                str(gpu),
+                str(pid),
+                user,
+                name,
+                f"{gib(memory)} GiB" if memory else MISSING,
+                percent(sm),
             )
-            for p in ordered
+            for gpu, pid, user, name, memory, sm in rows
         )
-        self._show(f"processes on GPU {sample.index} {short_name(sample.name)}: {len(processes)}", rows)
+        title = f"processes: {len(rows)} on {len(gpus)} GPUs"
+        if selected is not None:
+            on_selected = sum(1 for r in rows if r[0] == selected)
+            name = next((short_name(s.name) for s in gpus if s.index == selected), "")
+            title += f" (GPU {selected} {name}: {on_selected}, listed first)"
+        if unavailable:
+            title += f"; unavailable on {', '.join(unavailable)}"
+        self._show(title, shown)
 
-    def _show(self, title: str, rows: tuple[tuple[str, str, str], ...] | None) -> None:
-        """Touch only what changed: an update, even to the same text, re-lays the whole screen, and
-        refilling the table would lose the cursor the user put there."""
+    def _show(self, title: str, rows: tuple[tuple[str, ...], ...]) -> None:
+        """Touch only what changed: refilling the table would lose the cursor the user put there."""
         if title != self._title:
             self._title = title
             self.query_one("#process-title", Label).update(title)
-        if rows == self._rows:
+        if rows == self._shown:
             return
-        self._rows = rows
+        self._shown = rows
         table = self.query_one("#process-table", DataTable)
         table.clear()
-        for row in rows or ():
-            table.add_row(*row, key=row[0])
+        for row in rows:
+            table.add_row(*row, key=f"{row[0]}:{row[1]}")
 
 
 class LiveView(Vertical):
@@ -92,31 +157,33 @@ class LiveView(Vertical):
     def cards(self) -> list[GpuCard]:
         return list(self.query(GpuCard))
 
-    async def show(
-        self,
-        gpus: Sequence[GpuSample],
-        assessments: Mapping[int, GpuAssessment],
-        series: Mapping[int, Mapping[str, Sequence[float]]],
-        selected: int | None,
-    ) -> None:
+    @property
+    def layout_mode(self) -> Layout:
+        return choose_layout(self.size.width, self.size.height, len(self.cards))
+
+    async def show(self, readings: Mapping[int, CardReading], selected: int | None) -> None:
         grid = self.query_one("#cards", Grid)
         known = {card.index: card for card in self.cards}
-        new = [GpuCard(s.index, s.name) for s in gpus if s.index not in known]
+        new = [GpuCard(i, r.sample.name) for i, r in readings.items() if i not in known]
         if new:
             self.query_one("#cards-waiting").display = False
             await grid.mount_all(new)
             known.update({card.index: card for card in new})
             self._reflow()
-        for sample in gpus:
-            card = known[sample.index]
-            card.show(sample, assessments.get(sample.index), series.get(sample.index, {}))
-            card.set_class(sample.index == selected, "-selected")
-        chosen = next((s for s in gpus if s.index == selected), None)
-        self.query_one(ProcessTable).show(chosen)
+        for index, reading in readings.items():
+            card = known[index]
+            card.reading = reading
+            card.set_class(index == selected, "-selected")
+        self.query_one(ProcessTable).show([r.sample for r in readings.values()], selected)
 
     def on_resize(self) -> None:
         self._reflow()
 
     def _reflow(self) -> None:
+        cards = self.cards
+        layout = self.layout_mode
         grid = self.query_one("#cards", Grid)
-        grid.styles.grid_size_columns = grid_columns(self.size.width, len(self.cards))
+        grid.styles.grid_size_columns = grid_columns(self.size.width, len(cards)) if layout == "full" else 1
+        self.set_class(layout != "full", "-compact")
+        for card in cards:
+            card.layout_mode = layout

@@ -45,18 +45,25 @@ def bound_in_words(assessment: GpuAssessment) -> Text:
     bound = assessment.bound
     roof = assessment.roofline
     text = Text()
-    text.append(
-        f"{bound.kind.value.upper()}-BOUND"
-        if bound.kind not in (BoundKind.IDLE, BoundKind.UNKNOWN)
-        else bound.kind.value.upper(),
-        style=_BOUND_STYLE[bound.kind],
-    )
+    # the headline is the bound the explanation below argues; a throttle that does not bound the work
+    # (a hot card running a memory-bound decode) is a warning under it, not the headline
+    if bound.kind == BoundKind.THROTTLED:
+        headline = "THROTTLED: the lower clock bounds it"
+    elif bound.kind in (BoundKind.IDLE, BoundKind.UNKNOWN):
+        headline = bound.kind.value.upper()
+    else:
+        headline = f"{bound.kind.value.upper()}-BOUND"
+    text.append(headline, style=_BOUND_STYLE[bound.kind])
     if bound.throttle_reasons:
         # separators end the text before them: some SVG renderers drop a run's leading spaces
-        text.append(" ")
-        text.append(f"({', '.join(bound.throttle_reasons)})", style="red")
+        warning = "" if bound.kind == BoundKind.THROTTLED else "warning: throttled "
+        text.append("\n")
+        text.append(f"{warning}({', '.join(bound.throttle_reasons)})", style="red")
     if bound.clock_loss_ratio is not None:
-        text.append(f"\nSM clock {percent(bound.clock_loss_ratio)} below its maximum", style="red")
+        text.append(
+            f"\nSM clock {percent(bound.clock_loss_ratio)} below the clock the workload runs at",
+            style="red",
+        )
     if bound.detail:
         text.append(f"\n{bound.detail}")
     if roof is None:

@@ -65,3 +65,39 @@ def badges_for(mask: int | None) -> list[ThrottleBadge]:
 
 def worst_severity(badges: list[ThrottleBadge]) -> str | None:
     return badges[0].severity if badges else None
+
+
+#: what common Xid codes mean, from NVIDIA's Xid catalog (https://docs.nvidia.com/deploy/xid-errors/),
+#: shortened to what the owner does next; the help screen lists them
+XID_MEANINGS: dict[int, str] = {
+    8: "GPU stopped processing: restart the application",
+    13: "graphics engine exception, usually the application (bad address, illegal instruction)",
+    31: "GPU memory page fault, usually the application's invalid memory access",
+    43: "GPU stopped processing after an application fault",
+    45: "preemptive cleanup after earlier errors (the application was stopped)",
+    48: "double-bit ECC error: memory corrupted, reset the GPU",
+    61: "internal micro-controller breakpoint/warning",
+    62: "internal micro-controller halt: reset the GPU",
+    63: "ECC page retirement or row remap recorded: reset when convenient",
+    64: "ECC page retirement or row remap failed: reset the GPU, then check for RMA",
+    74: "NVLink error: check the link and reset",
+    79: "GPU has fallen off the bus: reboot; check power and the PCIe slot",
+    92: "high single-bit ECC error rate",
+    94: "contained ECC error: the application was stopped, reset when convenient",
+    95: "uncontained ECC error: reset the GPU",
+    119: "GSP RPC timeout: reset the GPU",
+    120: "GSP error: reset the GPU",
+}
+
+#: Xids the application can cause; the rest point at the card, the driver or the board
+_APPLICATION_XIDS = frozenset({13, 31, 43, 45})
+
+
+def xid_meaning(code: int) -> str:
+    return XID_MEANINGS.get(code, "not in gpuwatch's table: see NVIDIA's Xid catalog")
+
+
+def xid_badge(code: int) -> ThrottleBadge:
+    """The badge for a card's last Xid: critical unless the code is one an application causes."""
+    severity = "warning" if code in _APPLICATION_XIDS else "critical"
+    return ThrottleBadge(f"xid_{code}", f"XID {code}", severity, xid_meaning(code))
