@@ -449,3 +449,33 @@ def test_exporter_publishes_the_engine_estimated_point_and_the_advised_cap(
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+def test_roofline_pane_shows_the_engine_estimate_beside_the_gpm_measurement() -> None:
+    from gpuwatch.live.assessment import Bound, BoundKind, GpuAssessment, RooflinePosition
+    from gpuwatch.tui.roofline_pane import bound_in_words
+
+    roof = RooflinePosition(
+        peak_bandwidth_bytes_s=3.35e12,
+        peak_flops=9.89e14,
+        current_peak_flops=9.89e14,
+        ridge_flop_per_byte=295.0,
+        attained_bandwidth_bytes_s=2.0e12,
+        attained_flops=3.0e13,
+        arithmetic_intensity_flop_per_byte=15.0,
+        attainable_flops=3.0e13,
+        headroom_ratio=1.0,
+        bandwidth_provenance=Provenance.MEASURED,
+        flops_provenance=Provenance.MEASURED,
+        engine_flops=2.4e13,
+        engine_bandwidth_bytes_s=2.2e12,
+        engine_vs_measured_flops_ratio=0.8,
+        engine_vs_measured_bandwidth_ratio=1.1,
+    )
+    words = str(
+        bound_in_words(
+            GpuAssessment(0, "h100-sxm", roof, Bound(BoundKind.MEMORY), None, None, Provenance.UNKNOWN)
+        )
+    )
+    assert "engine est." in words and "24.0 TFLOP/s" in words and "2.20 TB/s" in words
+    assert "compute x0.80" in words and "bandwidth x1.10" in words
