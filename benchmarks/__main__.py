@@ -1,4 +1,4 @@
-"""python -m benchmarks [--tiny]: gpuwatch side by side with nvitop, printed as one table.
+"""python -m benchmarks [--tiny] [--only SECTION,...] [--json]: gpuwatch side by side with nvitop, one table.
 
 Every row is measured in this run, gpuwatch and its counterpart on the same simulated cards under the
 same load, so the ratio column survives a noisy machine; the absolute figures are for context.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +19,9 @@ from rich.table import Table
 
 from benchmarks import exporter, planner, poller, tui
 from benchmarks.harness import Row, fmt, nvitop_installed, tmux_installed
+
+#: every section, in the order the table shows them
+SECTIONS = ("exporter", "slowloris", "tui", "poller", "planner")
 
 
 def planner_rows(tiny: bool) -> list[Row]:
@@ -46,10 +50,12 @@ def render(rows: Sequence[Row], notes: Sequence[str], console: Console) -> None:
     table.add_column("counterpart", justify="right")
     table.add_column("ratio", justify="right")
     table.add_column("better", justify="center")
-    table.add_column("issue-7 target")
+    table.add_column("target (issue)")
     for row in rows:
         ratio = row.ratio
         better = {True: "gpuwatch", False: "counterpart", None: ""}[row.better]
+        if row.theirs is not None and row.ours == row.theirs:
+            better = "tie"
         met = {True: "met", False: "MISSED", None: "n/a"}[row.met]
         table.add_row(
             row.section,
@@ -70,17 +76,53 @@ def render(rows: Sequence[Row], notes: Sequence[str], console: Console) -> None:
         console.print(f"- {note}", highlight=False, markup=False)
 
 
+def as_json(rows: Sequence[Row]) -> str:
+    """The table as ``{"rows": [{section, measure, gpuwatch, counterpart, ratio, unit}, ...]}``."""
+    return json.dumps(
+        {
+            "rows": [
+                {
+                    "section": r.section,
+                    "measure": r.measure,
+                    "gpuwatch": r.ours,
+                    "counterpart": r.theirs,
+                    "ratio": r.ratio,
+                    "unit": r.unit,
+                }
+                for r in rows
+            ]
+        },
+        indent=2,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="small sizes and short windows (CI smoke run)")
+    ap.add_argument(
+        "--only",
+        metavar="SECTION[,SECTION...]",
+        help=f"run only these sections ({', '.join(SECTIONS)})",
+    )
+    ap.add_argument("--json", action="store_true", help='print {"rows": [...]} instead of the table')
     args = ap.parse_args(argv)
-    console = Console(width=140) if not sys.stdout.isatty() else Console()
+    only = None
+    if args.only is not None:
+        only = [name.strip() for name in args.only.split(",") if name.strip()]
+        unknown = [name for name in only if name not in SECTIONS]
+        if unknown or not only:
+            ap.error(f"--only {args.only!r}: unknown section(s) {unknown}; known: {', '.join(SECTIONS)}")
+    console = Console(width=200) if not sys.stdout.isatty() else Console()
     with_nvitop = nvitop_installed()
     notes = [
         "ratio = gpuwatch / counterpart; 'better' names the side with the better figure for that measure.",
         f"poller latency: {poller.NVML_CALL_SOURCE}; injected with the simulated NVML's slow fault.",
         "poller: gpuwatch reads each GPU on its own thread, so injected per-call waits overlap; nvitop "
         "reads the GPUs one after another.",
+        "slowloris: one exporter at a time (8 simulated GPUs) under the same hostile sockets - slow-header "
+        "ones trickling a header line every 5 s (1 s in --tiny) and silent ones, each reconnecting whenever "
+        "dropped - while a client scrapes it once a second; a scrape that times out (10 s) counts as "
+        "unanswered.",
         "CPU windows measure all processes at once; gpuwatch's exporter figures include its NVML child "
         "process, and gpuwatch's CPU figures include its Xid event wait on the simulated NVML (real NVML "
         "blocks in the kernel; nvitop registers no event set).",
@@ -92,20 +134,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     sections: list[tuple[str, Callable[[], list[Row]]]] = [
         ("exporter", lambda: exporter.run(args.tiny, with_nvitop)),
+        ("slowloris", lambda: exporter.slowloris_run(args.tiny, with_nvitop)),
         ("poller", lambda: poller.run(args.tiny, with_nvitop)),
         ("planner", lambda: planner_rows(args.tiny)),
     ]
     if tmux_installed():
-        sections.insert(2, ("tui", lambda: tui.run(args.tiny, with_nvitop)))
-    else:
+        sections.insert(3, ("tui", lambda: tui.run(args.tiny, with_nvitop)))
+    elif only is None or "tui" in only:
         notes.append("tmux not installed: TUI rows skipped.")
+    if only is not None:
+        sections = [(name, fn) for name, fn in sections if name in only]
     rows: list[Row] = []
     t0 = time.perf_counter()
     for name, section in sections:
         print(f"benchmarks: {name} ...", file=sys.stderr, flush=True)
         rows += section()
     notes.append(f"total run time {time.perf_counter() - t0:.0f} s ({'--tiny' if args.tiny else 'full'}).")
-    render(rows, notes, console)
+    if args.json:
+        print(as_json(rows))
+    else:
+        render(rows, notes, console)
     return 0
 
 

@@ -37,7 +37,9 @@ def test_tiny_benchmark_prints_every_row() -> None:
         "scrape latency, p99 (8 GPUs)",
         "scrapes/s, 4 concurrent (8 GPUs)",
         "CPU at 1 s poll, unscraped (8 GPUs)",
-        "resident memory (8 GPUs)",
+        "resident memory, NVML child included (8 GPUs)",
+        "scrapes answered (",
+        "scrape p99 under attack (",
         "wall per poll per GPU, free NVML",
         "CPU per poll per GPU, 0.36 ms/call",
         "NVML calls per poll per GPU",
@@ -50,3 +52,27 @@ def test_tiny_benchmark_prints_every_row() -> None:
         assert "nvitop-exporter 1.7.2" in out
     else:
         assert "nvitop / nvitop-exporter not installed" in out
+
+
+def test_only_selects_sections_and_json_prints_the_rows() -> None:
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--tiny", "--only", "planner", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(done.stdout)["rows"]
+    assert rows and {r["section"] for r in rows} == {"planner"}
+    assert {"section", "measure", "gpuwatch", "counterpart", "ratio"} <= set(rows[0])
+    assert rows[0]["ratio"] == rows[0]["gpuwatch"] / rows[0]["counterpart"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "planner,nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "unknown section(s) ['nope']" in bad.stderr

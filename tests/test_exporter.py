@@ -97,7 +97,7 @@ def rtx4090(index: int = 0, **overrides: object) -> GpuSample:
         unavailable={"memory_temperature_c": Unavailable.NOT_SUPPORTED, "gpm": Unavailable.NOT_SUPPORTED},
     )
     values.update(overrides)
-    return GpuSample(**values)  # type: ignore[arg-type]
+    return GpuSample(**values)
 
 
 def assessment(index: int = 0) -> GpuAssessment:
@@ -143,9 +143,9 @@ def box(*gpus: GpuAssessment, alerts: tuple[Alert, ...] = ()) -> BoxAssessment:
     )
 
 
-def snapshot(*gpus: GpuSample, errors: dict[str, int] | None = None) -> Snapshot:
+def snapshot(*gpus: GpuSample, errors: dict[str, int] | None = None, timestamp_s: float = 1.7e9) -> Snapshot:
     return Snapshot(
-        timestamp_s=1.7e9,
+        timestamp_s=timestamp_s,
         source="sim",
         gpus=gpus,
         driver_version="580.65.06",
@@ -233,8 +233,9 @@ def test_an_unsupported_reading_is_omitted_and_flagged_never_nan() -> None:
     assert series(samples, "gpuwatch_memory_temperature_celsius") == {}
     supported = series(samples, "gpuwatch_reading_supported")
     assert supported["gpu=0,reading=memory_temperature_c"] == 0.0
-    assert supported["gpu=0,reading=temperature_c"] == 1.0
+    assert "gpu=0,reading=temperature_c" not in supported  # supported readings are not listed
     assert supported["gpu=0,reading=gpm"] == 0.0
+    assert set(supported.values()) == {0.0}
     assert not any(name.startswith("gpuwatch_gpm_") for name, _ in samples)
 
 
@@ -242,7 +243,7 @@ def test_a_transient_error_drops_the_series_but_keeps_the_reading_supported() ->
     gpu = rtx4090(power_w=None, unavailable={"power_w": Unavailable.ERROR})
     samples = scrape(GpuwatchCollector(FakeSession((snapshot(gpu), box(assessment())))))
     assert series(samples, "gpuwatch_power_watts") == {}
-    assert series(samples, "gpuwatch_reading_supported")["gpu=0,reading=power_w"] == 1.0
+    assert "gpu=0,reading=power_w" not in series(samples, "gpuwatch_reading_supported")
 
 
 def test_a_lost_gpu_is_visible_as_down_and_its_readings_vanish() -> None:
@@ -326,7 +327,9 @@ def test_health_counters_accumulate_across_polls_and_staleness_uses_the_wall_clo
     alert = Alert("throttle_started", 0, "warning", "GPU 0 throttled: sw_thermal", 1.7e9)
     session.push(snapshot(rtx4090(), errors={"gpu_lost": 1}), box(assessment(), alerts=(alert,)))
     now[0] = 1001.0
-    session.push(snapshot(rtx4090(), errors={"gpu_lost": 2, "timeout": 1}), box(assessment()))
+    session.push(
+        snapshot(rtx4090(), errors={"gpu_lost": 2, "timeout": 1}, timestamp_s=1.7e9 + 1), box(assessment())
+    )
     after = scrape(collector)
     assert series(after, "gpuwatch_polls_total") == {"": 2.0}
     assert series(after, "gpuwatch_poll_errors_total") == {
@@ -432,7 +435,7 @@ class CountingCollector(GpuwatchCollector):
 def cached() -> Iterator[tuple[FakeSession, CountingCollector, ExporterServer]]:
     """The exporter as `gpuwatch exporter` wires it: bodies cached per collector generation."""
     session = FakeSession()
-    collector = CountingCollector(session)
+    collector = CountingCollector(session, clock=lambda: 1000.0)  # no 5 s tick moves the token mid-test
     session.push(snapshot(rtx4090()), box(assessment()))
     registry = CollectorRegistry(support_collectors_without_names=True)
     registry.register(collector)
@@ -541,11 +544,12 @@ def test_tls_serves_metrics_over_https(tmp_path: Path) -> None:
         resp = conn.getresponse()
         assert resp.status == 200 and b"gpuwatch_gpu_up" in resp.read()
         conn.close()
-        # a plain-HTTP client on the TLS port gets nothing useful, and the server survives it
-        with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
-            plain = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
-            plain.request("GET", "/metrics")
-            plain.getresponse().read()
+        # a plain-HTTP client on the TLS port is told so (not an empty reply), and the server survives it
+        plain = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        plain.request("GET", "/metrics")
+        resp = plain.getresponse()
+        assert resp.status == 400 and b"HTTPS server" in resp.read()
+        plain.close()
         conn = http.client.HTTPSConnection("127.0.0.1", srv.port, timeout=10, context=context)
         conn.request("GET", "/")
         assert conn.getresponse().status == 200
@@ -604,3 +608,221 @@ def test_help_documents_the_default_port_and_opt_in_process_metrics() -> None:
     assert (
         ":19400" in result.stdout and "--process-metrics" in result.stdout and "--tls-cert" in result.stdout
     )
+
+
+# -- Xid, freshness ----------------------------------------------------------------------------------
+
+
+def test_xid_counts_per_code_and_a_lost_gpu_keeps_the_xid_that_took_it_down() -> None:
+    session = FakeSession()
+    collector = GpuwatchCollector(session)
+    session.push(snapshot(rtx4090(xid_errors_total=2, last_xid=13)), box(assessment()))
+    session.push(snapshot(rtx4090(xid_errors_total=3, last_xid=13), timestamp_s=1.7e9 + 1), box(assessment()))
+    lost = GpuSample(
+        index=0,
+        uuid="GPU-00000000-4090",
+        name="NVIDIA GeForce RTX 4090",
+        pci_bus_id="00000000:01:00.0",
+        lost=True,
+        xid_errors_total=4,
+        last_xid=79,
+    )
+    session.push(snapshot(lost, timestamp_s=1.7e9 + 2), box())
+    samples = scrape(collector)
+    assert series(samples, "gpuwatch_gpu_up") == {"gpu=0": 0.0}
+    assert series(samples, "gpuwatch_xid_errors_total") == {"gpu=0": 4.0}
+    assert series(samples, "gpuwatch_xid_errors_by_code_total") == {"gpu=0,xid=13": 3.0, "gpu=0,xid=79": 1.0}
+    assert series(samples, "gpuwatch_xid_last_code") == {"gpu=0": 79.0}
+    assert series(samples, "gpuwatch_temperature_celsius") == {}
+
+
+def test_gpu_info_names_the_cuda_version_the_driver_supports() -> None:
+    snap = dataclasses.replace(snapshot(rtx4090()), cuda_driver_version=12080)
+    samples = scrape(GpuwatchCollector(FakeSession((snap, box()))))
+    (info,) = [labels for name, labels in samples if name == "gpuwatch_gpu_info"]
+    assert dict(info)["cuda_driver_version"] == "12.8" and dict(info)["driver_version"] == "580.65.06"
+
+
+def test_xid_counts_by_code_come_from_telemetry_when_it_counts_them() -> None:
+    session = FakeSession()
+    collector = GpuwatchCollector(session)
+    gpu = rtx4090(xid_errors_total=3, last_xid=79, xid_errors_by_code={"13": 2, "79": 1})
+    session.push(snapshot(gpu), box(assessment()))
+    samples = scrape(collector)
+    assert series(samples, "gpuwatch_xid_errors_by_code_total") == {"gpu=0,xid=13": 2.0, "gpu=0,xid=79": 1.0}
+    assert series(samples, "gpuwatch_xid_errors_total") == {"gpu=0": 3.0}
+
+
+def test_bus_width_is_published_in_bytes() -> None:
+    samples = scrape(GpuwatchCollector(FakeSession((snapshot(rtx4090(memory_bus_width_bits=384)), box()))))
+    assert series(samples, "gpuwatch_memory_bus_width_bytes") == {"gpu=0": 48.0}
+    assert not any(name.endswith("_bits") for name, _ in samples)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("devices", ["8xh100", "8xrtx4090"])
+def test_a_simulated_8_gpu_host_passes_promtool_and_reading_supported_is_a_minor_share(devices: str) -> None:
+    import socket
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "gpuwatch", "exporter", "--sim", devices, "--listen", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen([*argv, "--interval", "0.5"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        text = b""
+        while time.monotonic() < deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/metrics")
+                text = conn.getresponse().read()
+                conn.close()
+                if text.count(b"gpuwatch_gpu_info{") == 8 and b"gpuwatch_temperature_celsius{" in text:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        samples = [line for line in text.decode().splitlines() if line and not line.startswith("#")]
+        supported = [line for line in samples if line.startswith("gpuwatch_reading_supported{")]
+        assert len(samples) > 300, text[-2000:]
+        assert len(supported) / len(samples) < 0.15, supported  # was 36 % with one series per reading
+        if shutil.which("promtool") is not None:
+            result = subprocess.run(
+                ["promtool", "check", "metrics"], input=text, capture_output=True, timeout=30
+            )
+            assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_a_stale_gpu_is_down_with_its_last_read_time_and_the_poll_time_stops() -> None:
+    session = FakeSession()
+    now = [5000.0]
+    collector = GpuwatchCollector(session, clock=lambda: now[0])
+    fresh = [rtx4090(i, uuid=f"GPU-{i}", read_timestamp_s=1.7e9) for i in range(2)]
+    session.push(snapshot(*fresh, timestamp_s=1.7e9), box(assessment(0), assessment(1)))
+    now[0] = 5010.0
+    hung = GpuSample(
+        index=0,
+        uuid="GPU-0",
+        name="NVIDIA GeForce RTX 4090",
+        pci_bus_id="0:01",
+        read_timestamp_s=1.7e9,
+        stale=True,
+    )
+    still = rtx4090(1, uuid="GPU-1", read_timestamp_s=1.7e9 + 10)
+    session.push(snapshot(hung, still, timestamp_s=1.7e9 + 10), box(assessment(1)))
+    samples = scrape(collector)
+    assert series(samples, "gpuwatch_gpu_up") == {"gpu=0": 0.0, "gpu=1": 1.0}
+    assert series(samples, "gpuwatch_gpu_stale") == {"gpu=0": 1.0, "gpu=1": 0.0}
+    assert series(samples, "gpuwatch_gpu_last_read_timestamp_seconds") == {
+        "gpu=0": 1.7e9,
+        "gpu=1": 1.7e9 + 10,
+    }
+    assert set(series(samples, "gpuwatch_temperature_celsius")) == {"gpu=1"}  # no old value as current
+    assert series(samples, "gpuwatch_last_successful_poll_timestamp_seconds") == {"": 5010.0}
+    # every GPU hung: the poll time stops where the last real read was
+    now[0] = 5020.0
+    all_hung = [dataclasses.replace(hung, index=i, uuid=f"GPU-{i}") for i in range(2)]
+    session.push(snapshot(*all_hung, timestamp_s=1.7e9 + 20), box())
+    samples = scrape(collector)
+    assert series(samples, "gpuwatch_last_successful_poll_timestamp_seconds") == {"": 5010.0}
+    assert series(samples, "gpuwatch_gpu_up") == {"gpu=0": 0.0, "gpu=1": 0.0}
+
+
+@pytest.mark.slow
+def test_the_port_answers_while_nvml_is_still_starting() -> None:
+    """NVML answering slowly from the first call: scrapes get the health series instead of silence."""
+    import socket
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "gpuwatch", "exporter", "--sim", "rtx4090", "--faults", "slow:0:4"]
+    proc = subprocess.Popen([*argv, "--listen", f"127.0.0.1:{port}"], stderr=subprocess.PIPE)
+    try:
+        body = b""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not body:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/metrics")
+                resp = conn.getresponse()
+                body = resp.read() if resp.status == 200 else b""
+                conn.close()
+            except OSError:
+                time.sleep(0.1)
+        assert b"gpuwatch_polls_total 0.0" in body  # answered before the first poll finished
+        assert b"gpuwatch_exporter_start_time_seconds" in body and b"gpuwatch_temperature_celsius" not in body
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_the_source_phase_is_published_and_moves_the_body_without_a_snapshot() -> None:
+    from gpuwatch.exporter.collector import PendingSession
+    from gpuwatch.telemetry.source import SourceState
+
+    pending = PendingSession()
+    now = [1000.0]
+    collector = GpuwatchCollector(pending, clock=lambda: now[0])
+    assert series(scrape(collector), "gpuwatch_source_phase") == {
+        "phase=starting": 1.0,
+        "phase=running": 0.0,
+        "phase=restarting": 0.0,
+        "phase=failed": 0.0,
+    }
+
+    class Source:
+        phase = "starting"
+
+        def state(self) -> SourceState:
+            return SourceState(self.phase, "NVML init: driver not loaded")  # type: ignore[arg-type]
+
+    class Session(FakeSession):
+        source = Source()
+
+    session = Session()
+    pending.attach(session)
+    before = collector.generation()
+    Session.source.phase = "failed"
+    assert collector.generation() != before  # the cached body is re-encoded: no snapshot needed
+    assert series(scrape(collector), "gpuwatch_source_phase")["phase=failed"] == 1.0
+    token = collector.generation()
+    now[0] += 5
+    assert collector.generation() != token  # and every 5 s anyway, for the health series
+
+
+def test_new_readings_in_base_units_and_a_card_without_nvlink_says_so_once() -> None:
+    gpu = rtx4090(
+        memory_free_bytes=3 * 2**30,
+        memory_reserved_bytes=2**29,
+        video_clock_hz=1.8e9,
+        encoder_util_ratio=0.25,
+        pcie_replay_errors_total=7,
+        ecc_errors_corrected_aggregate_total=12,
+        retired_pages_double_bit_total=1,
+        vbios_version="95.02.3C.00.8E",
+        compute_capability="8.9",
+    )
+    samples = scrape(GpuwatchCollector(FakeSession((snapshot(gpu), box()))))
+    assert series(samples, "gpuwatch_memory_free_bytes") == {"gpu=0": 3 * 2**30}
+    assert series(samples, "gpuwatch_memory_reserved_bytes") == {"gpu=0": 2**29}
+    assert series(samples, "gpuwatch_clock_hertz")["clock=video,gpu=0"] == 1.8e9
+    assert series(samples, "gpuwatch_encoder_busy_ratio") == {"gpu=0": 0.25}
+    assert series(samples, "gpuwatch_decoder_busy_ratio") == {}  # not given: absent, never 0
+    assert series(samples, "gpuwatch_pcie_replay_errors_total") == {"gpu=0": 7.0}
+    assert series(samples, "gpuwatch_ecc_errors_aggregate_total") == {"gpu=0,kind=corrected": 12.0}
+    assert series(samples, "gpuwatch_retired_pages_total") == {"cause=double_bit,gpu=0": 1.0}
+    (info,) = [dict(labels) for name, labels in samples if name == "gpuwatch_gpu_info"]
+    assert info["vbios_version"] == "95.02.3C.00.8E" and info["compute_capability"] == "8.9"
+    supported = series(samples, "gpuwatch_reading_supported")
+    assert supported["gpu=0,reading=nvlink_bytes"] == 0.0 and supported["gpu=0,reading=nvlink_errors"] == 0.0
+    assert not any("nvlink_tx" in key for key in supported)  # one series per family, not per counter
+    assert "gpu=0,reading=retired_pages" not in supported  # one of its counters is given

@@ -22,7 +22,15 @@ from gpuwatch.options import Option, add_options, declare, get
 from gpuwatch.telemetry.kubernetes import DEFAULT_SOCKET
 
 #: the exporter's own options (the address is parsed by gpuwatch.exporter.server.parse_listen)
-EXPORTER_OPTIONS = ("listen", "tls_cert", "tls_key", "process_metrics", "kubernetes", "kubelet_socket")
+EXPORTER_OPTIONS = (
+    "listen",
+    "tls_cert",
+    "tls_key",
+    "web_config_file",
+    "process_metrics",
+    "kubernetes",
+    "kubelet_socket",
+)
 declare(
     Option(
         "listen",
@@ -36,6 +44,16 @@ declare(
 declare(Option("tls_cert", ("--tls-cert",), "text", "serve HTTPS with this PEM certificate (needs --tls-key)",
                metavar="FILE"))  # fmt: skip
 declare(Option("tls_key", ("--tls-key",), "text", "PEM private key of --tls-cert", metavar="FILE"))
+declare(
+    Option(
+        "web_config_file",
+        ("--web.config.file",),
+        "text",
+        "TLS, client certificates, basic auth and headers in the Prometheus exporter-toolkit format (as "
+        "node_exporter and dcgm-exporter read it); certificates are re-read when their files change",
+        metavar="FILE",
+    )
+)
 declare(
     Option(
         "process_metrics",
@@ -85,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client.registry import CollectorRegistry
 
     from gpuwatch.commands.common import open_live_session
-    from gpuwatch.exporter.collector import GpuwatchCollector
+    from gpuwatch.exporter.collector import GpuwatchCollector, PendingSession
     from gpuwatch.exporter.kubernetes import PodCollector
     from gpuwatch.exporter.server import ExporterServer, make_app, parse_listen
     from gpuwatch.telemetry.kubernetes import PodAllocations
@@ -94,17 +112,23 @@ def run(args: argparse.Namespace) -> int:
     for option, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if path is not None and not os.path.isfile(path):
             raise UserError(f"{option} {path}: no such file")
+    web_config = None
+    if args.web_config_file is not None:
+        from gpuwatch.exporter.webconfig import load_web_config
+
+        web_config = load_web_config(args.web_config_file)
     # before the NVML child starts: without the kubernetes extra this is one line, and nothing to stop
     pods = PodAllocations(args.kubelet_socket or DEFAULT_SOCKET) if args.kubernetes else None
-    session = open_live_session(args, isolate=True)  # no driver and no --sim: NvmlUnavailable, one line
+    # Bind and serve first: the port answers from the first second (health series only, no GPU yet)
+    # while the session opens, instead of staying silent while NVML starts.
+    pending = PendingSession()
     # a collector that describes nothing (it must not read the session before the first poll) is
     # only reached by a ?name[]= filtered scrape when the registry is told to keep such collectors
     registry = CollectorRegistry(support_collectors_without_names=True)
-    pod_collector = PodCollector(session, pods) if pods is not None else None
+    pod_collector = PodCollector(pending, pods) if pods is not None else None
     collector = GpuwatchCollector(
-        session,
+        pending,
         process_metrics=bool(args.process_metrics),
-        source_description=session.description,
         gpu_labels=pod_collector.gpu_labels if pod_collector is not None else None,
     )
     registry.register(collector)
@@ -113,15 +137,27 @@ def run(args: argparse.Namespace) -> int:
     # the exporter's own CPU and memory; served from the per-snapshot cache, so as of the last poll
     ProcessCollector(registry=registry)
     server = ExporterServer(
-        make_app(registry, session.description, generation=collector.generation),
+        make_app(
+            registry, lambda: collector.source_description or "starting", generation=collector.generation
+        ),
         host,
         port,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        web_config=web_config,
     )
+    server.start()
+    try:
+        session = open_live_session(args, isolate=True)  # no driver and no --sim: NvmlUnavailable, one line
+    except BaseException:
+        server.shutdown()
+        raise
+    collector.source_description = session.description
+    pending.attach(session)
+    stopping = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()  # shutdown() waits for serve_forever
+        stopping.set()
 
     previous = signal.signal(signal.SIGTERM, stop)
     session.start()
@@ -129,11 +165,13 @@ def run(args: argparse.Namespace) -> int:
         pods.start()
     print(f"gpuwatch exporter: serving {server.url} ({session.description})", file=sys.stderr, flush=True)
     try:
-        server.serve_forever()
+        while not stopping.wait(0.5) and server.serving:
+            pass
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        server.shutdown()
         if pods is not None:
             pods.stop()
         session.stop()

@@ -10,6 +10,7 @@ kind) are accumulated by a session listener, because each snapshot carries only 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -25,6 +26,7 @@ from gpuwatch import __version__
 from gpuwatch.live.assessment import BoundKind, BoxAssessment, GpuAssessment, Provenance
 from gpuwatch.telemetry.engines import EngineReading
 from gpuwatch.telemetry.sample import ClockEventReason, GpuSample, Snapshot, Unavailable, reason_names
+from gpuwatch.telemetry.source import SourceState
 
 #: labels every per-GPU series carries; nothing high-cardinality (process metrics are opt-in)
 GPU_LABELS = ("gpu", "uuid")
@@ -43,6 +45,38 @@ class SessionLike(Protocol):
     def add_listener(self, fn: Callable[[Snapshot, BoxAssessment], None]) -> None: ...
 
 
+class PendingSession:
+    """A session that is not open yet: the exporter binds and answers from its first second (health
+    series only) while the real session opens, then forwards to it."""
+
+    def __init__(self) -> None:
+        self._session: SessionLike | None = None
+        self._listeners: list[Callable[[Snapshot, BoxAssessment], None]] = []
+
+    def attach(self, session: SessionLike) -> None:
+        for fn in self._listeners:
+            session.add_listener(fn)
+        self._session = session
+
+    def latest(self) -> tuple[Snapshot, BoxAssessment] | None:
+        session = self._session
+        return session.latest() if session is not None else None
+
+    def add_listener(self, fn: Callable[[Snapshot, BoxAssessment], None]) -> None:
+        if self._session is not None:
+            self._session.add_listener(fn)
+        else:
+            self._listeners.append(fn)
+
+    def source_state(self) -> SourceState:
+        """The source's state (the NVML supervisor's phase); "starting" while the session opens."""
+        source = getattr(self._session, "source", None)
+        if source is None:
+            return SourceState("starting", "opening the session")
+        state: SourceState = source.state()
+        return state
+
+
 @dataclass(frozen=True)
 class Reading:
     """One GpuSample field published as one gauge (or counter) per GPU."""
@@ -52,6 +86,8 @@ class Reading:
     help: str
     unit: str = ""
     counter: bool = False
+    #: multiplies the field's value into the metric's base unit
+    scale: float = 1.0
 
 
 #: plain per-GPU readings; the metric name carries the base unit (Prometheus naming conventions)
@@ -88,7 +124,43 @@ READINGS: tuple[Reading, ...] = (
     ),
     Reading("memory_used_bytes", "gpuwatch_memory_used_bytes", "Device memory in use.", "bytes"),
     Reading("memory_total_bytes", "gpuwatch_memory_total_bytes", "Device memory in total.", "bytes"),
-    Reading("memory_bus_width_bits", "gpuwatch_memory_bus_width_bits", "Memory bus width in bits."),
+    Reading(
+        "memory_free_bytes",
+        "gpuwatch_memory_free_bytes",
+        "Device memory free: total - reserved - used (NVML memory info v2).",
+        "bytes",
+    ),
+    Reading(
+        "memory_reserved_bytes",
+        "gpuwatch_memory_reserved_bytes",
+        "Device memory the driver and firmware keep back (NVML memory info v2).",
+        "bytes",
+    ),
+    Reading(
+        "encoder_util_ratio",
+        "gpuwatch_encoder_busy_ratio",
+        "Share of NVML's sampling period the video encoder was busy, 0..1.",
+        "ratio",
+    ),
+    Reading(
+        "decoder_util_ratio",
+        "gpuwatch_decoder_busy_ratio",
+        "Share of NVML's sampling period the video decoder was busy, 0..1.",
+        "ratio",
+    ),
+    Reading(
+        "pcie_replay_errors_total",
+        "gpuwatch_pcie_replay_errors",
+        "PCIe replays since reset: a rising count means a bad link, riser or slot.",
+        counter=True,
+    ),
+    Reading(
+        "memory_bus_width_bits",
+        "gpuwatch_memory_bus_width_bytes",
+        "Memory bus width in bytes (bits / 8: Prometheus names carry base units), e.g. 48 for 384 bits.",
+        "bytes",
+        scale=1 / 8,
+    ),
     Reading(
         "sm_busy_ratio",
         "gpuwatch_sm_busy_ratio",
@@ -151,7 +223,12 @@ _THRESHOLDS = (
     ("shutdown_temperature_c", "shutdown"),
     ("max_operating_temperature_c", "max_operating"),
 )
-_CLOCKS = (("sm_clock_hz", "sm"), ("memory_clock_hz", "memory"), ("graphics_clock_hz", "graphics"))
+_CLOCKS = (
+    ("sm_clock_hz", "sm"),
+    ("memory_clock_hz", "memory"),
+    ("graphics_clock_hz", "graphics"),
+    ("video_clock_hz", "video"),
+)
 _MAX_CLOCKS = (
     ("sm_clock_max_hz", "sm"),
     ("memory_clock_max_hz", "memory"),
@@ -160,6 +237,60 @@ _MAX_CLOCKS = (
 _PCIE = (("pcie_tx_bytes_s", "tx"), ("pcie_rx_bytes_s", "rx"))
 _REMAPPED = (("remapped_rows_correctable", "correctable"), ("remapped_rows_uncorrectable", "uncorrectable"))
 _ECC = (("ecc_errors_corrected_total", "corrected"), ("ecc_errors_uncorrected_total", "uncorrected"))
+
+
+#: counter families whose support is reported once per family (a card without NVLink lacks all of it:
+#: one ``reading_supported`` series says so, not one per counter)
+@dataclass(frozen=True)
+class CounterGroup:
+    reading: str  # the name gpuwatch_reading_supported uses
+    metric: str  # without _total
+    label: str
+    fields: tuple[tuple[str, str], ...]
+    help: str
+    unit: str = ""
+
+
+COUNTER_GROUPS: tuple[CounterGroup, ...] = (
+    CounterGroup(
+        "nvlink_bytes",
+        "gpuwatch_nvlink_transferred_bytes",
+        "direction",
+        (("nvlink_tx_bytes_total", "tx"), ("nvlink_rx_bytes_total", "rx")),
+        "NVLink data bytes since reset, summed over links (NVML field values); rate() = throughput, also "
+        "before Hopper.",
+        "bytes",
+    ),
+    CounterGroup(
+        "nvlink_errors",
+        "gpuwatch_nvlink_errors",
+        "kind",
+        (
+            ("nvlink_crc_flit_errors_total", "crc_flit"),
+            ("nvlink_crc_data_errors_total", "crc_data"),
+            ("nvlink_replay_errors_total", "replay"),
+            ("nvlink_recovery_errors_total", "recovery"),
+        ),
+        "NVLink errors since reset, summed over links, by kind.",
+    ),
+    CounterGroup(
+        "ecc_aggregate",
+        "gpuwatch_ecc_errors_aggregate",
+        "kind",
+        (
+            ("ecc_errors_corrected_aggregate_total", "corrected"),
+            ("ecc_errors_uncorrected_aggregate_total", "uncorrected"),
+        ),
+        "ECC errors over the card's life (aggregate: survive driver reloads), by kind.",
+    ),
+    CounterGroup(
+        "retired_pages",
+        "gpuwatch_retired_pages",
+        "cause",
+        (("retired_pages_single_bit_total", "single_bit"), ("retired_pages_double_bit_total", "double_bit")),
+        "Memory pages retired for ECC errors, by cause (pre-Ampere; Ampere+ remap rows instead).",
+    ),
+)
 
 #: GPM ratios (Hopper+): GpmSample field -> metric
 _GPM_RATIOS = (
@@ -183,6 +314,7 @@ _GPM_RATIOS = (
 #: metric -> the GpuSample fields it is published from (what ``gpuwatch_reading_supported`` names)
 METRIC_READINGS: dict[str, tuple[str, ...]] = {
     **{r.metric + ("_total" if r.counter else ""): (r.field,) for r in READINGS},
+    "gpuwatch_xid_errors_total": ("xid_errors_total",),
     "gpuwatch_temperature_threshold_celsius": tuple(f for f, _ in _THRESHOLDS),
     "gpuwatch_clock_hertz": tuple(f for f, _ in _CLOCKS),
     "gpuwatch_clock_max_hertz": tuple(f for f, _ in _MAX_CLOCKS),
@@ -192,6 +324,7 @@ METRIC_READINGS: dict[str, tuple[str, ...]] = {
     "gpuwatch_clock_event_reason_active": ("clock_event_reasons",),
     "gpuwatch_throttled": ("clock_event_reasons",),
     "gpuwatch_clock_event_seconds_total": ("clock_event_seconds_total",),
+    **{group.metric + "_total": (group.reading,) for group in COUNTER_GROUPS},
 }
 
 #: every reading ``gpuwatch_reading_supported`` reports on (GpuSample field names)
@@ -203,9 +336,15 @@ SUPPORT_READINGS: tuple[str, ...] = (
     "clock_event_seconds_total",
     "gpm",
     "processes",
+    *(group.reading for group in COUNTER_GROUPS),
 )
 
 _REASONS = tuple(r for r in ClockEventReason if r.name)
+
+#: the source's phases (telemetry.source.SourceState), published one-hot
+SOURCE_PHASES = ("starting", "running", "restarting", "failed")
+#: seconds between re-encodings of /metrics when no snapshot arrives
+GENERATION_TICK_S = 5
 
 #: error kinds published as 0 before they first happen, so rate() and the rules see a series from the
 #: start: the poller's child-process restarts (NVML crashed) and GPUs whose reading went stale
@@ -274,34 +413,72 @@ class GpuwatchCollector(Collector):
         #: extra labels on every per-GPU series (pod/namespace/container under --kubernetes)
         self._gpu_labels = gpu_labels
         self._process_metrics = process_metrics
-        self._source_description = source_description
+        #: where the readings come from (set once the session is open, when it was pending)
+        self.source_description = source_description
         self._clock = clock
         self._lock = threading.Lock()
         self._polls_total = 0
         self._errors_total: Counter[str] = Counter()
         self._alerts_total: Counter[tuple[str, str]] = Counter()
         self._last_poll_wall_s: float | None = None
+        self._last_read_s: float | None = None
+        #: per GPU (uuid): Xid total, per-code counts, last code; kept across polls, lost GPUs included
+        self._xid_total: dict[str, int] = {}
+        self._xid_by_code: dict[str, dict[int, int]] = {}
+        self._xid_last: dict[str, int] = {}
         self._started_wall_s = clock()
         session.add_listener(self.observe)
 
     def observe(self, snap: Snapshot, assessment: BoxAssessment) -> None:
         """Session listener (poll thread): count the poll, its errors and the live alerts it raised."""
+        read_s = _last_read_s(snap)
         with self._lock:
             self._polls_total += 1
             self._errors_total.update({k: v for k, v in snap.errors.items() if v > 0})
             self._alerts_total.update((a.kind, a.severity) for a in assessment.alerts)
-            self._last_poll_wall_s = self._clock()
+            if read_s is not None and (self._last_read_s is None or read_s > self._last_read_s):
+                # a poll that really read a GPU; one that reused stale readings moves nothing
+                self._last_read_s = read_s
+                self._last_poll_wall_s = self._clock()
+            for g in snap.gpus:
+                self._observe_xid(g)
 
-    def generation(self) -> int:
-        """A token that changes exactly when collect() has something new to say: snapshots observed.
+    def _observe_xid(self, g: GpuSample) -> None:
+        """Xid counts per GPU, kept across polls (lock held): per code as telemetry counted them; for a
+        source without per-code counts (an older recording), the total's growth goes to the last code."""
+        total = max(g.xid_errors_total, self._xid_total.get(g.uuid, 0))
+        grew = total - self._xid_total.get(g.uuid, 0)
+        last = g.last_xid if g.last_xid is not None else self._xid_last.get(g.uuid)
+        codes = self._xid_by_code.setdefault(g.uuid, {})
+        if g.xid_errors_by_code:
+            for code, n in g.xid_errors_by_code.items():
+                with contextlib.suppress(ValueError):
+                    codes[int(code)] = max(codes.get(int(code), 0), int(n))  # counters never go back
+        elif grew > 0 and last is not None:
+            codes[last] = codes.get(last, 0) + grew
+        self._xid_total[g.uuid] = total
+        if last is not None:
+            self._xid_last[g.uuid] = last
 
-        The exporter encodes /metrics once per token (``make_app(generation=...)``). Every series here is
+    def generation(self) -> tuple[int, str, int]:
+        """A token that changes when collect() has something new to say: snapshots observed, the source's
+        phase, and a 5 s tick (so with NVML hung and no snapshot coming, the health series still move).
+
+        The exporter encodes /metrics once per token (``make_app(generation=...)``). Every GPU series is
         a function of the session's latest snapshot and of the counters observe() keeps, and the session
         calls its listeners right after replacing the latest snapshot, so a body encoded in between (new
         snapshot, counters one poll behind) is dropped microseconds later, when observe() moves the token.
         """
         with self._lock:
-            return self._polls_total
+            polls = self._polls_total
+        return polls, self._phase()[0], int(self._clock() // GENERATION_TICK_S)
+
+    def _phase(self) -> tuple[str, str | None]:
+        state = getattr(self._session, "source_state", None)
+        if state is None:
+            return "running", None
+        current = state()
+        return str(current.phase), current.message
 
     def describe(self) -> Iterable[Metric]:
         # Registering must not call collect() (it would read the session before the first poll).
@@ -322,7 +499,7 @@ class GpuwatchCollector(Collector):
                 }
                 self._collect_gpu(fams, snap, g, labels)
                 assessment = by_index.get(g.index)
-                if assessment is not None and not g.lost:
+                if assessment is not None and not g.lost and not g.stale:
                     self._collect_assessment(fams, g, assessment, labels)
             self._collect_box(fams, box)
         self._collect_engines(fams)
@@ -382,7 +559,7 @@ class GpuwatchCollector(Collector):
             {
                 "version": __version__,
                 "source": snap.source if snap else "",
-                "description": self._source_description,
+                "description": self.source_description,
                 "nvml_version": (snap.nvml_version or "") if snap else "",
             },
         )
@@ -394,6 +571,15 @@ class GpuwatchCollector(Collector):
             "seconds",
         )
         fams.counter("gpuwatch_polls", "Snapshots received from the poller.", {}, polls)
+        phase, _ = self._phase()
+        for name in SOURCE_PHASES:
+            fams.gauge(
+                "gpuwatch_source_phase",
+                "1 for where the reading source stands: starting (no snapshot yet: a slow driver stays "
+                "here), running, restarting (the NVML child died) or failed (NVML cannot start; retried).",
+                {"phase": name},
+                1.0 if phase == name else 0.0,
+            )
         for kind in sorted(set(errors) | set(BASELINE_ERROR_KINDS)):
             fams.counter(
                 "gpuwatch_poll_errors",
@@ -404,7 +590,8 @@ class GpuwatchCollector(Collector):
         if last_wall is not None:
             fams.gauge(
                 "gpuwatch_last_successful_poll_timestamp_seconds",
-                "Wall-clock time the last snapshot arrived (Unix epoch); time() minus this is staleness.",
+                "Wall-clock time of the last poll that really read a GPU (Unix epoch); a poll that only "
+                "reused stale readings does not move it, so time() minus this is staleness.",
                 {},
                 last_wall,
                 "seconds",
@@ -420,7 +607,7 @@ class GpuwatchCollector(Collector):
             if snap.poll_duration_s is not None:
                 fams.gauge(
                     "gpuwatch_poll_duration_seconds",
-                    "How long the last poll of all GPUs took.",
+                    "How long the last poll of all GPUs took: the real read time, not capped at the interval.",  # noqa: E501
                     {},
                     snap.poll_duration_s,
                     "seconds",
@@ -437,33 +624,66 @@ class GpuwatchCollector(Collector):
     def _collect_gpu(self, fams: _Families, snap: Snapshot, g: GpuSample, labels: dict[str, str]) -> None:
         fams.info(
             "gpuwatch_gpu",
-            "Identity of each GPU: name, UUID, PCI bus id, driver.",
+            "Identity of each GPU: name, UUID, PCI bus id, driver and the CUDA version it supports.",
             {
                 **labels,
                 "name": g.name,
                 "pci_bus_id": g.pci_bus_id,
                 "driver_version": snap.driver_version or "",
+                **({"vbios_version": g.vbios_version} if g.vbios_version else {}),
+                **({"compute_capability": g.compute_capability} if g.compute_capability else {}),
+                **(
+                    {"cuda_driver_version": cuda} if (cuda := _cuda_version(snap.cuda_driver_version)) else {}
+                ),
             },
         )
+        stale = g.stale
         fams.gauge(
             "gpuwatch_gpu_up",
-            "1 while the GPU answers; 0 once it is lost (fallen off the bus): its readings are then absent.",
+            "1 while the GPU answers with fresh readings; 0 once it is lost (fallen off the bus) or stale "
+            "(gpuwatch_gpu_stale 1: NVML has not answered for it within the freshness bound, 3 poll "
+            "intervals and at least 5 s): its readings are then absent, never old values passed off as new.",
             labels,
-            0.0 if g.lost else 1.0,
+            0.0 if g.lost or stale else 1.0,
         )
-        if g.lost:
+        fams.gauge(
+            "gpuwatch_gpu_stale",
+            "1 while this GPU's last successful read is older than the freshness bound (a hung or slow "
+            "NVML call); it recovers by itself when a read succeeds again.",
+            labels,
+            1.0 if stale and not g.lost else 0.0,
+        )
+        read_ts = _number(g.read_timestamp_s)
+        if read_ts:
+            fams.gauge(
+                "gpuwatch_gpu_last_read_timestamp_seconds",
+                "When this GPU's readings were last read successfully (Unix seconds on the source's clock: "
+                "simulated time under --sim --time-scale).",
+                labels,
+                read_ts,
+                "seconds",
+            )
+        self._collect_xid(fams, g, labels)
+        if g.lost or stale:
             return
         for field in SUPPORT_READINGS:
-            fams.gauge(
-                "gpuwatch_reading_supported",
-                "1 if this GPU and driver give the reading, 0 if not (its series is then omitted).",
-                {**labels, "reading": field},
-                0.0 if _unsupported(g, field) else 1.0,
-            )
+            if _unsupported(g, field):
+                # only the readings a card lacks: one series per supported reading would be a third of
+                # an 8-GPU host's series for no information (absent here = supported)
+                fams.gauge(
+                    "gpuwatch_reading_supported",
+                    "0 for each reading this GPU and driver cannot give (its series is then omitted); a "
+                    "reading not listed here is supported.",
+                    {**labels, "reading": field},
+                    0.0,
+                )
         for r in READINGS:
+            if r.field == "last_xid":
+                continue  # published with the Xid counters, lost or not
             value = _number(getattr(g, r.field))
             if value is None:
                 continue
+            value *= r.scale
             if r.counter:
                 fams.counter(r.metric, r.help, labels, value, r.unit)
             else:
@@ -521,6 +741,10 @@ class GpuwatchCollector(Collector):
             "",
             counter=True,
         )
+        for group in COUNTER_GROUPS:
+            self._labelled(
+                fams, g, labels, group.fields, group.label, group.metric, group.help, group.unit, counter=True
+            )
         peak = _number(g.peak_memory_bandwidth_bytes_s)
         if peak is not None:
             fams.gauge(
@@ -531,12 +755,6 @@ class GpuwatchCollector(Collector):
                 "bytes_per_second",
             )
         self._collect_throttle(fams, g, labels)
-        fams.counter(
-            "gpuwatch_xid_errors",
-            "XID errors seen since the exporter started.",
-            labels,
-            float(g.xid_errors_total),
-        )
         if g.gpm is not None:
             for field, metric, doc in _GPM_RATIOS:
                 value = _number(getattr(g.gpm, field))
@@ -578,6 +796,35 @@ class GpuwatchCollector(Collector):
                     float(p.used_memory_bytes),
                     "bytes",
                 )
+
+    def _collect_xid(self, fams: _Families, g: GpuSample, labels: dict[str, str]) -> None:
+        """Xid counters, for lost and stale GPUs too: the Xid that took a card down is the news."""
+        with self._lock:
+            total = self._xid_total.get(g.uuid, 0)
+            by_code = dict(self._xid_by_code.get(g.uuid, {}))
+            last = self._xid_last.get(g.uuid)
+        fams.counter(
+            "gpuwatch_xid_errors",
+            "XID errors seen since the exporter started, all codes (0 from the start: increase() sees the "
+            "first one).",
+            labels,
+            float(total),
+        )
+        for code, n in sorted(by_code.items()):
+            fams.counter(
+                "gpuwatch_xid_errors_by_code",
+                "XID errors since the exporter started, by code (docs.nvidia.com/deploy/xid-errors), as "
+                "NVML's event set delivered them; a lost or stale GPU keeps its counts.",
+                {**labels, "xid": str(code)},
+                float(n),
+            )
+        if last is not None:
+            fams.gauge(
+                "gpuwatch_xid_last_code",
+                "Code of the most recent XID error seen since the exporter started.",
+                labels,
+                float(last),
+            )
 
     @staticmethod
     def _labelled(
@@ -926,7 +1173,28 @@ def _collect_energy(fams: _Families, a: GpuAssessment, labels: dict[str, str]) -
         )
 
 
+def _cuda_version(value: int | None) -> str:
+    """NVML's cudaDriverVersion integer (major * 1000 + minor * 10) as "12.8"; "" when unknown."""
+    if value is None or value <= 0:
+        return ""
+    return f"{value // 1000}.{value % 1000 // 10}"
+
+
+def _last_read_s(snap: Snapshot) -> float | None:
+    """The newest fresh GPU read of ``snap``; a source without per-GPU read times (a recording made
+    before they existed) counts every snapshot as a read."""
+    if any(g.read_timestamp_s > 0 or g.stale for g in snap.gpus):
+        return snap.last_read_timestamp_s
+    return snap.timestamp_s
+
+
+_GROUP_FIELDS = {group.reading: tuple(f for f, _ in group.fields) for group in COUNTER_GROUPS}
+
+
 def _unsupported(g: GpuSample, field: str) -> bool:
+    members = _GROUP_FIELDS.get(field)
+    if members is not None:  # a family is unsupported when none of its counters can be read
+        return all(_unsupported(g, member) for member in members)
     why = g.unavailable.get(field)
     if why is not None:
         return why in _UNSUPPORTED
