@@ -68,6 +68,12 @@ class PendingSession:
         else:
             self._listeners.append(fn)
 
+    @property
+    def engines(self) -> object | None:
+        """The open session's engine watcher (None while opening, or without --engine): the engine
+        series read it through here."""
+        return getattr(self._session, "engines", None)
+
     def source_state(self) -> SourceState:
         """The source's state (the NVML supervisor's phase); "starting" while the session opens."""
         source = getattr(self._session, "source", None)
