@@ -15,7 +15,7 @@ from gpuwatch.model.errors import ModelInputError, UnknownIdError
 from gpuwatch.options import OneLineParser
 
 #: sub-command name -> module under gpuwatch.commands (each has register(subparsers) and run(args))
-SUBCOMMANDS = ("plan", "exporter", "record", "doctor", "advise")
+SUBCOMMANDS = ("plan", "exporter", "record", "doctor", "advise", "capture")
 
 
 def build_parser() -> argparse.ArgumentParser:

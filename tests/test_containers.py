@@ -258,7 +258,8 @@ async def test_the_process_table_shows_the_container_beside_the_process(tmp_path
             await pilot.pause()
             table = app.query_one("#process-table", DataTable)
             rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
-            assert rows and rows[0][0] == "4242" and rows[0][1].startswith("(llama-server) ")
+            # columns: GPU, PID, user, process (container first), GPU memory, SM
+            assert rows and rows[0][1] == "4242" and rows[0][3].startswith("(llama-server) ")
             await pilot.pause(0.5)  # let the lazily mounted panes finish mounting before the app exits
     finally:
         rack.close()

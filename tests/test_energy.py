@@ -29,7 +29,7 @@ from gpuwatch.live.idle_burn import IdleTracker
 from gpuwatch.live.pricing import Pricing
 from gpuwatch.model import cost
 from gpuwatch.model.cost import OwnershipCost
-from gpuwatch.telemetry.engine_state import engine_gpus
+from gpuwatch.options.engine_gpus import engine_gpus
 from gpuwatch.telemetry.engines import EngineReading, EngineState, fetch_metrics, parse_engine_metrics
 from gpuwatch.tui.app import GpuwatchApp
 from gpuwatch.tui.formatting import percent, usd

@@ -264,3 +264,15 @@ def test_box_figures_and_the_power_cost_say_how_they_were_obtained() -> None:
     assert no_power is not None and no_power.power_provenance == Provenance.MODELLED
     with_power = assess(config(), sample()).gpus[0].cost
     assert with_power is not None and with_power.power_provenance == Provenance.MEASURED
+
+
+def test_a_declared_workload_that_does_not_fit_has_no_modelled_speed_or_price() -> None:
+    # llama-3-70b at fp16 is ~140 GB of weights: it cannot load on a 24 GB card
+    g = assess(config("llama-3-70b:fp16:batch=1:context=4096"), sample()).gpus[0]
+    assert g.workload_fits is False
+    assert g.modelled_tokens_per_s is None and g.tokens_per_s is None
+    assert g.cost is not None and g.cost.projected_usd_per_mtok is None and g.cost.cloud_usd_per_mtok is None
+    assert "does not fit in 24 GiB" in g.bound.detail
+    assert all(a.tokens_per_s is None and a.usd_per_mtok is None and not a.fits for a in g.cost.alternatives)
+    fitting = assess(config(), sample()).gpus[0]
+    assert fitting.workload_fits is True and fitting.modelled_tokens_per_s is not None

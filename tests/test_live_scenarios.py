@@ -13,15 +13,15 @@ import pytest
 
 from gpuwatch.live.assessment import BoundKind, BoxAssessment, Provenance
 from gpuwatch.live.assessor import derated
-from gpuwatch.live.config import LiveConfig, parse_workload
+from gpuwatch.live.config import LiveConfig, parse_workload, plan_inputs
 from gpuwatch.live.session import LiveSession
 from gpuwatch.model import cost
 from gpuwatch.model.catalog import get_gpu
 from gpuwatch.model.cost import OwnershipCost
 from gpuwatch.model.llm import get_model
 from gpuwatch.model.quant import get_quant
-from gpuwatch.model.serving import powered_throughput
 from gpuwatch.model.throughput import estimate_throughput
+from gpuwatch.model.whatif import answer
 from gpuwatch.telemetry.poller import NvmlPoller, SimSpec
 from gpuwatch.telemetry.sample import Snapshot
 from gpuwatch.telemetry.simulated import install, uninstall
@@ -185,26 +185,17 @@ def test_failing_fan_4090_is_throttled_and_its_cost_per_token_rises(box: MakeBox
 
 
 def test_live_and_plan_agree_for_the_same_workload_and_card(box: MakeBox) -> None:
-    """The live projection is `gpuwatch plan throughput/cost`'s model, called with the same inputs."""
+    """The live projection is the Plan pane's answer (model.whatif.answer, the path the pane and `gpuwatch
+    plan` take) for the what-if the pane starts from: the declared workload at the live prices."""
     b = box("rtx4090", "decode-batched", "mistral-7b:q4_K_M:batch=4:context=1024")
     _, a = list(b.run(3, 1.0))[-1]
     g = a.gpus[0]
-    est = estimate_throughput(get_model("mistral-7b"), get_quant("q4_K_M"), get_gpu("rtx4090"), 4, 1024)
-    assert g.modelled_tokens_per_s == pytest.approx(est.decode_tokens_per_s)
+    plan = answer(plan_inputs(b.session.config).with_(gpu="rtx4090"))
+    assert plan.throughput is not None and plan.cost is not None
+    assert g.modelled_tokens_per_s == pytest.approx(float(plan.throughput.decode_tokens_per_s))
     assert g.cost is not None
-    assert g.cost.projected_usd_per_mtok == pytest.approx(
-        cost.usd_per_mtok(
-            PRICES,
-            tokens_per_s=est.decode_tokens_per_s,
-            gpu_capex_usd=None,
-            power_w=powered_throughput(
-                get_model("mistral-7b"), "q4_K_M", get_gpu("rtx4090"), 4, 1024
-            ).power.power_w,
-        )
-    )
-    assert g.cost.cloud_usd_per_mtok == pytest.approx(
-        cost.cloud_usd_per_mtok(tokens_per_s=est.decode_tokens_per_s, cloud_usd_per_h=0.69)
-    )
+    assert g.cost.projected_usd_per_mtok == pytest.approx(plan.cost.usd_per_mtok)
+    assert g.cost.cloud_usd_per_mtok == pytest.approx(plan.cost.cloud_usd_per_mtok)
 
 
 def test_live_assessment_agrees_with_the_plan_command(

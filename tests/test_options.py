@@ -103,7 +103,7 @@ def test_the_same_price_flag_means_the_same_in_the_tui_exporter_and_plan() -> No
             "--gpu-price",
         ):
             assert flag in out, (command, flag)
-        assert "electricity price (USD/kWh); default 0.15" in out
+        assert "electricity price (USD/kWh); from 0 to 10; default 0.15" in out
 
 
 # --- issue 12: every number a user can type is range-checked where it is declared ----------------------
@@ -114,20 +114,28 @@ def test_the_same_price_flag_means_the_same_in_the_tui_exporter_and_plan() -> No
     [
         (
             ["record", "x.gwrec", "--sim", "rtx4090", "--interval", "1e-9"],
-            "--interval: '1e-09' is not allowed",
+            "--interval = '1e-09' is not allowed",
         ),
         (
             ["--sim", "rtx4090", "--time-scale", "1e6"],
-            "--time-scale: '1e6' is not allowed: expected a number > 0",
+            "--time-scale = '1e6' is not allowed: expected a number > 0",
         ),
-        (["--sim", "rtx4090", "--replay-speed", "nan"], "--replay-speed: 'nan' is not allowed"),
-        (["--sim", "rtx4090", "--seed", "9" * 400], "--seed: '99999"),
+        (["--sim", "rtx4090", "--replay-speed", "nan"], "--replay-speed = 'nan' is not allowed"),
+        (["--sim", "rtx4090", "--seed", "9" * 400], "--seed = '99999"),
         (
             ["exporter", "--sim", "rtx4090", "--electricity-price", "1e308"],
-            "--electricity-price: '1e308' is not allowed: expected a number from 0 to 10",
+            "--electricity-price = '1e308' is not allowed: expected a number from 0 to 10",
         ),
-        (["exporter", "--sim", "rtx4090", "--utilisation", "2"], "--utilisation: '2' is not allowed"),
-        (["plan", "cost", "--count", "9" * 400], "--count: '9999"),
+        (["exporter", "--sim", "rtx4090", "--utilisation", "2"], "--utilisation = '2' is not allowed"),
+        (["plan", "cost", "--count", "9" * 400], "--count = '9999"),
+        (
+            ["--sim", "rtx4090", "--engine", "notaurl"],
+            "--engine = 'notaurl' is not allowed: expected an engine URL",
+        ),
+        (
+            ["exporter", "--sim", "rtx4090", "--engine", "http://[::1/metrics"],
+            "--engine = 'http://[::1/metrics'",
+        ),
     ],
 )
 def test_out_of_range_numbers_are_one_line_errors(

@@ -62,7 +62,7 @@ def test_every_scenario_gives_consistent_readings(box: SimFactory, scenario: str
         assert b.temperature_c is not None and 15.0 < b.temperature_c < b.shutdown_temperature_c
         assert b.slowdown_margin_c == pytest.approx(b.slowdown_temperature_c - b.temperature_c)
         assert 0 < b.sm_clock_hz <= b.sm_clock_max_hz
-        assert 0 < b.memory_used_bytes <= b.memory_total_bytes
+        assert 0 <= b.memory_used_bytes <= b.memory_total_bytes  # an idle H100 reads 0 MiB (capture)
         assert 0.0 <= b.sm_busy_ratio <= 1.0 and 0.0 <= b.memory_controller_busy_ratio <= 1.0
         assert b.clock_event_reasons is not None and b.performance_state is not None
         assert b.pcie_link_gen is not None and b.pcie_link_width_max is not None

@@ -7,7 +7,6 @@ computed by the test: each face is held against another.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 from textual.widgets import Input, Static
+from tui_rack import started
 
 from gpuwatch.cli import build_parser, main
 from gpuwatch.tui.formatting import rate, usd
@@ -130,7 +130,7 @@ async def test_the_plan_and_cost_panes_start_from_the_workload_and_agree_with_pl
 
     cost = plan("cost", *PLAN_WORKLOAD)
     app = tui.build_app(build_parser().parse_args(["--sim", "rtx4090", *WORKLOAD]))
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with started(app, size=(120, 40)) as pilot:
         await pilot.press("3")
         summary = ""
         for _ in range(100):  # the first poll arrives from the session's thread
@@ -144,7 +144,8 @@ async def test_the_plan_and_cost_panes_start_from_the_workload_and_agree_with_pl
 
         await pilot.press("4")
         await pilot.pause()
-        await asyncio.sleep(0)
+        await app.workers.wait_for_complete()  # the planner answers in a worker thread
+        await pilot.pause()
         assert app.query_one("#plan-batch", Input).value == "8"  # the Plan pane starts from --workload
         shown = text_of(app.query_one("#plan-result", Static))
         assert f"own {usd(cost['usd_per_mtok'], digits=3)} at 70% utilisation" in shown

@@ -105,7 +105,7 @@ def test_bad_duration_is_a_one_line_error(tmp_path: Path) -> None:
     done = gpuwatch("record", str(tmp_path / "x.gwrec"), "--duration", "-3", "--sim", "rtx4090")
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "gpuwatch: error: record: --duration: '-3' is not allowed: expected a number > 0 and <= 315360000"
+        "gpuwatch: error: record: --duration = '-3' is not allowed: expected a number > 0 and <= 315360000"
     )
 
 
@@ -164,7 +164,7 @@ def test_bad_source_options_are_one_line_errors(tmp_path: Path, capsys: pytest.C
             "inf",
             "--duration",
             "1",
-        ): "--time-scale: 'inf' is not allowed",
+        ): "--time-scale = 'inf' is not allowed",
         # an empty --sim used to fall through to the real driver
         ("record", path, "--sim", "", "--duration", "1"): "--sim '': bad device entry",
         ("record", path, "--sim", "rtx4090", "--faults", "junk", "--duration", "1"): "bad fault 'junk'",

@@ -53,4 +53,4 @@ def test_nvitop_renders_the_simulated_cards(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "GeForce RTX 4090" in proc.stdout and "H100 80GB HBM3" in proc.stdout
-    assert "580.95.05" in proc.stdout
+    assert "590.48.01" in proc.stdout  # the driver the H100 profile was captured on

@@ -70,7 +70,7 @@ def test_identity_as_nvml_reports_it(sim: SimulatedNvml) -> None:
     assert N.nvmlDeviceGetArchitecture(handle(H100)) == N.NVML_DEVICE_ARCH_HOPPER
     assert N.nvmlDeviceGetCudaComputeCapability(h) == (8, 9)
     assert N.nvmlDeviceGetNumGpuCores(h) == 16384
-    assert N.nvmlSystemGetDriverVersion() == "580.95.05"
+    assert N.nvmlSystemGetDriverVersion() == "590.48.01"  # the H100 profile was captured on 590.48.01
 
 
 def test_peak_bandwidth_from_nvml_answers(sim: SimulatedNvml) -> None:

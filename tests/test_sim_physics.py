@@ -9,6 +9,7 @@ import pynvml as N
 import pytest
 
 from gpuwatch.telemetry.simulated import SimulatedNvml, install, uninstall
+from gpuwatch.telemetry.simulated.physics import FAST_FORWARD_AFTER_S
 
 SW_POWER_CAP = N.nvmlClocksEventReasonSwPowerCap
 SW_THERMAL = N.nvmlClocksEventReasonSwThermalSlowdown
@@ -178,5 +179,27 @@ def test_manual_clock_starts_at_a_fixed_epoch_and_only_moves_on_advance() -> Non
         assert sim.now_s() == t0 == 1_767_225_600.0
         sim.advance(12.5)
         assert sim.now_s() == t0 + 12.5
+    finally:
+        uninstall()
+
+
+def test_a_very_fast_clock_costs_bounded_steps_and_still_heats_the_card() -> None:
+    # --time-scale 1e6 used to integrate every 0.25 s step of the backlog: 4 million per real second
+    sim = install("rtx4090", scenario="training", time_scale=1e6)
+    energy0_mj = sim.devices[0].counters.energy_mj
+    try:
+        N.nvmlInit()
+        time.sleep(0.2)  # ~2e5 simulated seconds
+        hot = reading(0)["temp_c"]
+        dev = sim.devices[0]
+        assert dev.elapsed_s > 1e5
+        # a read integrates at most the fast-forward horizon on a coarse grid; the backlog beyond is skipped
+        calls = sum(sim.calls.values())
+        assert dev.steps <= calls * (FAST_FORWARD_AFTER_S / dev.step_s + 1)
+        assert dev.steps < dev.elapsed_s / 0.25 / 100  # vs one 0.25 s step per simulated quarter second
+        assert hot > 55  # the held state is the loaded one: the card reads hot, as after hours of training
+        # energy kept counting over the skipped span (>= 100 W for 1e5 s)
+        assert dev.counters.energy_mj - energy0_mj > 1e5 * 100 * 1e3
+        N.nvmlShutdown()
     finally:
         uninstall()

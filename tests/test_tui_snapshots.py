@@ -33,6 +33,8 @@ def settle(rack: ManualRack, *keys: str, polls: int = 20) -> Callable[[Pilot[Non
         if keys:
             await pilot.press(*keys)
         await pilot.pause()
+        await pilot.app.workers.wait_for_complete()  # the comparison is computed in a worker thread
+        await pilot.pause()
         pilot.app.clear_notifications()
         await pilot.pause()
 

@@ -74,8 +74,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--driver",
         default=argparse.SUPPRESS,
-        choices=("r470", "r535", "r580"),
-        help="simulated driver generation (which NVML symbols exist); default r580",
+        choices=("r470", "r535", "r580", "r590", "r595", "r610"),
+        help="simulated driver generation (which NVML symbols exist); default: the driver a calibrated "
+        "card was captured on, else r580",
     )
     p.add_argument(
         "--faults",
@@ -167,10 +168,10 @@ def run(args: argparse.Namespace) -> int:
             scenario=getattr(args, "scenario", None),
             seed=getattr(args, "seed", 0) or 0,
             faults=getattr(args, "faults", None),
-            driver=getattr(args, "driver", None) or "r580",
+            driver=getattr(args, "driver", None),
         )
         simulated = spec.install()
-        source = f"simulated NVML ({sim}, driver profile {spec.driver})"
+        source = f"simulated NVML ({sim}, driver profile {simulated.driver.name})"
     else:
         source = "NVML (real driver)"
     reader = NvmlReader(

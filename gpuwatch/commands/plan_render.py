@@ -254,16 +254,19 @@ def throughput(inputs: PlanInputs, as_json: bool) -> int:
 def cost(inputs: PlanInputs, as_json: bool) -> int:
     model, quant, gpu = whatif.resolve(inputs)
     whatif.require_gpu_price(inputs, gpu)
+    mem = whatif.memory_answer(inputs, model, quant, gpu)
     powered = whatif.powered_answer(inputs, model, quant, gpu)
     est = powered.estimate
-    tokens_per_s = float(est.decode_tokens_per_s)
     power_w = powered.power.power_w * inputs.count
+    # a model that cannot load has no speed and no price per token; owning the box still costs its hours
+    tokens_per_s = float(est.decode_tokens_per_s) if mem.fits else 0.0
     cost = whatif.cost_answer(inputs, gpu, tokens_per_s, power_w)
     p = inputs.prices
     payload = {
         "command": "cost",
         "workload": _workload_json(inputs, model, quant, gpu),
-        "decode_tokens_per_s": tokens_per_s,
+        "fits": mem.fits,
+        "decode_tokens_per_s": tokens_per_s if mem.fits else None,
         "gpu_price_usd": whatif.gpu_price(inputs, gpu),
         "gpu_capex_usd": cost.gpu_capex_usd,
         "server_capex_usd": p.server_capex_usd,
@@ -314,8 +317,14 @@ def cost(inputs: PlanInputs, as_json: bool) -> int:
                 f"above {be_u:.0%} utilisation; "
                 f"after {_num(cost.breakeven_months)} months at {p.utilisation_ratio:.0%}"
             )
+        throughput = (
+            f"{tokens_per_s:,.1f} tok/s at {p.utilisation_ratio:.0%} busy"
+            if mem.fits
+            else f"does not fit: {mem.per_gpu_gib:,.1f} GiB per GPU of {mem.usable_gib:,.1f} usable "
+            "(see `gpuwatch plan memory`): no tok/s, no $/1M tokens"
+        )
         rows = [
-            ("decode throughput", f"{tokens_per_s:,.1f} tok/s at {p.utilisation_ratio:.0%} busy"),
+            ("decode throughput", throughput),
             (
                 "capex",
                 f"{capex} over {p.service_life_years:g} years = ${_num(cost.capex_usd_per_h, ',.3f')}/h",
@@ -401,11 +410,13 @@ def gpus(inputs: PlanInputs | None, as_json: bool) -> int:
                 row.gpu_id,
                 "yes" if row.fits else "no",
                 str(row.gpus_needed or "—"),
-                _num(row.decode_tokens_per_s),
-                _num(row.usd_per_mtok, ",.3f"),
-                _num(row.tokens_per_s_per_kusd, ",.2f"),
+                _num(row.decode_tokens_per_s) if row.fits else "—",
+                _num(row.usd_per_mtok, ",.3f") if row.fits else "—",
+                _num(row.tokens_per_s_per_kusd, ",.2f") if row.fits else "—",
             )
         console.print(table)
+        if any(not row.fits for row in rows):
+            console.print("[dim]—: does not fit, so no tok/s and no $/1M tokens[/dim]")
         console.print(
             "[dim]$/1M tokens only where the catalog has a list price (GeForce); "
             "`gpuwatch plan cost --gpu-price` for the others[/dim]"

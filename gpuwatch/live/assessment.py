@@ -92,8 +92,8 @@ class CostSplit:
 class Alternative:
     gpu_id: str
     gpu_name: str
-    tokens_per_s: float
-    usd_per_mtok: float
+    tokens_per_s: float | None  # None: the workload does not fit this card
+    usd_per_mtok: float | None
     fits: bool
 
 
@@ -156,6 +156,9 @@ class GpuAssessment:
     power_advice_reason: str = ""
     #: tokens/s given up at the advised cap, 0..1
     advised_speed_loss_ratio: float | None = None
+    #: whether the declared workload fits this card's memory (None: no workload, or a card outside the
+    #: catalog); a workload that cannot load gets no modelled tokens/s, roofline point or $/1M
+    workload_fits: bool | None = None
 
 
 @dataclass(frozen=True)

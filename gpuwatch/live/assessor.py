@@ -65,6 +65,7 @@ class Assessor:
         self.workload = ResolvedWorkload.of(config.workload) if config.workload else None
         self._alerts = AlertTracker(config.alerts)
         self._specs: dict[str, GpuSpec | None] = {}
+        self._fits: dict[str, bool] = {}
         self._estimates: dict[tuple[str, float, float], ThroughputEstimate] = {}
         self.pricing = Pricing(config, self.workload)
         self._idle = IdleTracker()
@@ -77,8 +78,17 @@ class Assessor:
             self._specs[key] = identify_gpu(sample)
         return self._specs[key]
 
-    def _estimate(self, gpu: GpuSpec, compute_scale: float, memory_scale: float) -> ThroughputEstimate | None:
+    def _workload_fits(self, gpu: GpuSpec) -> bool | None:
         if self.workload is None:
+            return None
+        if gpu.id not in self._fits:
+            self._fits[gpu.id] = self.workload.fits(gpu)
+        return self._fits[gpu.id]
+
+    def _estimate(self, gpu: GpuSpec, compute_scale: float, memory_scale: float) -> ThroughputEstimate | None:
+        """The declared workload modelled on this card at these clocks; None without one, or where it
+        does not fit (a model that cannot load has no speed)."""
+        if self.workload is None or not self._workload_fits(gpu):
             return None
         key = (gpu.id, round(compute_scale, 3), round(memory_scale, 3))
         if key not in self._estimates:
@@ -208,8 +218,18 @@ class Assessor:
         else:
             tokens, tokens_prov = None, Provenance.UNKNOWN
 
-        roofline = roofline_position(sample, gpu, self.workload, share, at_live, idle, compute_scale, work)
+        fits = self._workload_fits(gpu)
+        # engine traffic is not the declared workload's where that cannot load here: nothing derived from it
+        workload = self.workload if fits else None
+        roofline = roofline_position(sample, gpu, workload, share, at_live, idle, compute_scale, work)
         bound = bound_of(sample, gpu, roofline, idle, at_live)
+        if fits is False and bound.kind == BoundKind.UNKNOWN and self.workload is not None:
+            w = self.workload
+            bound = replace(
+                bound,
+                detail=f"the declared workload ({w.model.name} {w.quant.id}, batch {w.batch} x "
+                f"{w.context_tokens:,} tokens) does not fit in {gpu.memory_gib:g} GiB",
+            )
         return GpuAssessment(
             index=sample.index,
             gpu_id=gpu.id,
@@ -227,4 +247,5 @@ class Assessor:
             tokens_per_s=tokens,
             tokens_per_s_provenance=tokens_prov,
             modelled_tokens_per_s=modelled_tokens,
+            workload_fits=fits,
         )

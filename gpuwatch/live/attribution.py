@@ -25,7 +25,8 @@ from gpuwatch.live.workload import ResolvedWorkload
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.roofline import attainable_flops, ridge_point_flop_per_byte
 from gpuwatch.model.throughput import ThroughputEstimate, bytes_per_decode_step, flops_per_token
-from gpuwatch.telemetry.engine_state import EngineWork, engine_gpus
+from gpuwatch.options.engine_gpus import engine_gpus
+from gpuwatch.telemetry.engine_state import EngineWork
 from gpuwatch.telemetry.engines import EngineReading
 from gpuwatch.telemetry.history import History
 from gpuwatch.telemetry.sample import ClockEventReason, GpuSample, Snapshot

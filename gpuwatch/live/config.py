@@ -177,7 +177,7 @@ def _gpu_prices(where: str, value: Any) -> dict[str, float]:
 
 def _load_gpus_file(path: str, where: str) -> None:
     try:
-        load_user_gpus(path)
+        load_user_gpus(Path(path).expanduser())
     except ModelInputError as exc:
         raise ConfigError(f"{where}{exc}") from None
 

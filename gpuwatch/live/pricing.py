@@ -16,7 +16,6 @@ from gpuwatch.live.workload import ResolvedWorkload
 from gpuwatch.model import cost
 from gpuwatch.model.catalog import GpuSpec, get_gpu
 from gpuwatch.model.cost import OwnershipCost
-from gpuwatch.model.memory import inference_memory
 
 #: at most this many alternative GPUs are priced (the faces have room for three)
 MAX_ALTERNATIVES = 3
@@ -57,14 +56,16 @@ class Pricing:
                 price = gpu_price_usd(self.config, alt)
                 if price is None or len(out) == MAX_ALTERNATIVES:
                     continue
+                if not w.fits(alt):  # a model that cannot load has no speed and no price per token
+                    out.append(Alternative(alt.id, alt.name, None, None, False))
+                    continue
                 tokens = float(w.estimate(alt).decode_tokens_per_s)
                 usd = float(
                     cost.usd_per_mtok(
                         prices, tokens_per_s=tokens, gpu_capex_usd=price, power_w=w.modelled_power_w(alt)
                     )
                 )
-                fits = bool(inference_memory(w.model, w.quant, w.batch, w.context_tokens).fits(alt))
-                out.append(Alternative(alt.id, alt.name, tokens, usd, fits))
+                out.append(Alternative(alt.id, alt.name, tokens, usd, True))
             self._alternatives[key] = tuple(out)
         return self._alternatives[key]
 

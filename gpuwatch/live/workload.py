@@ -12,6 +12,7 @@ from gpuwatch.live.config import Workload
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.engine_profiles import EngineProfile, get_engine_profile
 from gpuwatch.model.llm import ModelSpec, resolve_model
+from gpuwatch.model.memory import inference_memory
 from gpuwatch.model.quant import QuantFormat, get_quant
 from gpuwatch.model.serving import powered_throughput
 from gpuwatch.model.throughput import ThroughputEstimate, estimate_throughput
@@ -36,6 +37,10 @@ class ResolvedWorkload:
     def dtype(self, gpu: GpuSpec) -> str:
         """The ceiling the engine's matmuls run against (the model's own choice, e.g. fp16acc on GeForce)."""
         return self.engine.matmul_dtype(self.quant.compute_dtype, gpu)
+
+    def fits(self, gpu: GpuSpec) -> bool:
+        """Whether one replica (weights + KV cache at batch x context) fits one card's usable memory."""
+        return bool(inference_memory(self.model, self.quant, self.batch, self.context_tokens).fits(gpu))
 
     def modelled_power_w(self, gpu: GpuSpec) -> float:
         """Board power this workload draws on ``gpu`` at its default limit (gpuwatch/model/power.py), the

@@ -235,6 +235,8 @@ def training_cost(
     if count < 1:
         raise ModelInputError(f"GPU count must be >= 1, got {count}")
     flops = 6.0 * n * d
+    if dtype == "bf16" and "bf16" not in gpu.peak_flops:
+        dtype = "fp16"  # no bf16 tensor path (Turing): mixed precision trains in fp16 with loss scaling
     gpu_h = flops / (mfu * peak_flops(gpu, dtype)) / 3600.0
     usd = None if usd_per_gpu_h is None else as_result(gpu_h * np.asarray(usd_per_gpu_h, float))
     return TrainingCost(as_result(flops), as_result(gpu_h), as_result(gpu_h / count), usd)

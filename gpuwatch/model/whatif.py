@@ -139,8 +139,8 @@ class PlanAnswer:
     quant: QuantFormat
     gpu: GpuSpec
     memory: MemoryAnswer
-    throughput: ThroughputEstimate | None  # inference only
-    cost: CostAnswer | None
+    throughput: ThroughputEstimate | None  # inference only, where it fits
+    cost: CostAnswer | None  # inference only, where it fits
     training: TrainingAnswer | None  # train / lora / qlora
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -437,14 +437,14 @@ def answer(inputs: PlanInputs) -> PlanAnswer:
     throughput = None
     cost = None
     training = None
-    if inputs.mode == "inference":
+    if inputs.mode != "inference":
+        training = training_answer(inputs, model, gpu)
+    elif mem.fits:  # a model that cannot load has no speed and no $/token
         powered = powered_answer(inputs, model, quant, gpu)
         throughput = powered.estimate
         cost = cost_answer(
             inputs, gpu, float(throughput.decode_tokens_per_s), powered.power.power_w * inputs.count
         )
-    else:
-        training = training_answer(inputs, model, gpu)
     return PlanAnswer(inputs, model, quant, gpu, mem, throughput, cost, training)
 
 
@@ -481,6 +481,11 @@ def compare(inputs: PlanInputs, gpu_prices: Mapping[str, float] | None = None) -
         except (ModelInputError, UnknownIdError, KeyError):
             continue  # e.g. a compute dtype this GPU lacks, or --link nvlink on a PCIe-only card
         price, source = _comparison_price(inputs, chosen, gpu, prices)
+        if not mem.fits:  # a model that cannot load has no speed and no price per token
+            rows.append(
+                ComparisonRow(gpu.id, gpu.name, False, mem.gpus_needed, None, None, None, price, source)
+            )
+            continue
         # a configured server capex is the user's box, not what a box of other cards would cost
         priced = cost_answer(
             inputs.with_(gpu_price_usd=price, server_capex_usd=None),

@@ -261,6 +261,8 @@ class OneLineParser(argparse.ArgumentParser):
         where = self.prog.removeprefix("gpuwatch").strip()
         # argparse names an option by all its spellings ("--cloud-price/--cloud-usd-per-gpu-h"): the first
         message = re.sub(r"(--[\w-]+)(?:/--[\w-]+)+", r"\1", message.removeprefix("argument "))
+        # as the config file says it: "--batch = '2.5' is not allowed: …"
+        message = re.sub(r"^(--[\w-]+): (.* is not allowed)", r"\1 = \2", message)
         raise UsageError(f"{where}: {message}" if where else message)
 
 
@@ -320,6 +322,9 @@ def _help(option: Option, with_default: bool) -> str:
     text = option.help
     if option.unit and option.unit not in text:
         text += f" ({option.unit})"
+    bounded = option.minimum is not None or option.maximum is not None or option.above is not None
+    if option.kind in ("float", "int") and bounded and not option.choices:
+        text += "; " + option.allowed().removeprefix("a whole number ").removeprefix("a number ")
     if with_default and option.default is not None and option.kind != "list":
         shown = (
             option.text(option.default)

@@ -112,7 +112,9 @@ def engine_url(value: Any) -> str:
         raise Invalid(_URL_FORM) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid(_URL_FORM)
-    from gpuwatch.telemetry.engine_state import engine_gpus  # the #gpus=0,1 syntax lives there
+    if "://" not in text and parts.port is None:  # "notaurl": a typo, not an engine on port 80
+        raise Invalid(_URL_FORM)
+    from gpuwatch.options.engine_gpus import engine_gpus  # the #gpus=0,1 syntax lives there
 
     try:
         engine_gpus(text)
@@ -435,6 +437,7 @@ declare(
         default=_PLAN.model,
         toml="workload.model",
         parse=model_id,
+        metavar="MODEL",
     )
 )
 declare(
@@ -446,6 +449,7 @@ declare(
         default=_PLAN.quant,
         toml="workload.quant",
         parse=quant_id,
+        metavar="QUANT",
     )
 )
 declare(
@@ -508,6 +512,7 @@ declare(
         default=_PLAN.gpu,
         parse=gpu_id,
         late=True,
+        metavar="GPU",
     )
 )
 declare(
@@ -525,7 +530,13 @@ declare(
 )
 declare(
     Option(
-        "parallel", ("--parallel",), "text", "multi-GPU split", default=_PLAN.parallel, choices=PARALLELISM
+        "parallel",
+        ("--parallel",),
+        "text",
+        "multi-GPU split",
+        default=_PLAN.parallel,
+        choices=PARALLELISM,
+        metavar="SPLIT",
     )
 )
 declare(
@@ -538,7 +549,17 @@ declare(
         metavar="LINK",
     )
 )
-declare(Option("mode", ("--mode",), "text", "what the memory is for", default=_PLAN.mode, choices=MODES))
+declare(
+    Option(
+        "mode",
+        ("--mode",),
+        "text",
+        "what the memory is for",
+        default=_PLAN.mode,
+        choices=MODES,
+        metavar="MODE",
+    )
+)
 declare(
     Option(
         "lora_rank",
@@ -570,6 +591,7 @@ declare(
         "text",
         "optimizer (default adamw; qlora: paged_adamw)",
         choices=OPTIMIZERS,
+        metavar="OPTIMIZER",
     )
 )
 declare(

@@ -17,7 +17,7 @@ a data-parallel engine's GPUs as one). Rates are between two scrapes, like the t
 
 Which GPUs an engine runs on: a URL fragment ``#gpus=0,1`` (never sent to the engine) lists the NVML
 indices, e.g. ``--engine http://127.0.0.1:8000#gpus=0,1`` for a TP=2 vLLM; without it the engine is
-taken to run on every GPU of the box.
+taken to run on every GPU of the box (gpuwatch/options/engine_gpus.py parses it).
 
 Serving state, per engine (absent where the engine does not publish it):
 - vLLM: ``vllm:num_requests_waiting``; ``vllm:kv_cache_usage_perc`` (V1; V0 ``gpu_cache_usage_perc``),
@@ -34,7 +34,6 @@ Serving state, per engine (absent where the engine does not publish it):
 from __future__ import annotations
 
 import math
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -208,17 +207,3 @@ def engine_work(
         w = _rate(write, previous.write_bytes_total, dt_s)
         bytes_s = r + w if r is not None and w is not None else None
     return EngineWork(flops, read, write, flops_s, bytes_s), None
-
-
-def engine_gpus(url: str) -> tuple[int, ...] | None:
-    """The NVML indices the engine at ``url`` runs on (``#gpus=0,1``), or None: every GPU.
-
-    Raises ValueError with what was wrong for a fragment that is not such a list."""
-    fragment = urllib.parse.urlsplit(url if "://" in url else f"http://{url}").fragment
-    if not fragment:
-        return None
-    key, _, listed = fragment.partition("=")
-    parts = listed.split(",")
-    if key.strip() != "gpus" or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"engine URL fragment #{fragment} is not a GPU list (expected #gpus=0,1)")
-    return tuple(sorted({int(p) for p in parts}))

@@ -13,7 +13,7 @@ class SimSpec:
     seed: int = 0
     time_scale: float = 1.0
     faults: str | None = None
-    driver: str = "r580"
+    driver: str | None = None  # None: the driver a calibrated card was captured on, else r580
 
     def validate(self) -> None:
         """UserError (one line) for a bad device list, scenario, time scale or fault string, now.

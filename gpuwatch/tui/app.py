@@ -200,10 +200,18 @@ class GpuwatchApp(App[None]):
         source = self.feed.source
         error = getattr(source, "error", None)
         played = getattr(source, "played", None)
+        damaged = [s for s in getattr(source, "statuses", ()) if s.kind == "damaged"]
+        skipped = ""
+        if damaged:  # a damaged stretch is skipped and playback goes on: say where, and keep saying it
+            more = f" (+{len(damaged) - 1} more)" if len(damaged) > 1 else ""
+            skipped = f"; skipped a damaged stretch{more}: {damaged[0].message}"
         if error:
             text, kind = f"REPLAY STOPPED: {error}", "-error"
         elif getattr(source, "finished", False):
-            text, kind = f"REPLAY ENDED: the recording's last snapshot is shown ({played} played)", "-ended"
+            text = f"REPLAY ENDED: the recording's last snapshot is shown ({played} played){skipped}"
+            kind = "-error" if damaged else "-ended"
+        elif damaged:
+            text, kind = f"REPLAY DAMAGED{skipped}", "-error"
         else:
             return
         found = self.query("#source-status")

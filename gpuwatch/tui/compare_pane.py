@@ -7,11 +7,12 @@ from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Label, Static
+from textual.worker import get_current_worker
 
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
 from gpuwatch.model.whatif import ComparisonRow, PlanInputs, compare
@@ -79,7 +80,7 @@ def price_note(inputs: PlanInputs) -> Text:
 
 
 class ComparePane(Vertical):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("s", "next_sort", "Sort by next column")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("s", "next_sort", "Sort by next column", show=False)]
 
     def __init__(self, *, gpu_prices: Mapping[str, float] | None = None, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -96,21 +97,44 @@ class ComparePane(Vertical):
         yield table
         yield Static(id="compare-note", classes="pane-note")
 
+    def on_show(self) -> None:
+        """Focus the table when the pane comes on screen, so that `s` sorts at once (the binding is the
+        pane's: with the focus left on the tab bar it would not be reached)."""
+        self.query_one("#compare-table", DataTable).focus()
+
     def show(self, inputs: PlanInputs) -> None:
+        """Compare ``inputs`` on every catalog GPU, in a worker thread (~50 ms of model per keystroke
+        would otherwise stall the screen); a newer request makes an older answer moot."""
         self.inputs = inputs
-        title = self.query_one("#compare-title", Label)
-        try:
-            self.rows = compare(inputs, self.gpu_prices)
-        except (ModelInputError, UnknownIdError) as exc:
-            title.update(f"cannot compare: {exc}")
-            self.rows = []
-        else:
-            title.update(
-                f"{inputs.model} · {inputs.quant} · batch {inputs.batch} · context {inputs.context_tokens} · "
-                f"{inputs.count} GPU(s) each · sorted by {COLUMNS[self.sort_column][0]} (s: next column)"
-            )
         self.query_one("#compare-note", Static).update(price_note(inputs))
+        self._compare(inputs)
+
+    @work(thread=True, exclusive=True, group="compare")
+    def _compare(self, inputs: PlanInputs) -> None:
+        try:
+            rows, error = compare(inputs, self.gpu_prices), None
+        except (ModelInputError, UnknownIdError) as exc:
+            rows, error = [], str(exc)
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._compared, inputs, rows, error)
+
+    def _compared(self, inputs: PlanInputs, rows: list[ComparisonRow], error: str | None) -> None:
+        if inputs != self.inputs:  # the form moved on while this ran
+            return
+        self.rows = rows
+        self._title(error)
         self._fill()
+
+    def _title(self, error: str | None = None) -> None:
+        title = self.query_one("#compare-title", Label)
+        if error is not None or self.inputs is None:
+            title.update(f"cannot compare: {error}")
+            return
+        i = self.inputs
+        title.update(
+            f"{i.model} · {i.quant} · batch {i.batch} · context {i.context_tokens} · "
+            f"{i.count} GPU(s) each · sorted by {COLUMNS[self.sort_column][0]} (s: next column)"
+        )
 
     def _fill(self) -> None:
         table = self.query_one("#compare-table", DataTable)
@@ -120,12 +144,15 @@ class ComparePane(Vertical):
 
     def action_next_sort(self) -> None:
         keys = list(COLUMNS)
-        self.sort_column = keys[(keys.index(self.sort_column) + 1) % len(keys)]
-        if self.inputs is not None:
-            self.show(self.inputs)
+        self._sort_by(keys[(keys.index(self.sort_column) + 1) % len(keys)])
 
     @on(DataTable.HeaderSelected)
     def _header(self, event: DataTable.HeaderSelected) -> None:
-        self.sort_column = str(event.column_key.value)
-        if self.inputs is not None:
-            self.show(self.inputs)
+        self._sort_by(str(event.column_key.value))
+
+    def _sort_by(self, column: str) -> None:
+        """Re-sorting the rows already computed needs no model: at once, on the UI thread."""
+        self.sort_column = column
+        if self.inputs is not None and self.rows:
+            self._title()
+        self._fill()

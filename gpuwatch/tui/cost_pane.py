@@ -33,6 +33,16 @@ def split_bar(split: CostSplit, width: int) -> Text:
     return text
 
 
+def no_cost_reason(sample: GpuSample, gpu: GpuAssessment) -> str:
+    """Why there is no cost figure, and what to do about it."""
+    name = short_name(sample.name)
+    if gpu.gpu_id is None:
+        return (
+            f"No cost: {name} is not in the catalog, so it has no price or model (add it with --gpus-file)."
+        )
+    return f"No price for {name}: give [gpu_prices] in the config or --gpu-price."
+
+
 def cost_summary(sample: GpuSample, gpu: GpuAssessment, box: BoxAssessment, width: int) -> Text:
     cost: CostView | None = gpu.cost
     text = Text()
@@ -44,8 +54,13 @@ def cost_summary(sample: GpuSample, gpu: GpuAssessment, box: BoxAssessment, widt
     if gpu.modelled_tokens_per_s is not None:
         text.append("   ")
         text.append(f"model ceiling {rate(gpu.modelled_tokens_per_s)}", style="dim")
+    if gpu.workload_fits is False:
+        text.append("\n")
+        text.append("DOES NOT FIT", style="bold white on red")
+        text.append(" the declared workload cannot load on this card: no modelled tok/s or $/1M", style="red")
     if cost is None:
-        text.append("\n\nNo cost without a workload: declare one with --workload or --engine.", style="dim")
+        text.append("\n\n")
+        text.append(no_cost_reason(sample, gpu), style="yellow")
         return text
     text.append("\n$/1M tokens  live ")
     text.append(f"{usd(cost.live_usd_per_mtok, digits=3)}   ", style="bold green")
@@ -54,6 +69,11 @@ def cost_summary(sample: GpuSample, gpu: GpuAssessment, box: BoxAssessment, widt
     if cost.cloud_usd_per_mtok is not None:
         text.append("cloud ")
         text.append(usd(cost.cloud_usd_per_mtok, digits=3), style="bold")
+    if gpu.tokens_per_s is None and gpu.workload_fits is None:
+        text.append("\n")
+        text.append(
+            "no tokens/s to price: declare --workload MODEL:QUANT or point --engine at an engine", style="dim"
+        )
     text.append("\ntokens/J     ")
     text.append(
         f"{cost.tokens_per_joule:.2f}" if cost.tokens_per_joule is not None else MISSING, style="bold"
@@ -153,9 +173,9 @@ class CostPane(Vertical):
         rows = tuple(
             (
                 a.gpu_name,
-                Text(rate(a.tokens_per_s, "").strip(), justify="right"),
-                Text(usd(a.usd_per_mtok, digits=3), justify="right"),
-                "yes" if a.fits else "NO",
+                Text(rate(a.tokens_per_s, "").strip() if a.fits else "—", justify="right"),
+                Text(usd(a.usd_per_mtok, digits=3) if a.fits else "—", justify="right"),
+                "yes" if a.fits else "does not fit",
             )
             for a in alternatives
         )

@@ -1,17 +1,19 @@
-"""The planning pane: a form whose every change recomputes the answer at once (no submit button)."""
+"""The planning pane: a form whose every change recomputes the answer at once (no submit button); the
+model runs in a worker thread, the form stays responsive."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.validation import ValidationResult, Validator
 from textual.widget import Widget
 from textual.widgets import Input, Label, Select, Static, Switch
+from textual.worker import get_current_worker
 
 from gpuwatch.model.catalog import all_gpus
 from gpuwatch.model.engine_profiles import ENGINE_NAMES
@@ -172,6 +174,9 @@ def plan_text(plan: PlanAnswer, width: int) -> Text:
         text.append(item)
         column += 2 + len(item)
     t = plan.throughput
+    if inputs.mode == "inference" and not mem.fits:
+        text.append("\n\nno tok/s and no $/1M tokens: the model cannot load on ", style="red")
+        text.append(f"{inputs.count} x {plan.gpu.name}" if inputs.count > 1 else plan.gpu.name, style="red")
     if t is not None:
         over = f"{t.engine}, {t.parallel} over {t.count} GPUs" if t.count > 1 else t.engine
         text.append(f"\n\nthroughput ({over})\n", style="bold")
@@ -296,6 +301,7 @@ class PlanPane(Horizontal):
         self.inputs = inputs
         self.error: str | None = None
         self.plan: PlanAnswer | None = None
+        self._wanted: PlanInputs | None = None  # the form's latest readable inputs
 
     def compose(self) -> ComposeResult:
         i = self.inputs
@@ -449,19 +455,40 @@ class PlanPane(Horizontal):
         optimizer.prompt = _optimizer_prompt(shown.mode)
 
     def _recompute(self) -> None:
+        """Read the form at once (a bad field is refused while typing); the model answers in a worker
+        thread, so that a keystroke never waits on it; an answer to an older form is dropped."""
         self._show_meaningful_rows()
         try:
             inputs = self.read_form()
-            self.plan = answer(inputs)
-            self.inputs = inputs
-            self.error = None
         except (ModelInputError, UnknownIdError) as exc:
+            self._wanted = None
             self.error = str(exc)
+            self._show()
+            return
+        self._wanted = inputs
+        self._answer(inputs)
+
+    @work(thread=True, exclusive=True, group="plan")
+    def _answer(self, inputs: PlanInputs) -> None:
+        plan, error = None, None
+        try:
+            plan = answer(inputs)
+        except (ModelInputError, UnknownIdError) as exc:
+            error = str(exc)
         except (KeyError, ValueError) as exc:  # e.g. a dtype this GPU has no peak for
-            self.error = str(exc).strip("'\"")
+            error = str(exc).strip("'\"")
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._answered, inputs, plan, error)
+
+    def _answered(self, inputs: PlanInputs, plan: PlanAnswer | None, error: str | None) -> None:
+        if inputs != self._wanted:  # the form moved on while this ran
+            return
+        self.error = error
+        if plan is not None:
+            self.plan, self.inputs = plan, inputs
         self._show()
-        if self.error is None:
-            self.post_message(self.InputsChanged(self.inputs))
+        if error is None:
+            self.post_message(self.InputsChanged(inputs))
 
     def _show(self) -> None:
         result = self.query_one("#plan-result", Static)

@@ -33,7 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", default="decode", help="one name, or one per device separated by commas")
     p.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per real second")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--driver", default="r580", choices=sorted(DRIVER_PROFILES))
+    p.add_argument(
+        "--driver",
+        choices=sorted(DRIVER_PROFILES),
+        help="simulated driver generation; default: the one a calibrated card was captured on, else r580",
+    )
     p.add_argument("--faults", help='fault schedule, e.g. "lost:1@30,notsup:0:fan,slow:0.002"')
     p.add_argument("target", nargs=argparse.REMAINDER, help="-- SCRIPT [ARGS] or -- -m MODULE [ARGS]")
     return p

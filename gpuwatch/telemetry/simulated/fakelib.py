@@ -71,6 +71,7 @@ _ERROR_STRINGS = {
     22: "The requested vgpu operation is not available on target device because ECC is enabled",
     23: "Ran out of critical resources, other than memory",
     25: "Argument version mismatch",
+    26: "Requested functionality has been deprecated",
     999: "Unknown Error",
 }
 
@@ -189,6 +190,12 @@ class FakeNvmlLib:
                     forced = sim.faults.device_error(index, name, now)
                     if forced:
                         return forced
+                    if name in sim.driver.deprecated:
+                        return N.NVML_ERROR_DEPRECATED
+                    dev = sim.devices[index]
+                    for symbol, code in dev.profile.forced_errors:  # a replayed capture's errors
+                        if symbol == name:
+                            return code
                     return dev_impl(self, sim.devices[index], *args)
 
             device_call.__name__ = name
@@ -564,8 +571,23 @@ def _utilization(lib: FakeNvmlLib, dev: SimDevice, out: Any) -> int:
     return OK
 
 
+@device("nvmlDeviceGetEncoderUtilization")
+def _encoder_util(lib: FakeNvmlLib, dev: SimDevice, util: Any, period_us: Any) -> int:
+    _set(util, round(100 * dev.util_encoder_ratio))
+    _set(period_us, 167000)
+    return OK
+
+
+@device("nvmlDeviceGetEncoderStats")
+def _encoder_stats(lib: FakeNvmlLib, dev: SimDevice, count: Any, fps: Any, latency_us: Any) -> int:
+    sessions = dev.scenario.encoder_sessions if dev.active else 0
+    _set(count, sessions)
+    _set(fps, 120 if sessions else 0)  # the captured loads encode 1080p120
+    _set(latency_us, 900 if sessions else 0)
+    return OK
+
+
 @device(
-    "nvmlDeviceGetEncoderUtilization",
     "nvmlDeviceGetDecoderUtilization",
     "nvmlDeviceGetJpgUtilization",
     "nvmlDeviceGetOfaUtilization",
@@ -607,8 +629,9 @@ def _threshold(lib: FakeNvmlLib, dev: SimDevice, kind: Any, out: Any) -> int:
         N.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN: p.slowdown_c,
         N.NVML_TEMPERATURE_THRESHOLD_GPU_MAX: p.max_operating_c,
         N.NVML_TEMPERATURE_THRESHOLD_MEM_MAX: p.memory_max_operating_c,
-        # GeForce "GPU Target Temperature" (83 C on the 4090 dump); datacenter parts read N/A
-        N.NVML_TEMPERATURE_THRESHOLD_ACOUSTIC_CURR: 83.0 if p.brand == "geforce" else None,
+        # GeForce "GPU Target Temperature" (83 C on the 4090 dump, 84 C on the captured 4080/2080 SUPER);
+        # datacenter parts read N/A
+        N.NVML_TEMPERATURE_THRESHOLD_ACOUSTIC_CURR: p.target_temperature_c,
     }
     value = values.get(k)
     if value is None:
@@ -634,7 +657,10 @@ def _margin(lib: FakeNvmlLib, dev: SimDevice, out: Any) -> int:
 @device("nvmlDeviceGetPowerUsage")
 def _power_usage(lib: FakeNvmlLib, dev: SimDevice, out: Any) -> int:
     # "On Ampere (except GA100) or newer GPUs, the API returns power averaged over 1 sec interval"
-    averaged = not (dev.chip.architecture == "ampere" and dev.profile.compute_capability == (8, 0))
+    # Turing has no averaged reading (the captured 2080 SUPER: "Average Power Draw: N/A")
+    averaged = dev.profile.power_average_field and not (
+        dev.chip.architecture == "ampere" and dev.profile.compute_capability == (8, 0)
+    )
     _set(out, _mw(dev.power_avg_w if averaged else dev.power_w))
     return OK
 
@@ -697,7 +723,7 @@ def _current_clock(dev: SimDevice, kind: int) -> int | None:
     if kind == N.NVML_CLOCK_MEM:
         return round(dev.memory_clock_mhz)
     if kind == N.NVML_CLOCK_VIDEO:
-        return round(min(dev.profile.video_clock_max_mhz, dev.sm_clock_mhz * 0.9))
+        return round(dev.video_clock_mhz)
     return None
 
 
@@ -795,10 +821,8 @@ def _reasons(lib: FakeNvmlLib, dev: SimDevice, out: Any) -> int:
 
 @device("nvmlDeviceGetSupportedClocksEventReasons", "nvmlDeviceGetSupportedClocksThrottleReasons")
 def _supported_reasons(lib: FakeNvmlLib, dev: SimDevice, out: Any) -> int:
-    mask = _SUPPORTED_REASONS_GEFORCE
-    if dev.profile.brand != "geforce":
-        mask |= N.nvmlClocksEventReasonSyncBoost
-    _set(out, mask)
+    # 0x1FF on all four captured cards, GeForce included (sync boost is listed though never engaged)
+    _set(out, _SUPPORTED_REASONS_GEFORCE | N.nvmlClocksEventReasonSyncBoost)
     return OK
 
 
@@ -906,7 +930,7 @@ def _gpu_link_gen_max(lib: FakeNvmlLib, dev: SimDevice, out: Any) -> int:
 
 @device("nvmlDeviceGetCurrPcieLinkWidth", "nvmlDeviceGetMaxPcieLinkWidth")
 def _link_width(lib: FakeNvmlLib, dev: SimDevice, out: Any) -> int:
-    _set(out, dev.chip.pcie_lanes)
+    _set(out, dev.profile.pcie_lanes)
     return OK
 
 
@@ -927,8 +951,9 @@ def _replay(lib: FakeNvmlLib, dev: SimDevice, out: Any) -> int:
 
 @device("nvmlDeviceGetEccMode")
 def _ecc_mode(lib: FakeNvmlLib, dev: SimDevice, current: Any, pending: Any) -> int:
-    # The 4090 dump reads ECC mode "Disabled" (Ada/Blackwell GeForce can toggle it); Ampere GeForce has none.
-    if not dev.profile.ecc and dev.chip.architecture == "ampere":
+    # The 4090 dump reads ECC mode "Disabled" (it can toggle it); Ampere GeForce and the captured
+    # 4080 SUPER / 2080 SUPER read N/A.
+    if not dev.profile.ecc and (dev.chip.architecture == "ampere" or not dev.profile.ecc_reported):
         return NOT_SUPPORTED
     on = N.NVML_FEATURE_ENABLED if dev.profile.ecc else N.NVML_FEATURE_DISABLED
     _set(current, on)
@@ -946,11 +971,17 @@ def _ecc_errors(lib: FakeNvmlLib, dev: SimDevice, *args: Any) -> int:
 
 @device("nvmlDeviceGetRemappedRows")
 def _remapped(lib: FakeNvmlLib, dev: SimDevice, corr: Any, unc: Any, pending: Any, failure: Any) -> int:
-    if dev.chip.architecture not in ("ampere", "ada", "hopper", "blackwell"):
+    if not _remaps_rows(dev):
         return NOT_SUPPORTED
     for out in (corr, unc, pending, failure):
         _set(out, 0)
     return OK
+
+
+def _remaps_rows(dev: SimDevice) -> bool:
+    """Ampere or newer with ECC-capable memory: answered on the captured H100 and L40S and on the 4090
+    dump (ECC off but switchable), "N/A" on the captured 4080 SUPER and 2080 SUPER (no ECC mode)."""
+    return dev.profile.ecc_reported and dev.chip.architecture in ("ampere", "ada", "hopper", "blackwell")
 
 
 # --- processes ---
@@ -1037,16 +1068,19 @@ def _field(lib: FakeNvmlLib, dev: SimDevice, fid: int, scope: int) -> tuple[int,
     p = dev.profile
     if not lib.sim.driver.has_field(fid):
         return NOT_SUPPORTED, 0, 0
+    for f, s, code in p.forced_field_errors:
+        if f == fid and s == scope:
+            return code, 0, 0
     if fid == N.NVML_FI_DEV_MEMORY_TEMP:
         if p.memory_max_operating_c is None:
             return NOT_SUPPORTED, 0, 0
         return OK, _U, round(dev.memory_temperature_c)
     if fid in (N.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION, N.NVML_FI_DEV_ENERGY):
         return OK, _ULL, int(dev.energy_mj_at(lib.elapsed()))
-    if fid == N.NVML_FI_DEV_POWER_INSTANT:
-        return OK, _U, _mw(dev.power_w)
-    if fid == N.NVML_FI_DEV_POWER_AVERAGE:
-        return OK, _U, _mw(dev.power_avg_w)
+    if fid in (N.NVML_FI_DEV_POWER_INSTANT, N.NVML_FI_DEV_POWER_AVERAGE):
+        return _power_field(dev, fid, scope)
+    if fid == N.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION:  # "GPU Recovery Action: None" on all four captures
+        return OK, _U, N.NVML_GPU_RECOVERY_ACTION_NONE
     limits = {
         N.NVML_FI_DEV_POWER_MIN_LIMIT: p.power_min_w,
         N.NVML_FI_DEV_POWER_MAX_LIMIT: p.power_max_w,
@@ -1076,7 +1110,7 @@ def _field(lib: FakeNvmlLib, dev: SimDevice, fid: int, scope: int) -> tuple[int,
     if fid in _THROTTLE_FIELDS:  # nanoseconds (nvml.h)
         return OK, _ULL, int(dev.counters.violation_ns[_THROTTLE_FIELDS[fid]])
     if N.NVML_FI_DEV_REMAPPED_COR <= fid <= N.NVML_FI_DEV_REMAPPED_FAILURE:
-        if dev.chip.architecture not in ("ampere", "ada", "hopper", "blackwell"):
+        if not _remaps_rows(dev):
             return NOT_SUPPORTED, 0, 0
         return OK, _U, 0
     if 3 <= fid <= 6:  # ECC SBE/DBE volatile/aggregate totals
@@ -1112,12 +1146,18 @@ def _nvlink_error_field(dev: SimDevice, fid: int) -> tuple[int, int, float]:
     return NOT_SUPPORTED, 0, 0
 
 
-@device("nvmlDeviceGetEncoderUtilization", "nvmlDeviceGetDecoderUtilization")
-def _video_engine_util(lib: FakeNvmlLib, dev: SimDevice, util: Any, period_us: Any) -> int:
-    """Every captured card (H100, L40S, RTX 4080 SUPER, RTX 2080 SUPER) answers; LLM work uses neither."""
-    _set(util, 0)
-    _set(period_us, 167_000)
-    return OK
+def _power_field(dev: SimDevice, fid: int, scope: int) -> tuple[int, int, float]:
+    """Fields 185/186 by power scope: the GPU; the memory on HBM parts (average only: the captured H100
+    reads 43 W idle / 86 W under gpu-burn and "N/A" instantaneous); the module nowhere (all four N/A)."""
+    p = dev.profile
+    average = fid == N.NVML_FI_DEV_POWER_AVERAGE
+    if scope == N.NVML_POWER_SCOPE_GPU:
+        if average and not p.power_average_field:
+            return NOT_SUPPORTED, 0, 0
+        return OK, _U, _mw(dev.power_avg_w if average else dev.power_w)
+    if scope == N.NVML_POWER_SCOPE_MEMORY and average and p.memory_max_operating_c is not None:
+        return OK, _U, _mw(0.62 * p.power_idle_w + 0.07 * (dev.power_avg_w - p.power_idle_w))
+    return NOT_SUPPORTED, 0, 0
 
 
 @device("nvmlDeviceGetFieldValues")

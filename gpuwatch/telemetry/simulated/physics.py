@@ -22,12 +22,28 @@ import random
 from dataclasses import dataclass, field
 
 from gpuwatch.model.catalog import GpuSpec
-from gpuwatch.model.power import activity_weight, board_power_w
+from gpuwatch.model.power import MAX_ACTIVITY, activity_weight, board_power_w
 from gpuwatch.telemetry.simulated.profiles import DeviceProfile
 from gpuwatch.telemetry.simulated.scenarios import IDLE_DEMAND, Demand, Scenario
 
 STEP_S = 0.25
 AMBIENT_C = 25.0
+#: grid steps integrated per real second: a faster --time-scale coarsens the grid up to MAX_STEP_S (the
+#: controllers and the fan stay stable there), beyond that a backlog over FAST_FORWARD_AFTER_S is
+#: skipped with the state held, so ``--time-scale 1e6`` no longer spins a CPU catching up
+MAX_STEPS_PER_REAL_S = 200.0
+MAX_STEP_S = 2.0
+FAST_FORWARD_AFTER_S = 150.0
+_MIB = 1 << 20
+#: weight of NVENC activity in the power model: two 1080p120 NVENC streams (encoder ~65 %) add ~60 W on
+#: the captured 4080 SUPER, L40S and 2080 SUPER (tests/data/captures), i.e. ~0.13 of their dynamic range
+_ENCODER_POWER_WEIGHT = 0.2
+
+
+def step_for(time_scale: float) -> float:
+    """The grid step for a clock running ``time_scale`` simulated seconds per real second."""
+    return min(MAX_STEP_S, max(STEP_S, time_scale / MAX_STEPS_PER_REAL_S))
+
 
 # nvml.h clock-event reason bits
 REASON_GPU_IDLE = 0x001
@@ -84,23 +100,28 @@ class SimDevice:
         profile: DeviceProfile,
         scenario: Scenario,
         seed: int,
-        ambient_c: float = AMBIENT_C,
+        ambient_c: float | None = None,
+        step_s: float = STEP_S,
+        fast_forward_after_s: float | None = None,
     ) -> None:
         self.index = index
         self.chip = chip
         self.profile = profile
         self.scenario = scenario
-        self.ambient_c = ambient_c
+        self.ambient_c = profile.inlet_c if ambient_c is None else ambient_c
+        self.step_s = step_s
+        self.fast_forward_after_s = fast_forward_after_s
+        self.steps = 0  # grid steps integrated (what a fast clock costs)
         self._rng = random.Random(f"gpuwatch-sim:{seed}:{index}:{profile.id}")
         self._jitter = 0.0
         self.elapsed_s = 0.0  # sim time of the last grid step
         self.power_limit_w = profile.power_default_w
         self.user_power_limit_w: float | None = None
         p = profile
-        g0 = self._conductance(0.0)
-        self.temperature_c = ambient_c + p.power_idle_w / g0
-        self.fan_ratio = 0.0
-        self._fan_spinning = False
+        always_on = bool(p.num_fans) and not p.zero_rpm
+        self.fan_ratio = p.fan_min_ratio if always_on else 0.0
+        self._fan_spinning = always_on
+        self.temperature_c = self.ambient_c + p.power_idle_w / self._conductance(self.fan_ratio)
         self.sm_clock_mhz = float(p.sm_clock_idle_mhz)
         self.memory_clock_mhz = float(p.memory_clock_idle_mhz)
         self.power_w = p.power_idle_w
@@ -112,8 +133,9 @@ class SimDevice:
         self.delivered_dram_ratio = 0.0
         self.util_gpu_ratio = 0.0
         self.util_memory_ratio = 0.0
+        self.util_encoder_ratio = 0.0
         self.counters = Counters(energy_mj=self._rng.uniform(2e9, 8e9))  # driver loaded days ago
-        self.pcie_link_gen = 1
+        self.pcie_link_gen = self._pcie_gen(active=False)
         self._apply_limit()
 
     # --- derived readings ---------------------------------------------------------------------------
@@ -137,23 +159,54 @@ class SimDevice:
 
     @property
     def memory_total_bytes(self) -> int:
-        return int(self.chip.memory_bytes)
+        """NVML's FB total: the captured figure, else the catalog size less what NVML hides (HBM: 0.44 %
+        on the captured H100; GDDR with ECC on: 1/16, 46068 of 49152 MiB on the captured L40S)."""
+        p = self.profile
+        if p.memory_total_mib is not None:
+            return p.memory_total_mib * _MIB
+        size = int(self.chip.memory_bytes)
+        if self.chip.memory_type.upper().startswith("HBM"):
+            return int(size * 81559 / 81920) & ~0xFFFFF
+        if p.ecc:
+            return int(size * 46068 / 49152) & ~0xFFFFF
+        return size
 
     @property
     def memory_reserved_bytes(self) -> int:
+        if self.profile.memory_reserved_mib is not None:
+            return self.profile.memory_reserved_mib * _MIB
         return min(1 << 30, int(self.chip.memory_bytes * 0.015)) & ~0xFFFFF
 
     @property
     def process_memory_bytes(self) -> int:
-        if self.scenario.process_name is None:
+        s = self.scenario
+        if s.process_name is None:
             return 0
-        usable = self.memory_total_bytes - self.memory_reserved_bytes
-        return int(usable * self.scenario.memory_used_ratio) & ~0xFFFFF
+        usable = (
+            self.memory_total_bytes - self.memory_reserved_bytes - self.profile.memory_used_idle_mib * _MIB
+        )
+        if s.memory_used_mib is not None:
+            return int(min(usable, s.memory_used_mib * _MIB)) & ~0xFFFFF
+        return int(usable * s.memory_used_ratio) & ~0xFFFFF
 
     @property
     def memory_used_bytes(self) -> int:
         """Used, excluding reserved (the v2 struct's meaning)."""
-        return self.process_memory_bytes + (4 << 20)
+        return self.process_memory_bytes + self.profile.memory_used_idle_mib * _MIB
+
+    @property
+    def video_clock_mhz(self) -> float:
+        p = self.profile
+        if not self.active and p.video_clock_idle_mhz is not None:
+            return float(p.video_clock_idle_mhz)
+        if self.active:
+            return float(p.video_clock_max_mhz) * min(1.0, self.sm_clock_mhz / p.sm_clock_load_mhz)
+        return min(float(p.video_clock_max_mhz), self.sm_clock_mhz * 0.9)
+
+    def _pcie_gen(self, active: bool) -> int:
+        top = min(self.chip.pcie_gen, self.profile.pcie_gen_max)
+        idle = self.profile.pcie_idle_gen
+        return top if active or idle is None else min(top, idle)
 
     # --- control ------------------------------------------------------------------------------------
     def set_scenario(self, scenario: Scenario) -> None:
@@ -188,9 +241,19 @@ class SimDevice:
 
     # --- integration --------------------------------------------------------------------------------
     def advance_to(self, elapsed_s: float) -> None:
-        """Integrate whole grid steps up to ``elapsed_s`` (sim seconds since start)."""
-        while self.elapsed_s + STEP_S <= elapsed_s + 1e-9:
-            self._step(STEP_S)
+        """Integrate whole grid steps up to ``elapsed_s`` (sim seconds since start).
+
+        With ``fast_forward_after_s`` set (a real-time clock), a backlog longer than that is first
+        skipped holding the state (counters advance at the held power and activity), so a very fast
+        clock costs a bounded number of steps per read instead of a CPU spinning to catch up.
+        """
+        horizon = self.fast_forward_after_s
+        if horizon is not None and elapsed_s - self.elapsed_s > horizon + self.step_s:
+            n = int((elapsed_s - self.elapsed_s - horizon) / self.step_s)
+            self._count(n * self.step_s)
+            self.elapsed_s += n * self.step_s
+        while self.elapsed_s + self.step_s <= elapsed_s + 1e-9:
+            self._step(self.step_s)
 
     def energy_mj_at(self, elapsed_s: float) -> float:
         """Energy counter at a time between grid steps: exact for the step's constant power."""
@@ -215,6 +278,7 @@ class SimDevice:
             d.pcie_tx_bytes_s * k,
             d.pcie_rx_bytes_s * k,
             j(d.nvlink_ratio),
+            d.encoder_ratio,
         )
 
     def _step(self, dt: float) -> None:
@@ -239,7 +303,12 @@ class SimDevice:
         elif t < p.slowdown_c - _HW_THERMAL_RELEASE_K:
             self._hw_thermal = False
 
-        weight = activity_weight(d.sm_activity_ratio, d.tensor_ratio, d.dram_bandwidth_ratio, d.fp32_ratio)
+        # NVENC is a fixed-function block beside the pipes model.power weighs
+        weight = min(
+            MAX_ACTIVITY,
+            activity_weight(d.sm_activity_ratio, d.tensor_ratio, d.dram_bandwidth_ratio, d.fp32_ratio)
+            + _ENCODER_POWER_WEIGHT * d.encoder_ratio,
+        )
         if not active:
             ratio = idle_ratio
             reasons |= REASON_GPU_IDLE
@@ -264,7 +333,8 @@ class SimDevice:
                 reasons |= REASON_SW_POWER_CAP
         power = self._power_at(ratio, weight) if active else p.power_idle_w
         self.sm_clock_mhz = ratio * load
-        self.memory_clock_mhz = float(p.memory_clock_max_mhz if active else p.memory_clock_idle_mhz)
+        load_mem = p.memory_clock_load_mhz if p.memory_clock_load_mhz is not None else p.memory_clock_max_mhz
+        self.memory_clock_mhz = float(load_mem if active else p.memory_clock_idle_mhz)
         self.reasons = reasons
         self.power_w = power
         self.power_avg_w += (power - self.power_avg_w) * (1 - math.exp(-dt / _POWER_AVG_TAU_S))
@@ -275,6 +345,8 @@ class SimDevice:
         mem_busy = min(1.0, 1.15 * self.delivered_dram_ratio + (0.02 if active else 0.0))
         self.util_gpu_ratio += (d.kernel_busy_ratio - self.util_gpu_ratio) * a
         self.util_memory_ratio += (mem_busy - self.util_memory_ratio) * a
+        encoder_busy = min(1.0, d.encoder_ratio / p.nvenc_speed_ratio)
+        self.util_encoder_ratio += (encoder_busy - self.util_encoder_ratio) * a
 
         # fan and thermal RC
         self._update_fan(dt)
@@ -282,9 +354,16 @@ class SimDevice:
         t_ss = self.ambient_c + power / g
         self.temperature_c = t_ss + (self.temperature_c - t_ss) * math.exp(-g * dt / p.heat_capacity_j_per_k)
 
-        # counters
+        self._count(dt)
+        self.pcie_link_gen = self._pcie_gen(active)
+        self.elapsed_s += dt
+        self.steps += 1
+
+    def _count(self, dt: float) -> None:
+        """Counters over ``dt`` at the current power, throttle reasons and demand."""
+        p, d, reasons, active = self.profile, self.demand, self.reasons, self.active
         c = self.counters
-        c.energy_mj += power * dt * 1e3
+        c.energy_mj += self.power_w * dt * 1e3
         ns = dt * 1e9
         if reasons & REASON_SW_POWER_CAP:
             c.violation_ns["sw_power_cap"] += ns
@@ -308,8 +387,6 @@ class SimDevice:
             c.fp16_s += d.fp16_ratio * dt
             c.fp32_s += d.fp32_ratio * dt
             c.dram_bandwidth_s += self.delivered_dram_ratio * dt
-        self.pcie_link_gen = min(self.chip.pcie_gen, p.pcie_gen_max) if active else 1
-        self.elapsed_s += dt
 
     def _update_fan(self, dt: float) -> None:
         if not self.profile.num_fans:
@@ -320,10 +397,11 @@ class SimDevice:
             self.fan_ratio = stuck
             return
         t = self.temperature_c
-        if t >= 50.0:
+        lo = self.profile.fan_min_ratio
+        if t >= 50.0 or not self.profile.zero_rpm:
             self._fan_spinning = True
         elif t < 45.0:
             self._fan_spinning = False
-        target = min(1.0, 0.30 + max(0.0, t - 50.0) * 0.55 / 30.0) if self._fan_spinning else 0.0
+        target = min(1.0, lo + max(0.0, t - 50.0) * (0.85 - lo) / 30.0) if self._fan_spinning else 0.0
         step = _FAN_SLEW_PER_S * dt
         self.fan_ratio += max(-step, min(step, target - self.fan_ratio))

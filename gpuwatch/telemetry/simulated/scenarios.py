@@ -29,6 +29,7 @@ class Demand:
     pcie_tx_bytes_s: float
     pcie_rx_bytes_s: float
     nvlink_ratio: float = 0.0  # share of NVLink bandwidth (per direction)
+    encoder_ratio: float = 0.0  # NVENC busy share (NVML encoder utilization)
 
 
 IDLE_DEMAND = Demand(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2e4, 1e4)
@@ -44,6 +45,8 @@ class Scenario:
     #: falls to this share instead.
     fan_stuck_ratio: float | None = None
     power_limit_ratio: float | None = None  # enforced limit as a share of the default (clamped to min)
+    memory_used_mib: float | None = None  # the process holds this much instead of memory_used_ratio
+    encoder_sessions: int = 0  # NVENC sessions (nvmlDeviceGetEncoderStats)
 
     def demand(self, t_s: float) -> Demand:
         return _DEMAND_SHAPES[self.name](t_s)
@@ -85,6 +88,18 @@ def _training(t_s: float) -> Demand:
     return Demand(1.0, 0.98, 0.62, 0.75, 0.06, 0.12, 0.50, 2.0e7, 4.0e8, 0.35)
 
 
+def _nvenc(t_s: float) -> Demand:
+    # Two 1080p120 NVENC streams (ffmpeg testsrc2), the load of three captured cards: encoder 60-100 %,
+    # SMs ~8 % busy (frame generation and colour conversion), little DRAM traffic.
+    return Demand(0.08, 0.08, 0.05, 0.0, 0.02, 0.06, 0.03, 2.0e6, 1.5e7, 0.0, 0.65)
+
+
+def _burn(t_s: float) -> Demand:
+    # gpu-burn (back-to-back GEMMs) with memory hogs beside it, the captured H100's load: every SM busy,
+    # memory utilization ~10 %, no gaps.
+    return Demand(1.0, 1.0, 0.6, 0.5, 0.02, 0.5, 0.08, 1.0e6, 1.0e6)
+
+
 def _idle(t_s: float) -> Demand:
     return IDLE_DEMAND
 
@@ -97,6 +112,8 @@ _DEMAND_SHAPES = {
     "training": _training,
     "failing-fan": _decode_batched,
     "power-capped": _decode_batched,
+    "nvenc": _nvenc,
+    "burn": _burn,
 }
 
 _VLLM = "python3 -m vllm.entrypoints.openai.api_server"
@@ -127,6 +144,21 @@ ALL_SCENARIOS: dict[str, Scenario] = {
             _VLLM,
             0.90,
             power_limit_ratio=0.60,
+        ),
+        Scenario(
+            "nvenc",
+            "two NVENC video encodes (the load of the captured L40S, 4080 SUPER and 2080 SUPER)",
+            "ffmpeg",
+            0.0,
+            memory_used_mib=700.0,
+            encoder_sessions=2,
+        ),
+        Scenario(
+            "burn",
+            "gpu-burn plus memory hogs (the load of the captured H100): all SMs busy, ~20 GB held",
+            "./gpu_burn",
+            0.0,
+            memory_used_mib=19818.0,
         ),
     )
 }

@@ -14,11 +14,19 @@ from dataclasses import dataclass, field
 import pynvml
 
 from gpuwatch.errors import UserError
-from gpuwatch.model.catalog import get_gpu
+from gpuwatch.model.catalog import GpuSpec, get_gpu
 from gpuwatch.telemetry.simulated.faults import ALL_DEVICES, Fault, FaultState, expand_call, parse_faults
-from gpuwatch.telemetry.simulated.physics import Counters, SimDevice
+from gpuwatch.telemetry.simulated.physics import (
+    FAST_FORWARD_AFTER_S,
+    STEP_S,
+    Counters,
+    SimDevice,
+    step_for,
+)
 from gpuwatch.telemetry.simulated.profiles import (
+    DEFAULT_DRIVER,
     DRIVER_PROFILES,
+    DeviceProfile,
     DriverProfile,
     canonical_id,
     device_profile,
@@ -27,6 +35,10 @@ from gpuwatch.telemetry.simulated.profiles import (
 )
 from gpuwatch.telemetry.simulated.scenarios import ALL_SCENARIOS
 
+#: ``--sim capture:FILE``: a device replayed from a `gpuwatch capture` file
+CAPTURE_PREFIX = "capture:"
+#: parse_devices' id for GPU i of a capture: ``capture#i:PATH`` (one entry per captured GPU)
+_CAPTURED_DEVICE = "capture#"
 #: Simulated time starts here (2026-01-01T00:00:00Z) so runs are reproducible.
 EPOCH_S = 1_767_225_600.0
 MAX_DEVICES = 256
@@ -37,6 +49,12 @@ def parse_devices(spec: str | Sequence[str]) -> list[str]:
     parts = [spec] if isinstance(spec, str) else list(spec)
     out: list[str] = []
     for part in parts:
+        if part.strip().startswith(CAPTURE_PREFIX):  # a path may hold commas: the rest is one file
+            from gpuwatch.telemetry.simulated.from_capture import capture_device_count
+
+            path = part.strip().removeprefix(CAPTURE_PREFIX)
+            out.extend(f"{_CAPTURED_DEVICE}{i}:{path}" for i in range(capture_device_count(path)))
+            continue
         try:
             entries = split_device_spec(part)
         except ValueError as e:
@@ -90,7 +108,7 @@ class SimulatedNvml:
         seed: int = 0,
         time_scale: float = 1.0,
         manual_clock: bool = False,
-        driver: str = "r580",
+        driver: str | None = None,
         faults: str | None = None,
     ) -> None:
         ids = parse_devices(devices)
@@ -104,19 +122,29 @@ class SimulatedNvml:
             )
         for name in names:
             _check_scenario(name)
-        if driver not in DRIVER_PROFILES:
+        if driver is not None and driver not in DRIVER_PROFILES:
             raise UserError(f"driver profile {driver!r} unknown; use one of {', '.join(DRIVER_PROFILES)}")
         if not (math.isfinite(time_scale) and time_scale > 0):
             raise UserError(f"--time-scale must be a finite number > 0, got {time_scale}")
         self.seed = seed
         self.time_scale = float(time_scale)
         self.manual_clock = manual_clock
-        self.driver: DriverProfile = DRIVER_PROFILES[driver]
         self.lock = threading.RLock()
         self.events_cv = threading.Condition(self.lock)
+        step_s = STEP_S if manual_clock else step_for(self.time_scale)
+        built = [_build_device(dev_id) for dev_id in ids]
+        self.driver: DriverProfile = _pick_driver(driver, built)
         self.devices: list[SimDevice] = [
-            SimDevice(i, get_gpu(dev_id), device_profile(dev_id), ALL_SCENARIOS[names[i]], seed)
-            for i, dev_id in enumerate(ids)
+            SimDevice(
+                i,
+                chip,
+                profile,
+                ALL_SCENARIOS[names[i]],
+                seed,
+                step_s=step_s,
+                fast_forward_after_s=None if manual_clock else FAST_FORWARD_AFTER_S,
+            )
+            for i, (chip, profile, _) in enumerate(built)
         ]
         self.faults = FaultState(parse_faults(faults))
         self.process_pid = os.getpid()
@@ -269,6 +297,32 @@ class SimulatedNvml:
         return f"simulated NVML: {devs} (scenario {', '.join(scen)})"
 
 
+def _build_device(dev_id: str) -> tuple[GpuSpec, DeviceProfile, DriverProfile | None]:
+    """(chip, profile, the driver it was captured on) for a catalog id or ``capture:FILE``."""
+    if dev_id.startswith(_CAPTURED_DEVICE):
+        from gpuwatch.telemetry.simulated.from_capture import load_capture_device
+
+        index, _, path = dev_id.removeprefix(_CAPTURED_DEVICE).partition(":")
+        return load_capture_device(path, int(index))
+    profile = device_profile(dev_id)
+    return get_gpu(dev_id), profile, DRIVER_PROFILES[profile.driver] if profile.driver else None
+
+
+def _pick_driver(
+    driver: str | None, built: Sequence[tuple[GpuSpec, DeviceProfile, DriverProfile | None]]
+) -> DriverProfile:
+    """--driver if given; else the driver the first device was captured on; else DEFAULT_DRIVER.
+
+    One box has one driver, so a mix of cards captured on different drivers takes the first one's.
+    """
+    if driver is not None:
+        return DRIVER_PROFILES[driver]
+    for _, _, captured in built:
+        if captured is not None:
+            return captured
+    return DRIVER_PROFILES[DEFAULT_DRIVER]
+
+
 def _check_scenario(name: str) -> None:
     if name not in ALL_SCENARIOS:
         raise UserError(f"--scenario {name!r} unknown; use one of {', '.join(ALL_SCENARIOS)}")
@@ -286,7 +340,7 @@ def install(
     seed: int = 0,
     time_scale: float = 1.0,
     manual_clock: bool = False,
-    driver: str = "r580",
+    driver: str | None = None,
     faults: str | None = None,
 ) -> SimulatedNvml:
     """Put a simulated library beneath the real pynvml; call before ``pynvml.nvmlInit()``.
