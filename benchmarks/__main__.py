@@ -25,7 +25,7 @@ SECTIONS = ("exporter", "slowloris", "tui", "poller", "planner")
 
 
 def planner_rows(tiny: bool) -> list[Row]:
-    """MODEL-PERF's vectorised sweep against the scalar loop it replaces, as one row."""
+    """gpuwatch/model/sweep.py's vectorised sweep against the scalar loop it replaces, as one row."""
     with contextlib.redirect_stdout(io.StringIO()):  # the table replaces its own progress line
         rows = planner.run(2_000 if tiny else 100_000, loop_sample=200 if tiny else 2_000)
     by_name = {str(r["name"]).split(" (")[0]: r for r in rows}

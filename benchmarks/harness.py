@@ -170,7 +170,7 @@ class Row:
     """One line of the table: gpuwatch's figure, the counterpart's, and which direction is better.
 
     ``theirs`` is None where the counterpart was not measured (nvitop not installed); ``target`` is the
-    issue-7 target this row checks, if any ("faster", "less CPU", "< 2 % of a core").
+    target this row checks (from the issue that set it), if any ("faster", "less CPU", "< 2 % of a core").
     """
 
     section: str

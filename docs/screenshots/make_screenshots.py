@@ -3,8 +3,8 @@
 Runs the TUI headless over the seeded, manual-clock simulated rack the snapshot tests use, so the
 pictures match a reviewed state of the screens. The rack is what README's caption runs:
 ``gpuwatch --sim 2xrtx4090,h100-sxm --scenario decode,power-capped,prefill --seed 7
---workload llama-3-8b:fp16:batch=8:context=4096``, 30 s after start. ``--all DIR`` also writes every other screen (cost,
-compare, help, eight GPUs at 80x24) to DIR, for looking over before a release.
+--workload llama-3-8b:fp16:batch=8:context=4096``, 30 s after start. ``--all DIR`` also writes every
+other screen (cost, compare, help, eight GPUs at 80x24) to DIR, for looking over before a release.
 """
 
 from __future__ import annotations

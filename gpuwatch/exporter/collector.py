@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from gpuwatch import __version__
 from gpuwatch.live.assessment import BoundKind, BoxAssessment, GpuAssessment, Provenance
+from gpuwatch.telemetry.engines import EngineReading
 from gpuwatch.telemetry.sample import ClockEventReason, GpuSample, Snapshot, Unavailable, reason_names
 from gpuwatch.telemetry.source import SourceState
 
@@ -66,6 +67,12 @@ class PendingSession:
             self._session.add_listener(fn)
         else:
             self._listeners.append(fn)
+
+    @property
+    def engines(self) -> object | None:
+        """The open session's engine watcher (None while opening, or without --engine): the engine
+        series read it through here."""
+        return getattr(self._session, "engines", None)
 
     def source_state(self) -> SourceState:
         """The source's state (the NVML supervisor's phase); "starting" while the session opens."""
@@ -542,6 +549,8 @@ class GpuwatchCollector(Collector):
                 url,
                 state.counter_resets,
             )
+        for reading in engines.latest() if engines is not None else ():
+            _collect_serving(fams, reading)
 
     # -- exporter health -------------------------------------------------------------------------
     def _collect_health(self, fams: _Families, snap: Snapshot | None) -> None:
@@ -984,18 +993,23 @@ class GpuwatchCollector(Collector):
             tokens_prov = str(a.tokens_per_s_provenance)
             # the cloud figure prices the model's tokens/s where there is one (as the assessor does)
             cloud_prov = str(Provenance.MODELLED) if a.modelled_tokens_per_s else tokens_prov
+            burn = cost.burn
             for basis, value, provenance in (
                 ("live", cost.live_usd_per_mtok, tokens_prov),
                 ("projected", cost.projected_usd_per_mtok, str(Provenance.MODELLED)),
                 ("cloud", cost.cloud_usd_per_mtok, cloud_prov),
+                ("serving", burn.usd_per_mtok_serving if burn else None, tokens_prov),
+                ("overall", burn.usd_per_mtok_overall if burn else None, tokens_prov),
             ):
                 v = _number(value)
                 if v is not None:
                     fams.gauge(
                         "gpuwatch_usd_per_million_tokens",
                         "US$ per 1M generated tokens: live (live power and this GPU's tokens/s), projected "
-                        "(roofline model of the declared workload) or cloud (rented GPU-hours); "
-                        "provenance says whether the tokens/s behind it were measured or modelled.",
+                        "(roofline model of the declared workload), cloud (rented GPU-hours), serving (the "
+                        "recent window's serving hours over their tokens) or overall (every hour of the "
+                        "window, idle ones included); provenance says whether the tokens/s behind it were "
+                        "measured or modelled.",
                         {**labels, "basis": basis, "provenance": provenance},
                         v,
                     )
@@ -1020,6 +1034,7 @@ class GpuwatchCollector(Collector):
                     {**labels, "component": component, "provenance": provenance},
                     value,
                 )
+        _collect_energy(fams, a, labels)
 
     @staticmethod
     def _collect_box(fams: _Families, box: BoxAssessment) -> None:
@@ -1032,6 +1047,136 @@ class GpuwatchCollector(Collector):
             v = _number(value)
             if v is not None:
                 fams.gauge(metric, f"{doc} Provenance: the weakest of the GPUs' tokens/s.", provenance, v)
+
+
+#: an engine's serving state (gpuwatch/telemetry/engine_state.py ServingState): field, metric, help, unit
+_SERVING = (
+    ("requests_waiting", "gpuwatch_engine_requests_waiting", "Requests queued in the engine.", ""),
+    (
+        "kv_cache_usage_ratio",
+        "gpuwatch_engine_kv_cache_usage_ratio",
+        "Share of the engine's KV cache in use, 0..1.",
+        "ratio",
+    ),
+    (
+        "ttft_mean_s",
+        "gpuwatch_engine_time_to_first_token_mean_seconds",
+        "Mean time to first token of the requests finished since the last scrape.",
+        "seconds",
+    ),
+    (
+        "tpot_mean_s",
+        "gpuwatch_engine_time_per_output_token_mean_seconds",
+        "Mean time per output token since the last scrape.",
+        "seconds",
+    ),
+    (
+        "requests_finished_per_s",
+        "gpuwatch_engine_requests_finished_per_second",
+        "Requests the engine finished per second since the last scrape.",
+        "",
+    ),
+)
+
+
+def _collect_serving(fams: _Families, reading: EngineReading) -> None:
+    url = {"url": reading.url}
+    running = _number(reading.requests_running)
+    if running is not None:
+        fams.gauge("gpuwatch_engine_requests_running", "Requests the engine is running.", url, running)
+    if reading.serving is not None:
+        for field, metric, doc, unit in _SERVING:
+            v = _number(getattr(reading.serving, field))
+            if v is not None:
+                fams.gauge(metric, doc, url, v, unit)
+
+
+def _collect_energy(fams: _Families, a: GpuAssessment, labels: dict[str, str]) -> None:
+    """Idle burn, per-request energy, the engine's roofline estimate beside GPM, the advised power cap."""
+    rl = a.roofline
+    if rl is not None:
+        fams.info(
+            "gpuwatch_roofline_provenance",
+            "Where the live roofline point came from, best first: measured (GPM) > engine-estimated (the "
+            "engine's MFU counters) > derived (tokens/s x the model) > modelled.",
+            {**labels, "bandwidth": str(rl.bandwidth_provenance), "flops": str(rl.flops_provenance)},
+        )
+        for quantity, engine, ratio in (
+            ("flops", rl.engine_flops, rl.engine_vs_measured_flops_ratio),
+            ("bandwidth", rl.engine_bandwidth_bytes_s, rl.engine_vs_measured_bandwidth_ratio),
+        ):
+            v = _number(engine)
+            if v is not None:
+                fams.gauge(
+                    "gpuwatch_roofline_engine_estimated",
+                    "The serving engine's own estimate of the work per GPU (vLLM/SGLang MFU counters): "
+                    "FLOP/s or bytes/s by quantity.",
+                    {**labels, "quantity": quantity},
+                    v,
+                )
+            r = _number(ratio)
+            if r is not None:
+                fams.gauge(
+                    "gpuwatch_roofline_engine_vs_measured_ratio",
+                    "Engine-estimated / GPM-measured, where both exist (1 = they agree).",
+                    {**labels, "quantity": quantity},
+                    r,
+                    "ratio",
+                )
+    cost = a.cost
+    burn = cost.burn if cost is not None else None
+    if cost is not None and (c := _number(cost.concurrency)) is not None:
+        fams.gauge(
+            "gpuwatch_tokens_per_joule_concurrency",
+            "Concurrent requests on this GPU (the engines' running gauge) when tokens/J was taken.",
+            labels,
+            c,
+        )
+    if burn is not None:
+        for metric, value, doc, unit in (
+            ("gpuwatch_idle_ratio", burn.idle_ratio, "Share of the recent window with no tokens.", "ratio"),
+            ("gpuwatch_idle_power_watts", burn.idle_power_w, "Mean board power while idle.", "watts"),
+            (
+                "gpuwatch_joules_per_request",
+                burn.joules_per_request,
+                "Board energy per finished request over the recent window.",
+                "",
+            ),
+            (
+                "gpuwatch_usd_per_thousand_requests",
+                burn.usd_per_k_requests,
+                "US$ per 1000 finished requests over the recent window, idle hours included.",
+                "",
+            ),
+            ("gpuwatch_idle_window_seconds", burn.window_s, "Time the idle figures cover.", "seconds"),
+        ):
+            v = _number(value)
+            if v is not None:
+                fams.gauge(metric, doc, labels, v, unit)
+    fams.info(
+        "gpuwatch_power_limit_advice",
+        "The power-cap advice of this poll: reason is lower_cap, keep_default or why there is none.",
+        {**labels, "reason": a.power_advice_kind},
+    )
+    advised = _number(a.advised_power_limit_w)
+    if advised is not None:
+        fams.gauge(
+            "gpuwatch_power_limit_advised_watts",
+            "The power limit that minimises $/1M tokens (or, without a GPU price, maximises tokens/J) "
+            "from the live bound and the power model; reason as in gpuwatch_power_limit_advice_info.",
+            {**labels, "reason": a.power_advice_kind},
+            advised,
+            "watts",
+        )
+    loss = _number(a.advised_speed_loss_ratio)
+    if loss is not None:
+        fams.gauge(
+            "gpuwatch_power_limit_advised_speed_loss_ratio",
+            "Expected tokens/s given up at the advised power limit, 0..1.",
+            labels,
+            loss,
+            "ratio",
+        )
 
 
 def _cuda_version(value: int | None) -> str:

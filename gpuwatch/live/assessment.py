@@ -14,13 +14,22 @@ from enum import StrEnum
 
 class Provenance(StrEnum):
     MEASURED = "measured"  # GPM DRAM/tensor activity (Hopper+), NVML energy counter
+    #: the serving engine's own per-GPU FLOP and byte counters (vLLM/SGLang --enable-mfu-metrics):
+    #: computed from model shapes and the batches it ran, so better than ours, not a measurement
+    ENGINE_ESTIMATED = "engine-estimated"
     DERIVED = "derived"  # engine tokens/s x the model's FLOPs and bytes per token
     MODELLED = "modelled"  # declared workload projected on the roofline
     UNKNOWN = "unknown"
 
 
 #: best first; a figure combined from several is only as good as its weakest input
-_STRENGTH = (Provenance.MEASURED, Provenance.DERIVED, Provenance.MODELLED, Provenance.UNKNOWN)
+_STRENGTH = (
+    Provenance.MEASURED,
+    Provenance.ENGINE_ESTIMATED,
+    Provenance.DERIVED,
+    Provenance.MODELLED,
+    Provenance.UNKNOWN,
+)
 
 
 def weakest(provenances: Iterable[Provenance]) -> Provenance:
@@ -51,6 +60,13 @@ class RooflinePosition:
     bandwidth_provenance: Provenance
     flops_provenance: Provenance
     dtype: str = "fp16"
+    #: the engine's own estimate (MFU counters) where it publishes one, kept beside a GPM measurement
+    #: so that the two can be held against each other; the same figures as above when GPM is absent
+    engine_flops: float | None = None
+    engine_bandwidth_bytes_s: float | None = None
+    #: engine-estimated / GPM-measured, where both exist (1.0: they agree); None otherwise
+    engine_vs_measured_flops_ratio: float | None = None
+    engine_vs_measured_bandwidth_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,24 @@ class CostView:
     alternatives: tuple[Alternative, ...] = ()
     #: the power in cost_per_hour: MEASURED (live board power) or MODELLED (TDP: no power reading)
     power_provenance: Provenance = Provenance.UNKNOWN
+    #: idle burn over the recent window (gpuwatch/live/idle_burn.py), from the engines' token counters
+    #: and the energy counter; None where no engine reading says when the card served
+    burn: IdleBurn | None = None
+    #: concurrent requests on this GPU when tokens_per_joule was taken (the engines' running gauge)
+    concurrency: float | None = None
+
+
+@dataclass(frozen=True)
+class IdleBurn:
+    """$/1M tokens while serving vs overall (idle hours included), idle power and share, per request."""
+
+    window_s: float
+    idle_ratio: float | None  # share of the window with no tokens generated
+    idle_power_w: float | None
+    usd_per_mtok_serving: float | None  # the hours spent serving, over the tokens made in them
+    usd_per_mtok_overall: float | None  # every hour of the window, idle ones included
+    joules_per_request: float | None
+    usd_per_k_requests: float | None
 
 
 @dataclass(frozen=True)
@@ -115,6 +149,13 @@ class GpuAssessment:
     tokens_per_s: float | None
     tokens_per_s_provenance: Provenance
     modelled_tokens_per_s: float | None = None
+    #: the power cap gpuwatch/live/power_advice.py advises from this poll, once per poll for both faces
+    advised_power_limit_w: float | None = None
+    #: a bounded word for the outcome (gpuwatch.live.power_advice.ADVICE_KINDS) and the sentence behind it
+    power_advice_kind: str = "unknown"
+    power_advice_reason: str = ""
+    #: tokens/s given up at the advised cap, 0..1
+    advised_speed_loss_ratio: float | None = None
     #: whether the declared workload fits this card's memory (None: no workload, or a card outside the
     #: catalog); a workload that cannot load gets no modelled tokens/s, roofline point or $/1M
     workload_fits: bool | None = None

@@ -21,15 +21,25 @@ from gpuwatch.live.assessment import (
     Provenance,
     weakest,
 )
-from gpuwatch.live.attribution import EngineShare, engine_shares, is_idle, live_power_w, roofline_position
+from gpuwatch.live.attribution import (
+    EngineShare,
+    engine_shares,
+    engine_work_by_gpu,
+    is_idle,
+    live_power_w,
+    roofline_position,
+)
 from gpuwatch.live.bound import bound as bound_of
 from gpuwatch.live.bound import throttle_of
-from gpuwatch.live.config import LiveConfig
+from gpuwatch.live.config import LiveConfig, gpu_price_usd
+from gpuwatch.live.idle_burn import BurnWindow, IdleTracker
+from gpuwatch.live.power_advice import advice_kind, advise_gpu
 from gpuwatch.live.pricing import Pricing
 from gpuwatch.live.workload import ResolvedWorkload, clock_scales, derated
 from gpuwatch.model.catalog import GpuSpec, get_gpu
-from gpuwatch.model.errors import UnknownIdError
+from gpuwatch.model.errors import ModelInputError, UnknownIdError
 from gpuwatch.model.throughput import ThroughputEstimate
+from gpuwatch.telemetry.engine_state import EngineWork
 from gpuwatch.telemetry.engines import EngineReading
 from gpuwatch.telemetry.history import History
 from gpuwatch.telemetry.sample import GpuSample, Snapshot
@@ -58,6 +68,7 @@ class Assessor:
         self._fits: dict[str, bool] = {}
         self._estimates: dict[tuple[str, float, float], ThroughputEstimate] = {}
         self.pricing = Pricing(config, self.workload)
+        self._idle = IdleTracker()
 
     # -- caches: the model is pure, prices are fixed for a session ---------------------------------
 
@@ -92,6 +103,8 @@ class Assessor:
         self, snap: Snapshot, history: History, engines: Sequence[EngineReading] = ()
     ) -> BoxAssessment:
         shares = engine_shares(snap, engines)
+        work = engine_work_by_gpu(snap, engines)
+        engines_answer = any(e.error is None and e.generation_tokens_per_s is not None for e in engines)
         n = max(1, len(snap.gpus))
         window_s = max(2.0, 5 * self.config.interval_s)
         gpus = []
@@ -100,7 +113,15 @@ class Assessor:
         priced = 0
         for sample in snap.gpus:
             power = None if sample.lost else live_power_w(sample, history, window_s)
-            gpus.append(self._assess_gpu(sample, shares.get(sample.index), power, n))
+            share = shares.get(sample.index)
+            burn = None
+            if not sample.lost:
+                # an answering engine with no tokens for this GPU means it idles; no engine: not known
+                tokens = share.generation_tokens_per_s if share else (0.0 if engines_answer else None)
+                requests = share.requests_per_s if share else (0.0 if engines_answer else None)
+                burn = self._idle.update(sample.index, snap.timestamp_s, tokens, power, requests)
+            g = self._assess_gpu(sample, share, power, n, work.get(sample.index), burn)
+            gpus.append(self._advise(sample, g, power, n))
             if power is not None:
                 powers.append(power)
             box = self.pricing.box_prices(self._spec(sample), n)
@@ -124,8 +145,35 @@ class Assessor:
             tokens_per_s_provenance=weakest(g.tokens_per_s_provenance for g in producing),
         )
 
+    def _advise(
+        self, sample: GpuSample, g: GpuAssessment, power_w: float | None, n_gpus: int
+    ) -> GpuAssessment:
+        """The power-cap advice for this poll (gpuwatch/live/power_advice.py), on the assessment."""
+        if sample.lost:
+            return g
+        spec = self._spec(sample)
+        price = gpu_price_usd(self.config, spec) if spec is not None else None
+        try:
+            live = advise_gpu(sample, g, spec, self.config.prices, price, power_w=power_w, n_gpus=n_gpus)
+        except ModelInputError as exc:  # a reading the power model cannot take: no advice, and why
+            return replace(g, power_advice_kind="no_advice", power_advice_reason=str(exc))
+        a = live.advice
+        return replace(
+            g,
+            advised_power_limit_w=a.advised_limit_w if a is not None else None,
+            power_advice_kind=advice_kind(live),
+            power_advice_reason=live.reason,
+            advised_speed_loss_ratio=a.expected_speed_loss_ratio if a is not None else None,
+        )
+
     def _assess_gpu(
-        self, sample: GpuSample, share: EngineShare | None, power_w: float | None, n_gpus: int
+        self,
+        sample: GpuSample,
+        share: EngineShare | None,
+        power_w: float | None,
+        n_gpus: int,
+        work: EngineWork | None = None,
+        burn: BurnWindow | None = None,
     ) -> GpuAssessment:
         gpu = self._spec(sample)
         gpu_id = gpu.id if gpu else None
@@ -173,7 +221,7 @@ class Assessor:
         fits = self._workload_fits(gpu)
         # engine traffic is not the declared workload's where that cannot load here: nothing derived from it
         workload = self.workload if fits else None
-        roofline = roofline_position(sample, gpu, workload, share, at_live, idle, compute_scale)
+        roofline = roofline_position(sample, gpu, workload, share, at_live, idle, compute_scale, work)
         bound = bound_of(sample, gpu, roofline, idle, at_live)
         if fits is False and bound.kind == BoundKind.UNKNOWN and self.workload is not None:
             w = self.workload
@@ -187,7 +235,15 @@ class Assessor:
             gpu_id=gpu.id,
             roofline=roofline,
             bound=bound,
-            cost=self.pricing.gpu_cost(gpu, n_gpus, power_w, tokens, modelled_tokens),
+            cost=self.pricing.gpu_cost(
+                gpu,
+                n_gpus,
+                power_w,
+                tokens,
+                modelled_tokens,
+                window=burn,
+                concurrency=share.batch if share is not None and share.batch else None,
+            ),
             tokens_per_s=tokens,
             tokens_per_s_provenance=tokens_prov,
             modelled_tokens_per_s=modelled_tokens,

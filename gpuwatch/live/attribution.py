@@ -2,12 +2,15 @@
 
   MEASURED  GPM (Hopper+): DRAM_BW_UTIL x the card's peak bandwidth; tensor-pipe utilisation x the
             compute ceiling at the live SM clock (busy time, so an upper bound on useful FLOP/s).
+  ENGINE-ESTIMATED  the engine's own per-GPU FLOP and byte counters (vLLM/SGLang --enable-mfu-metrics),
+            rated between scrapes; beside a GPM measurement they are kept, with their ratio to it.
   DERIVED   serving-engine tokens/s x the model's FLOPs per token and bytes per decode step at the
             declared context (KV-cache reads included).
   MODELLED  the declared workload's roofline projection at the card's live clocks.
 Memory-controller busy % is a duty cycle, not a share of bandwidth: it is never used for bandwidth.
 
-Attribution assumption: the engines' tokens/s are split evenly over the GPUs that are busy, and the
+Attribution assumption: each engine's tokens/s are split evenly over its GPUs (the ``#gpus=`` list of
+its URL, gpuwatch/telemetry/engine_state.py), else over the GPUs that are busy, and the
 declared workload (batch, context) describes one replica per GPU. That is exact on a one-GPU box and
 for data-parallel replicas; under tensor parallelism the per-GPU bytes are over-counted.
 """
@@ -15,13 +18,15 @@ for data-parallel replicas; under tensor parallelism the per-GPU bytes are over-
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gpuwatch.live.assessment import Provenance, RooflinePosition
 from gpuwatch.live.workload import ResolvedWorkload
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.roofline import attainable_flops, ridge_point_flop_per_byte
 from gpuwatch.model.throughput import ThroughputEstimate, bytes_per_decode_step, flops_per_token
+from gpuwatch.options.engine_gpus import engine_gpus
+from gpuwatch.telemetry.engine_state import EngineWork
 from gpuwatch.telemetry.engines import EngineReading
 from gpuwatch.telemetry.history import History
 from gpuwatch.telemetry.sample import ClockEventReason, GpuSample, Snapshot
@@ -53,22 +58,83 @@ class EngineShare:
     generation_tokens_per_s: float
     prompt_tokens_per_s: float
     batch: float  # concurrent sequences on this GPU
+    #: finished requests per second on this GPU (the engines' request counters); None: not published
+    requests_per_s: float | None = None
+
+
+def _gpus_of(reading: EngineReading, snap: Snapshot, busy: Sequence[GpuSample]) -> list[int]:
+    """The GPUs the engine runs on: its URL's ``#gpus=`` list (gpuwatch/telemetry/engine_state.py) where
+    those are present, else the busy ones."""
+    try:
+        listed = engine_gpus(reading.url)
+    except ValueError:  # the option check rejects these; a recording may still carry one
+        listed = None
+    if listed is not None:
+        alive = [g.index for g in snap.gpus if not g.lost and g.index in listed]
+        if alive:
+            return alive
+    return [g.index for g in busy]
 
 
 def engine_shares(snap: Snapshot, engines: Sequence[EngineReading]) -> dict[int, EngineShare]:
     good = [e for e in engines if e.error is None and e.generation_tokens_per_s is not None]
     if not good:
         return {}
-    gen = sum(e.generation_tokens_per_s or 0.0 for e in good)
-    prompt = sum(e.prompt_tokens_per_s or 0.0 for e in good)
-    running = [e.requests_running for e in good if e.requests_running is not None]
     alive = [g for g in snap.gpus if not g.lost]
     busy = [g for g in alive if g.sm_busy_ratio is None or g.sm_busy_ratio >= IDLE_SM_BUSY_RATIO] or alive
     if not busy:
         return {}
-    n = len(busy)
-    batch = max(1.0, sum(running) / n) if running else 0.0  # 0: unknown, use the declared batch
-    return {g.index: EngineShare(gen / n, prompt / n, batch) for g in busy}
+    gen: dict[int, float] = {}
+    prompt: dict[int, float] = {}
+    running: dict[int, float] = {}
+    requests: dict[int, float] = {}
+    for e in good:
+        gpus = _gpus_of(e, snap, busy)
+        n = len(gpus)
+        finished = e.serving.requests_finished_per_s if e.serving is not None else None
+        for i in gpus:
+            gen[i] = gen.get(i, 0.0) + (e.generation_tokens_per_s or 0.0) / n
+            prompt[i] = prompt.get(i, 0.0) + (e.prompt_tokens_per_s or 0.0) / n
+            if e.requests_running is not None:
+                running[i] = running.get(i, 0.0) + e.requests_running / n
+            if finished is not None:
+                requests[i] = requests.get(i, 0.0) + finished / n
+    return {
+        i: EngineShare(
+            gen[i],
+            prompt[i],
+            max(1.0, running[i]) if i in running else 0.0,  # 0: unknown, use the declared batch
+            requests.get(i),
+        )
+        for i in gen
+    }
+
+
+def engine_work_by_gpu(snap: Snapshot, engines: Sequence[EngineReading]) -> dict[int, EngineWork]:
+    """Each GPU's engine-estimated work rates: the MFU counters are per GPU already, so every GPU the
+    engine runs on gets its figures (summed where two engines share a GPU)."""
+    alive = [g for g in snap.gpus if not g.lost]
+    out: dict[int, EngineWork] = {}
+    for e in engines:
+        w = e.work
+        if e.error is not None or w is None or w.flops_per_s is None or w.bytes_per_s is None:
+            continue
+        for i in _gpus_of(e, snap, alive):
+            have = out.get(i)
+            out[i] = (
+                w
+                if have is None
+                else replace(
+                    have,
+                    flops_per_s=(have.flops_per_s or 0.0) + w.flops_per_s,
+                    bytes_per_s=(have.bytes_per_s or 0.0) + w.bytes_per_s,
+                )
+            )
+    return out
+
+
+#: an engine estimate beyond this multiple of the card's ceiling is not used (a wrong GPU map, garbage)
+MAX_ENGINE_ESTIMATE_RATIO = 1.5
 
 
 def roofline_position(
@@ -79,6 +145,7 @@ def roofline_position(
     at_live: ThroughputEstimate | None,
     idle: bool,
     compute_scale: float,
+    work: EngineWork | None = None,
 ) -> RooflinePosition:
     """Where the card sits: attained bandwidth and FLOP/s from the best source there is (module docstring)."""
     dtype = w.dtype(gpu) if w else "fp16"
@@ -98,6 +165,23 @@ def roofline_position(
     if gpm is not None and gpm.tensor_util_ratio is not None:
         flops = gpm.tensor_util_ratio * current_peak
         flops_prov = Provenance.MEASURED
+    engine_flops = engine_bw = flops_ratio = bw_ratio = None
+    if (
+        work is not None
+        and work.flops_per_s is not None
+        and work.bytes_per_s is not None
+        and work.flops_per_s <= MAX_ENGINE_ESTIMATE_RATIO * peak
+        and work.bytes_per_s <= MAX_ENGINE_ESTIMATE_RATIO * peak_bw
+    ):
+        engine_flops, engine_bw = work.flops_per_s, work.bytes_per_s
+        if bw is None:
+            bw, bw_prov = engine_bw, Provenance.ENGINE_ESTIMATED
+        elif bw > 0:
+            bw_ratio = engine_bw / bw
+        if flops is None:
+            flops, flops_prov = engine_flops, Provenance.ENGINE_ESTIMATED
+        elif flops > 0:
+            flops_ratio = engine_flops / flops
     if w is not None and share is not None:
         batch = share.batch or w.batch
         steps_s = share.generation_tokens_per_s / batch
@@ -141,4 +225,8 @@ def roofline_position(
         bandwidth_provenance=bw_prov,
         flops_provenance=flops_prov,
         dtype=dtype,
+        engine_flops=engine_flops,
+        engine_bandwidth_bytes_s=engine_bw,
+        engine_vs_measured_flops_ratio=flops_ratio,
+        engine_vs_measured_bandwidth_ratio=bw_ratio,
     )

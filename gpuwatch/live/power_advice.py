@@ -112,3 +112,31 @@ def advise_gpu(
         max_speed_loss_ratio=max_speed_loss_ratio,
     )
     return LiveAdvice(sample.index, advice, advice.reason, basis, g.tokens_per_s_provenance)
+
+
+#: what ``advice_kind`` says, a bounded set fit for a Prometheus label
+ADVICE_KINDS = (
+    "lower_cap",
+    "keep_default",
+    "idle",
+    "stale",
+    "no_power_reading",
+    "unknown_bound",
+    "no_advice",
+)
+
+
+def advice_kind(live: LiveAdvice) -> str:
+    """One of :data:`ADVICE_KINDS` for the advice (or its absence)."""
+    a = live.advice
+    if a is not None:
+        return "lower_cap" if a.advised_limit_w < a.default_limit_w - 0.5 else "keep_default"
+    for text, kind in (
+        ("idle", "idle"),
+        ("stale", "stale"),
+        ("no power reading", "no_power_reading"),
+        ("bound is unknown", "unknown_bound"),
+    ):
+        if text in live.reason:
+            return kind
+    return "no_advice"

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gpuwatch.live.assessment import Alternative, CostSplit, CostView, Provenance
+from gpuwatch.live.assessment import Alternative, CostSplit, CostView, IdleBurn, Provenance
 from gpuwatch.live.config import DEFAULT_ALTERNATIVES, LiveConfig, box_gpu_price_usd, gpu_price_usd
+from gpuwatch.live.idle_burn import BurnWindow
 from gpuwatch.live.workload import ResolvedWorkload
 from gpuwatch.model import cost
 from gpuwatch.model.catalog import GpuSpec, get_gpu
@@ -75,6 +76,9 @@ class Pricing:
         power_w: float | None,
         tokens: float | None,
         modelled_tokens: float | None,
+        *,
+        window: BurnWindow | None = None,
+        concurrency: float | None = None,
     ) -> CostView | None:
         box = self.box_prices(gpu, n_gpus)
         if box is None:
@@ -112,6 +116,44 @@ class Pricing:
             cloud_usd_per_mtok=cloud,
             alternatives=self.alternatives(gpu.id, n_gpus),
             power_provenance=Provenance.MEASURED if power_w is not None else Provenance.MODELLED,
+            burn=self.idle_burn(prices, price, window) if window is not None else None,
+            concurrency=concurrency,
+        )
+
+    @staticmethod
+    def idle_burn(prices: OwnershipCost, gpu_price_usd: float | None, w: BurnWindow) -> IdleBurn:
+        """The window priced: the measured idle share replaces the configured utilisation, so "overall"
+        charges every hour of the window (idle ones at their power) to the tokens made in it."""
+        every_hour = replace(prices, utilisation_ratio=1.0)
+        serving = overall = per_k = None
+        if w.serving_tokens_per_s and w.serving_power_w is not None:
+            serving = float(
+                cost.usd_per_mtok(
+                    every_hour,
+                    tokens_per_s=w.serving_tokens_per_s,
+                    gpu_capex_usd=gpu_price_usd,
+                    power_w=w.serving_power_w,
+                )
+            )
+        if w.tokens_per_s and w.power_w is not None:
+            overall = float(
+                cost.usd_per_mtok(
+                    every_hour, tokens_per_s=w.tokens_per_s, gpu_capex_usd=gpu_price_usd, power_w=w.power_w
+                )
+            )
+        joules = None
+        if w.requests_per_s and w.power_w is not None:
+            joules = w.power_w / w.requests_per_s
+            hourly = cost.cost_per_hour(every_hour, gpu_capex_usd=gpu_price_usd, power_w=w.power_w)
+            per_k = float(hourly.total_usd_per_h) / 3600.0 / w.requests_per_s * 1000.0
+        return IdleBurn(
+            window_s=w.window_s,
+            idle_ratio=w.idle_ratio,
+            idle_power_w=w.idle_power_w,
+            usd_per_mtok_serving=serving,
+            usd_per_mtok_overall=overall,
+            joules_per_request=joules,
+            usd_per_k_requests=per_k,
         )
 
     def box_usd_per_mtok(self, capex_usd: float, tokens_per_s: float, power_w: float) -> float:

@@ -44,7 +44,7 @@ def _quant(quant: QuantFormat | str) -> QuantFormat:
 
 
 def weight_bytes(model: ModelSpec, quant: QuantFormat | str) -> float:
-    """All weights as stored (MODEL-CORE's accounting of scales and higher-precision tensors)."""
+    """All weights as stored (gpuwatch/model/memory.py's accounting of scales and 16-bit tensors)."""
     return float(memory.weight_bytes(model, _quant(quant)))
 
 

@@ -114,6 +114,12 @@ def engine_url(value: Any) -> str:
         raise Invalid(_URL_FORM)
     if "://" not in text and parts.port is None:  # "notaurl": a typo, not an engine on port 80
         raise Invalid(_URL_FORM)
+    from gpuwatch.options.engine_gpus import engine_gpus  # the #gpus=0,1 syntax lives there
+
+    try:
+        engine_gpus(text)
+    except ValueError as exc:
+        raise Invalid(reason=str(exc)) from None
     return text
 
 
@@ -217,7 +223,8 @@ declare(
         "engine",
         ("--engine",),
         "list",
-        "serving engine /metrics URL (vLLM, TGI, llama.cpp, SGLang); repeatable",
+        "serving engine /metrics URL (vLLM, TGI, llama.cpp, SGLang); repeatable; end it with #gpus=0,1 "
+        "to say which GPUs the engine runs on (default: all)",
         toml="engine_urls",
         parse=engine_url,
         repeatable=True,

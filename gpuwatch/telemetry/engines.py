@@ -47,6 +47,8 @@ from dataclasses import dataclass, replace
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from gpuwatch.telemetry.engine_state import EngineWork, ServingState, engine_work, serving_state
+
 log = logging.getLogger(__name__)
 
 
@@ -71,6 +73,12 @@ class EngineReading:
     model_name: str | None = None
     #: the generation counter went down since the previous reading (an engine restart)
     counter_reset: bool = False
+    #: the engine's own per-GPU work estimate (vLLM/SGLang --enable-mfu-metrics); None without it
+    work: EngineWork | None = None
+    #: why the work counters were not used (e.g. "rejected: ..."); None when fine or absent
+    work_error: str | None = None
+    #: queue, KV cache, latency means, finished requests (gpuwatch/telemetry/engine_state.py)
+    serving: ServingState | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +213,7 @@ def parse_engine_metrics(
     "rejected: …" and no figures; ``max_tokens_per_s`` is the ceiling for the generation rate
     (default :data:`ABSOLUTE_MAX_TOKENS_PER_S`)."""
     values: dict[str, float] = {}
+    series: dict[str, int] = {}  # label sets per name: the MFU counters are per GPU, so averaged
     model_name: str | None = None
     try:
         for family in text_string_to_metric_families(text):
@@ -215,6 +224,7 @@ def parse_engine_metrics(
                     value = math.inf
                 # summed over label sets: data-parallel engines publish one series per rank
                 values[sample.name] = values.get(sample.name, 0.0) + value
+                series[sample.name] = series.get(sample.name, 0) + 1
                 model_name = model_name or sample.labels.get("model_name")
     except (ValueError, TypeError, IndexError, KeyError, OverflowError) as exc:  # the parser's "not text"
         return _unknown(url, now_s, f"not Prometheus metrics text ({_short(str(exc)) or type(exc).__name__})")
@@ -251,6 +261,10 @@ def parse_engine_metrics(
         prompt_rate = values.get(spec.prompt_gauge)
     if gen_total is None and gen_rate is None:
         return _unknown(url, now_s, f"{spec.name} metrics without {spec.generation_total}", spec.name)
+    same = previous if previous is not None and previous.engine == spec.name else None
+    dt = now_s - same.timestamp_s if same is not None else None
+    work, work_error = engine_work(spec.name, values, series, same.work if same else None, dt)
+    serving = serving_state(spec.name, values, same.serving if same else None, dt)
     ceiling = ABSOLUTE_MAX_TOKENS_PER_S if max_tokens_per_s is None else max_tokens_per_s
     for what, rate in (("generation", gen_rate), ("prompt", prompt_rate)):
         limit = ceiling if what == "generation" else ABSOLUTE_MAX_TOKENS_PER_S
@@ -275,6 +289,9 @@ def parse_engine_metrics(
         rate_basis=basis,
         model_name=model_name,
         counter_reset=reset,
+        work=work,
+        work_error=work_error,
+        serving=serving,
     )
 
 
@@ -466,6 +483,8 @@ class EngineWatcher:
             generation_tokens_per_s=None,
             prompt_tokens_per_s=None,
             requests_running=None,
+            work=None,
+            serving=None,
             error=f"stale: no answer for {age_s:.0f} s (last at {when})",
         )
 

@@ -10,7 +10,7 @@ from textual.widgets import DataTable, Label, Static
 
 from gpuwatch.live.assessment import BoxAssessment, CostSplit, CostView, GpuAssessment
 from gpuwatch.telemetry.sample import GpuSample
-from gpuwatch.tui.formatting import MISSING, rate, usd
+from gpuwatch.tui.formatting import MISSING, percent, rate, usd
 from gpuwatch.tui.gpu_card import short_name
 
 
@@ -78,6 +78,17 @@ def cost_summary(sample: GpuSample, gpu: GpuAssessment, box: BoxAssessment, widt
     text.append(
         f"{cost.tokens_per_joule:.2f}" if cost.tokens_per_joule is not None else MISSING, style="bold"
     )
+    if cost.tokens_per_joule is not None:
+        # tokens/J depends on the batch: a figure without its concurrency cannot be compared
+        text.append("  ")
+        text.append(
+            f"at {cost.concurrency:.0f} concurrent requests"
+            if cost.concurrency is not None
+            else "concurrency unknown (no engine running gauge)",
+            style="dim",
+        )
+    text.append_text(idle_burn_lines(cost))
+    text.append_text(advice_line(gpu))
     split = cost.cost_per_hour
     text.append(f"\ncost/hour    {usd(split.total_usd_per_h, digits=3)} = ")
     text.append(f"capex {usd(split.capex_usd_per_h, digits=3)} ", style="blue")
@@ -94,6 +105,46 @@ def cost_summary(sample: GpuSample, gpu: GpuAssessment, box: BoxAssessment, widt
         if box.tokens_per_joule is not None:
             parts.append(f"{box.tokens_per_joule:.2f} tokens/J")
         text.append(f"\n\nwhole box    {'   '.join(parts)}")
+    return text
+
+
+def idle_burn_lines(cost: CostView) -> Text:
+    """Serving vs overall $/1M tokens, idle share and power, per-request energy and cost."""
+    burn = cost.burn
+    text = Text()
+    if burn is None:
+        text.append("\nidle burn    unknown: needs an engine's token counters (--engine URL)", style="dim")
+        return text
+    minutes = burn.window_s / 60
+    text.append("\n$/1M tokens  serving ")
+    text.append(f"{usd(burn.usd_per_mtok_serving, digits=3)}   ", style="bold green")
+    text.append("overall ")
+    text.append(f"{usd(burn.usd_per_mtok_overall, digits=3)}", style="bold yellow")
+    text.append(f"   (last {minutes:.0f} min)", style="dim")
+    text.append("\nidle         ")
+    text.append(f"{percent(burn.idle_ratio)} of the time", style="bold")
+    if burn.idle_power_w is not None:
+        text.append(f" at {burn.idle_power_w:.0f} W")
+    if burn.joules_per_request is not None or burn.usd_per_k_requests is not None:
+        text.append("\nper request  ")
+        text.append(
+            f"{burn.joules_per_request:,.0f} J" if burn.joules_per_request is not None else MISSING,
+            style="bold",
+        )
+        text.append(f"   {usd(burn.usd_per_k_requests, digits=3)} per 1000 requests")
+    return text
+
+
+def advice_line(gpu: GpuAssessment) -> Text:
+    """The power cap advised from this poll (gpuwatch/live/power_advice.py), or why there is none."""
+    text = Text("\npower cap    ")
+    if gpu.advised_power_limit_w is None:
+        text.append(f"no advice: {gpu.power_advice_reason or 'unknown'}", style="dim")
+        return text
+    text.append(f"advise {gpu.advised_power_limit_w:.0f} W ", style="bold")
+    if gpu.advised_speed_loss_ratio is not None:
+        text.append(f"(-{percent(gpu.advised_speed_loss_ratio)} tokens/s)  ")
+    text.append("modelled", style="italic dim")  # the power model's, not a measured sweep
     return text
 
 

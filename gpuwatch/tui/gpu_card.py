@@ -327,12 +327,14 @@ def _bandwidth_line(assessment: GpuAssessment | None, width: int) -> Text:
 #: how an attained figure was obtained, in the words the card shows (never present an estimate as measured)
 _PROVENANCE_LABEL = {
     Provenance.MEASURED: "measured",
+    Provenance.ENGINE_ESTIMATED: "engine-est.",
     Provenance.DERIVED: "derived",
     Provenance.MODELLED: "modelled",
     Provenance.UNKNOWN: "unknown",
 }
 _PROVENANCE_STYLE = {
     Provenance.MEASURED: "bold green",
+    Provenance.ENGINE_ESTIMATED: "green",
     Provenance.DERIVED: "yellow",
     Provenance.MODELLED: "italic yellow",
     Provenance.UNKNOWN: "dim",

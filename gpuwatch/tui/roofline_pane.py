@@ -99,6 +99,19 @@ def bound_in_words(assessment: GpuAssessment) -> Text:
     text.append(f"\ncompute    {si(roof.attained_flops, 'FLOP/s')}  ")
     text.append(roof.flops_provenance.value, style="italic")
     text.append(f"\n           of {si(roof.current_peak_flops, 'FLOP/s')}")
+    if roof.engine_vs_measured_flops_ratio is not None or roof.engine_vs_measured_bandwidth_ratio is not None:
+        # GPM and the engine's counters both exist: show the estimate and how far it is from the measurement
+        text.append("\nengine est. ", style="italic")
+        text.append(f"{si(roof.engine_flops, 'FLOP/s')}  {si(roof.engine_bandwidth_bytes_s, 'B/s')}")
+        ratios = [
+            f"{name} x{r:.2f}"
+            for name, r in (
+                ("compute", roof.engine_vs_measured_flops_ratio),
+                ("bandwidth", roof.engine_vs_measured_bandwidth_ratio),
+            )
+            if r is not None
+        ]
+        text.append(f"\n           vs measured: {', '.join(ratios)}", style="dim")
     if roof.current_peak_flops < roof.peak_flops * 0.98:
         text.append(
             f"\n(spec roof {si(roof.peak_flops, 'FLOP/s')}; dashed red line = today's clocks)", style="red"
