@@ -297,11 +297,11 @@ def test_match_refuses_anything_else_with_one_line(text: str) -> None:
     [
         (
             ["--prometheus", "localhost:9090"],
-            "--prometheus: 'localhost:9090' is not allowed: expected the server's URL",
+            "--prometheus = 'localhost:9090' is not allowed: expected the server's URL",
         ),
         (
             ["--prometheus", "http://127.0.0.1:9090", "--match", "up"],
-            "--match: 'up' is not allowed: expected label",
+            "--match = 'up' is not allowed: expected label",
         ),
         (["--prometheus", "http://127.0.0.1:9090", "--prometheus-ca", "/nonexistent.pem"], "no such file"),
         (
