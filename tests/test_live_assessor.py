@@ -276,3 +276,27 @@ def test_a_declared_workload_that_does_not_fit_has_no_modelled_speed_or_price() 
     assert all(a.tokens_per_s is None and a.usd_per_mtok is None and not a.fits for a in g.cost.alternatives)
     fitting = assess(config(), sample()).gpus[0]
     assert fitting.workload_fits is True and fitting.modelled_tokens_per_s is not None
+
+
+def test_one_gpus_failing_assessment_leaves_the_others_their_figures(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A card whose readings the model cannot take (here: one that makes the roofline code raise) is
+    unknown, with the reason, for that poll; the other cards keep every figure (issue 12)."""
+    from gpuwatch.live import assessor as assessor_module
+
+    real = assessor_module.roofline_position
+
+    def breaks_on_gpu_1(sample: GpuSample, *args: Any, **kwargs: Any) -> Any:
+        if sample.index == 1:
+            raise ZeroDivisionError("a reading the model cannot take")
+        return real(sample, *args, **kwargs)
+
+    monkeypatch.setattr(assessor_module, "roofline_position", breaks_on_gpu_1)
+    box = assess(config(), sample(index=0), sample(index=1), sample(index=2))
+    ok, broken, other = box.gpus
+    assert broken.bound.kind == BoundKind.UNKNOWN and "a reading the model cannot take" in broken.bound.detail
+    assert broken.tokens_per_s is None and broken.cost is None and broken.roofline is None
+    for g in (ok, other):
+        assert g.roofline is not None and g.tokens_per_s is not None and g.cost is not None
+    assert sum("GPU 1: assessment failed" in r.getMessage() for r in caplog.records) == 1

@@ -9,6 +9,7 @@ costs); gpuwatch/live/workload.py runs the model at live clocks. This module kee
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -57,6 +58,9 @@ def identify_gpu(sample: GpuSample) -> GpuSpec | None:
         return None
 
 
+log = logging.getLogger(__name__)
+
+
 class Assessor:
     """Stateful (alerts, caches): feed it every snapshot of one source, in order."""
 
@@ -69,6 +73,7 @@ class Assessor:
         self._estimates: dict[tuple[str, float, float], ThroughputEstimate] = {}
         self.pricing = Pricing(config, self.workload)
         self._idle = IdleTracker()
+        self._failures: dict[int, str] = {}  # GPU index -> the last assessment failure logged for it
 
     # -- caches: the model is pure, prices are fixed for a session ---------------------------------
 
@@ -120,8 +125,14 @@ class Assessor:
                 tokens = share.generation_tokens_per_s if share else (0.0 if engines_answer else None)
                 requests = share.requests_per_s if share else (0.0 if engines_answer else None)
                 burn = self._idle.update(sample.index, snap.timestamp_s, tokens, power, requests)
-            g = self._assess_gpu(sample, share, power, n, work.get(sample.index), burn)
-            gpus.append(self._advise(sample, g, power, n))
+            try:
+                g = self._advise(
+                    sample, self._assess_gpu(sample, share, power, n, work.get(sample.index), burn), power, n
+                )
+                self._failures.pop(sample.index, None)
+            except Exception as exc:  # one card's failure must not cost the others their figures
+                g = self._failed_gpu(sample, exc)
+            gpus.append(g)
             if power is not None:
                 powers.append(power)
             box = self.pricing.box_prices(self._spec(sample), n)
@@ -143,6 +154,22 @@ class Assessor:
             tokens_per_joule=box_tokens / box_power if box_tokens is not None and box_power else None,
             alerts=alerts,
             tokens_per_s_provenance=weakest(g.tokens_per_s_provenance for g in producing),
+        )
+
+    def _failed_gpu(self, sample: GpuSample, exc: Exception) -> GpuAssessment:
+        """Every figure of this GPU unknown, with the reason; logged once per distinct failure."""
+        why = f"{type(exc).__name__}: {exc}"
+        if self._failures.get(sample.index) != why:
+            log.exception("GPU %d: assessment failed; its figures are unknown this poll", sample.index)
+            self._failures[sample.index] = why
+        return GpuAssessment(
+            index=sample.index,
+            gpu_id=sample.catalog_id,
+            roofline=None,
+            bound=Bound(BoundKind.UNKNOWN, detail=f"assessment failed: {why}"),
+            cost=None,
+            tokens_per_s=None,
+            tokens_per_s_provenance=Provenance.UNKNOWN,
         )
 
     def _advise(
