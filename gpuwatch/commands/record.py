@@ -161,24 +161,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _record(args: argparse.Namespace, started: float, stop: _StopFlag) -> int:
     from gpuwatch.telemetry.engines import EngineWatcher
-    from gpuwatch.telemetry.sources import open_source  # the poller stack loads only when used
 
     duration_s: float | None = args.duration
     _positive(duration_s, "--duration")
     config = live_config(args)  # --config, --engine, --workload, --interval (one line when bad)
     workload = config.workload.spec if config.workload else None
     spec = source_spec(args)  # ranges were checked when the options were parsed
-    source = open_source(
-        sim=spec.sim,
-        scenario=spec.scenario,
-        time_scale=spec.time_scale,
-        seed=spec.seed,
-        replay=spec.replay,
-        replay_speed=spec.replay_speed,
-        interval_s=config.interval_s,
-        faults=spec.faults,
-        isolate=True,  # NVML in a child: a driver crash or hang costs a message, never the recording
-    )
+    # NVML in a child: a driver crash or hang costs a message, never the recording
+    source = spec.open(config.interval_s, isolate=True)
     engines = EngineWatcher(config.engine_urls, interval_s=config.interval_s) if config.engine_urls else None
     replay_over = False
 

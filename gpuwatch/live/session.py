@@ -100,22 +100,26 @@ class SourceSpec:
     replay: str | None = None
     replay_speed: float = get("replay_speed").default
 
+    def open(self, interval_s: float, *, isolate: bool = False) -> SnapshotSource:
+        """The snapshot source this describes (not started)."""
+        from gpuwatch.telemetry.sources import open_source
+
+        return open_source(
+            sim=self.sim,
+            scenario=self.scenario,
+            time_scale=self.time_scale,
+            seed=self.seed,
+            replay=self.replay,
+            replay_speed=self.replay_speed,
+            interval_s=interval_s,
+            isolate=isolate,
+            faults=self.faults,
+        )
+
 
 def open_session(config: LiveConfig, source: SourceSpec, *, isolate: bool = False) -> LiveSession:
     """The session over ``source`` priced and assessed by ``config`` (not started)."""
-    from gpuwatch.telemetry.sources import open_source
-
-    snapshots = open_source(
-        sim=source.sim,
-        scenario=source.scenario,
-        time_scale=source.time_scale,
-        seed=source.seed,
-        replay=source.replay,
-        replay_speed=source.replay_speed,
-        interval_s=config.interval_s,
-        isolate=isolate,
-        faults=source.faults,
-    )
+    snapshots = source.open(config.interval_s, isolate=isolate)
     engines = EngineWatcher(config.engine_urls, interval_s=config.interval_s) if config.engine_urls else None
     if engines is None and source.replay:  # a recording made with --engine replays its engines' readings
         from gpuwatch.telemetry.recording import RecordedEngines, ReplaySource

@@ -26,7 +26,7 @@ from gpuwatch.model.finetune import step_flops_per_token
 from gpuwatch.model.llm import ModelSpec, check_context, resolve_model
 from gpuwatch.model.quant import QuantFormat, get_quant
 from gpuwatch.model.serving import PoweredThroughput, powered_throughput
-from gpuwatch.model.throughput import ThroughputEstimate, estimate_throughput
+from gpuwatch.model.throughput import ThroughputEstimate
 
 MODES = ("inference", "train", "lora", "qlora")
 PARALLELISM = ("tp", "pp")
@@ -283,21 +283,8 @@ def powered_answer(
 def throughput_answer(
     inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, gpu: GpuSpec
 ) -> ThroughputEstimate:
-    """The roofline estimate at the clock ``power_limit_w`` allows."""
-    if inputs.power_limit_w is not None:
-        return powered_answer(inputs, model, quant, gpu).estimate
-    return estimate_throughput(
-        model,
-        quant,
-        gpu,
-        inputs.batch,
-        inputs.context_tokens,
-        engine=inputs.engine,
-        count=inputs.count,
-        parallel=inputs.parallel,
-        link=link_for(inputs, gpu),
-        kv_dtype=inputs.kv_dtype,
-    )
+    """The roofline estimate at the clock ``power_limit_w`` allows (the default limit when None)."""
+    return powered_answer(inputs, model, quant, gpu).estimate
 
 
 def cost_answer(
