@@ -373,7 +373,10 @@ def test_ctrl_c_soon_after_start_is_exit_130_without_a_traceback(tmp_path: Path)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
-        assert "Traceback" not in err and proc.returncode == 130, (delay, proc.returncode, err)
+        # exit 130, or (when the signal still lands in the interpreter's own start-up on a loaded
+        # machine) killed by SIGINT, which a shell reports as 130 too; never a traceback
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, (delay, err)
+        assert proc.returncode in (130, -signal.SIGINT), (delay, proc.returncode, err)
 
 
 # -- --config, --engine, --workload --------------------------------------------------------------------
