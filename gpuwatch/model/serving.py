@@ -190,6 +190,7 @@ def _point(
     prompt: int,
     output: int,
     *,
+    prefill: ThroughputEstimate,
     engine: str,
     count: int,
     kv_dtype: str,
@@ -204,9 +205,6 @@ def _point(
         model, quant, gpu, concurrency, mean_context, engine=engine, count=count, kv_dtype=kv_dtype,
         power_limit_w=power_limit_w,
     )  # fmt: skip
-    prefill = estimate_throughput(
-        model, get_quant(quant), gpu, 1, prompt, engine=engine, count=count, kv_dtype=kv_dtype
-    )
     ttft = _scalar(prefill.time_to_first_token_s)
     prefill_tok_s = _scalar(prefill.prefill_tokens_per_s)
     step = _scalar(run.estimate.decode_step_s)
@@ -284,7 +282,12 @@ def plan_serving(
     if over:
         notes.append(f"batches {', '.join(map(str, over))} exceed the {limit} sequences the KV pool holds")
     levels = [b for b in wanted if b <= limit]
+    # one prompt's prefill is the same at every concurrency: computed once, not per point
+    prefill = estimate_throughput(
+        model, get_quant(quant), gpu, 1, prompt_tokens, engine=engine, count=count, kv_dtype=kv_dtype
+    )
     kwargs = dict(
+        prefill=prefill,
         engine=engine, count=count, kv_dtype=kv_dtype, target_s=p95_latency_s, gpu_usd_per_h=gpu_usd_per_h,
         electricity_usd_per_kwh=electricity_usd_per_kwh, pue=pue, power_limit_w=power_limit_w,
     )  # fmt: skip
