@@ -1,4 +1,11 @@
-"""`gpuwatch` entry point: parses arguments, dispatches to gpuwatch.commands.*, prints errors as one line."""
+"""`gpuwatch` entry point: parses arguments, dispatches to gpuwatch.commands.*, prints errors as one line.
+
+The TUI (no sub-command) is what most runs are, and its first frame waits on everything imported before
+it: so a command line that names no sub-command (nor --help) is parsed by the top-level options alone,
+and the sub-command modules (the planner's renderers, the exporter's server, numpy) are imported only
+when one is named. Anything the short parser refuses is parsed again by the full one, so every error
+message is the full parser's.
+"""
 
 from __future__ import annotations
 
@@ -12,30 +19,53 @@ from gpuwatch.commands.common import add_source_options
 from gpuwatch.commands.rack import add_rack_options
 from gpuwatch.errors import UserError
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
-from gpuwatch.options import OneLineParser
+from gpuwatch.options import OneLineParser, UsageError, add_options
 
 #: sub-command name -> module under gpuwatch.commands (each has register(subparsers) and run(args))
 SUBCOMMANDS = ("plan", "exporter", "record", "doctor", "advise", "capture")
+#: the options only the TUI has
+TUI_OPTIONS = ("isolate_nvml",)
+#: words that need the full parser: a sub-command, or the help that lists them
+_FULL_PARSER_WORDS = frozenset((*SUBCOMMANDS, "-h", "--help"))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _top_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="gpuwatch",
         description="What your NVIDIA GPUs are doing, and what it costs. With no sub-command, opens the TUI.",
     )
     parser.add_argument("--version", action="version", version=f"gpuwatch {__version__}")
     add_source_options(parser, with_prices=True)
+    add_options(parser, TUI_OPTIONS, group="TUI")
     add_rack_options(parser)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: the top-level options and every sub-command."""
+    parser = _top_parser()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         importlib.import_module(f"gpuwatch.commands.{name}").register(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The parsed command line; the sub-commands load only when ``argv`` may name one."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if _FULL_PARSER_WORDS.intersection(words):
+        return build_parser().parse_args(words)
+    parser = _top_parser()
+    parser.set_defaults(command=None)
     try:
-        args = parser.parse_args(argv)
+        return parser.parse_args(words)
+    except UsageError:
+        return build_parser().parse_args(words)  # its message (e.g. "invalid choice" for a typo'd command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
         if args.command is None:
             from gpuwatch.commands import tui
 

@@ -23,3 +23,48 @@ def test_help_lists_subcommands() -> None:
     )
     for name in ("plan", "exporter", "record", "doctor"):
         assert name in out.stdout
+
+
+def _imported_after(argv: list[str]) -> set[str]:
+    """The gpuwatch modules loaded by parsing ``argv`` (in a fresh interpreter: this one has them all)."""
+    code = (
+        "import sys, json; from gpuwatch.cli import parse_args; a = parse_args(json.loads(sys.argv[1])); "
+        "print(json.dumps([m for m in sys.modules if m.startswith('gpuwatch.commands.')]))"
+    )
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(argv)], capture_output=True, text=True, check=True
+    ).stdout
+    return set(json.loads(out))
+
+
+def test_the_tui_command_line_loads_no_sub_command() -> None:
+    """The TUI's first frame waits on what the parser imports: the planner and the exporter stay out."""
+    loaded = _imported_after(["--sim", "8xrtx4090", "--interval", "1", "--isolate-nvml"])
+    heavy = ("plan", "exporter", "record", "capture", "advise")
+    assert not loaded & {f"gpuwatch.commands.{n}" for n in heavy}
+    assert "gpuwatch.commands.plan" in _imported_after(["--sim", "rtx4090", "plan", "gpus"])
+
+
+def test_a_mistake_on_the_short_path_gets_the_full_parsers_message(capsys) -> None:
+    assert main(["--sim", "rtx4090", "plam"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'plam'" in err and "plan" in err and err.count("\n") == 1
+    assert main(["--interval", "0"]) == 2
+    assert "--interval = '0' is not allowed" in capsys.readouterr().err
+
+
+def test_nvml_runs_in_process_unless_isolated() -> None:
+    """The default TUI reads NVML in its own process (as nvitop); --isolate-nvml puts it in a child."""
+    from gpuwatch.cli import parse_args
+    from gpuwatch.commands.tui import build_app
+    from gpuwatch.telemetry.nvml_supervisor import NvmlSupervisor
+    from gpuwatch.telemetry.poller import NvmlPoller
+
+    for argv, kind in (([], NvmlPoller), (["--isolate-nvml"], NvmlSupervisor)):
+        app = build_app(parse_args(["--sim", "rtx4090", *argv]))
+        try:
+            assert type(app.feed.source) is kind, argv  # type: ignore[attr-defined]
+        finally:
+            app.feed.stop()

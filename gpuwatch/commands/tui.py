@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from gpuwatch.options import get
+
 if TYPE_CHECKING:
     from gpuwatch.tui.app import GpuwatchApp
 
@@ -36,9 +38,13 @@ def build_app(args: argparse.Namespace) -> GpuwatchApp:
 
     banner = None
     config = live_config(args)
+    # in-process by default, as nvitop: a second Python process for NVML would double the TUI's memory;
+    # a hung read only marks its GPU stale (the poller reads each GPU on its own thread, and the ctypes
+    # call releases the GIL), but a driver segfault ends the TUI: --isolate-nvml makes it a status line
+    given_isolate = getattr(args, "isolate_nvml", None)
+    isolate = bool(get("isolate_nvml").default if given_isolate is None else given_isolate)
     try:
-        # NVML in a child: a driver crash is a message
-        session = open_live_session(args, config=config, isolate=True)
+        session = open_live_session(args, config=config, isolate=isolate)
     except NvmlUnavailable as exc:
         banner = fallback_banner(str(exc))
         session = open_live_session(args, config=config, sim=FALLBACK_SIM)

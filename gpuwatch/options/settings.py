@@ -290,6 +290,21 @@ declare(
     )
 )
 
+# --- the TUI only: where NVML runs (the exporter, `record` and `advise` always isolate it) --------------
+
+declare(
+    Option(
+        "isolate_nvml",
+        ("--isolate-nvml",),
+        "bool",
+        "TUI: run NVML in a supervised child process, so that a driver crash (segfault) is a status line "
+        "instead of the end of the TUI; costs a second Python process (~25 MiB). Off by default, as "
+        "nvitop does: in-process, a hung NVML call only marks that GPU stale (each GPU reads on its own "
+        "thread) and the screen keeps running",
+        default=False,
+    )
+)
+
 # --- prices: OwnershipCost's fields, plus the GPU price --------------------------------------------
 
 PRICES = (

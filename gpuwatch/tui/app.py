@@ -11,22 +11,23 @@ The planning panes and their model imports load after the first frame, so that t
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-import numpy as np
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Container
+from textual.widget import Widget
 from textual.widgets import Footer, Header, Input, Label, Select, Static, TabbedContent, TabPane
 
 from gpuwatch.live.alerts import summarise
 from gpuwatch.live.assessment import BoxAssessment, GpuAssessment
 from gpuwatch.telemetry.sample import GpuSample, Snapshot
-from gpuwatch.tui.feed import AlertsRaised, Feed, PollArrived
+from gpuwatch.tui.feed import AlertsRaised, Feed, PollArrived, Readings
 from gpuwatch.tui.gpu_card import CardReading, GpuCard
 from gpuwatch.tui.live_view import LiveView
 from gpuwatch.tui.palette import PanesAndGpus
@@ -56,6 +57,7 @@ WIDE_COLUMNS = 200
 #: seconds a first Ctrl+C waits for the second
 CTRL_C_WINDOW_S = 3.0
 _TOAST_SEVERITY = {"critical": "error", "warning": "warning"}
+_W = TypeVar("_W", bound=Widget)
 
 
 def _pane_bindings() -> list[Binding]:
@@ -66,6 +68,11 @@ def _pane_bindings() -> list[Binding]:
         keys = f"alt+{n}" if n == 1 else f"f{n},alt+{n}"
         bindings.append(Binding(keys, f"show_pane('{pane}')", title, show=False, priority=True))
     return bindings
+
+
+def _finite(values: Readings | tuple[float, ...]) -> tuple[float, ...]:
+    """The readings that were read (History keeps NaN for a poll without one)."""
+    return tuple(v for v in map(float, values) if math.isfinite(v))
 
 
 class GpuwatchApp(App[None]):
@@ -115,6 +122,7 @@ class GpuwatchApp(App[None]):
         #: set once the panes that mount after the first frame are in (tests wait on it before quitting)
         self.panes_ready = asyncio.Event()
         self._ctrl_c_at: float | None = None
+        self._found: dict[str, Widget] = {}
         self.sub_title = feed.source.description
 
     @property
@@ -148,11 +156,23 @@ class GpuwatchApp(App[None]):
             yield LiveView(id="live-view")
         yield Footer()
 
+    def _find(self, selector: str, expect: type[_W]) -> _W | None:
+        """A widget by selector, looked up once (None while it is not there, as when the app shuts down):
+        an app-wide query walks every widget, the hidden panes' too, and a few per poll and per second
+        were a third of the TUI's CPU."""
+        widget = self._found.get(selector)
+        if widget is None or not widget.is_attached:
+            hits = self.query(selector)
+            if not hits:
+                return None
+            widget = self._found[selector] = hits.first(expect)
+        return widget if isinstance(widget, expect) else None
+
     @property
     def active_pane(self) -> str:
-        panes = self.query(TabbedContent)
+        panes = self._find("#panes", TabbedContent)
         # "" until TabbedContent has mounted its initial tab; none while the app shuts down
-        return (panes.first().active or "live") if panes else "live"
+        return (panes.active or "live") if panes is not None else "live"
 
     @property
     def wide(self) -> bool:
@@ -205,15 +225,18 @@ class GpuwatchApp(App[None]):
     def _check_status(self) -> None:
         """The source's phase and the engines' states, once a second (both only read what their threads
         left). Until the first poll the live view says why none came, when the source knows."""
-        bars = self.query(StatusBar)
-        if not bars:
+        bar = self._find("#status-bar", StatusBar)
+        if bar is None:
             return  # shutting down
         state = source_state(self.feed)
-        bars.first().show(state, engine_states(self.feed))
-        waiting = self.query("#cards-waiting")
-        if waiting and state is not None:
-            line = source_line(state, time.time())
-            waiting.first(Label).update(line or "waiting for the first poll…")
+        bar.show(state, engine_states(self.feed))
+        if state is None:
+            return
+        waiting = self._find("#cards-waiting", Label)
+        if waiting is not None and waiting.display:
+            line = source_line(state, time.time()) or "waiting for the first poll…"
+            if str(waiting.content) != line:
+                waiting.update(line)
 
     def _check_source(self) -> None:
         """A replay that stops (a torn or corrupt record, or the end of the file) says so on screen, with
@@ -235,10 +258,9 @@ class GpuwatchApp(App[None]):
             text, kind = f"REPLAY DAMAGED{skipped}", "-error"
         else:
             return
-        found = self.query("#source-status")
-        if not found:
+        status = self._find("#source-status", Static)
+        if status is None:
             return  # shutting down
-        status = found.first(Static)
         if str(status.content) != text:
             status.update(text)
             status.set_classes(kind)
@@ -253,13 +275,14 @@ class GpuwatchApp(App[None]):
     def _apply_layout(self) -> None:
         """Narrow: the live view or one pane. Wide: the live view beside a planning pane (Plan while
         Live is chosen)."""
-        if not self.query("#main"):
+        main = self._find("#main", Container)
+        tabs = self._find("#panes", TabbedContent)
+        if main is None or tabs is None:
             return  # shutting down
-        main = self.query_one("#main")
         wide = self.wide
         main.set_class(wide, "-side-by-side")
         if wide and self.active_pane == "live" and self._panes_mounted:
-            self.query_one(TabbedContent).active = "plan"
+            tabs.active = "plan"
         main.set_class(not wide and self.active_pane == "live", "-live")
 
     def _from_poll_thread(self, snapshot: Snapshot, assessment: BoxAssessment) -> None:
@@ -322,25 +345,25 @@ class GpuwatchApp(App[None]):
             try:
                 _, values = history.series(index, reading)
             except (KeyError, IndexError):
-                values = np.array([])
-            values = values[-SPARK_POINTS:]
-            out[name] = tuple(float(v) for v in values[np.isfinite(values)])
+                values = ()
+            out[name] = _finite(values[-SPARK_POINTS:])
         out["bandwidth"] = tuple(self._bandwidth.get(index, ()))
         return out
 
     async def _refresh_panes(self) -> None:
         """Redraw what is on screen; the others catch up when they are shown (see ``_pane_changed``), so a
         poll costs the visible panes' repaint, not five."""
-        if self.snapshot is None or not self.is_running or not self.query("#main"):
+        main = self._find("#main", Container)
+        if self.snapshot is None or not self.is_running or main is None:
             return
         box = self.assessment
         by_index = {g.index: g for g in box.gpus} if box is not None else {}
         gpus = self.snapshot.gpus
         active = self.active_pane
-        main = self.query_one("#main")
-        if main.has_class("-live") or main.has_class("-side-by-side"):
+        live = self._find("#live-view", LiveView)
+        if live is not None and (main.has_class("-live") or main.has_class("-side-by-side")):
             readings = {s.index: CardReading(s, by_index.get(s.index), self._series(s.index)) for s in gpus}
-            await self.query_one(LiveView).show(readings, self.selected_gpu)
+            await live.show(readings, self.selected_gpu)
         if not self._panes_mounted:
             return
         sample = next((s for s in gpus if s.index == self.selected_gpu), None)
@@ -374,9 +397,8 @@ class GpuwatchApp(App[None]):
             _, values = self.feed.source.history.series(index, "power_w")
         except (KeyError, IndexError):
             return None
-        values = values[-POWER_MEAN_POLLS:]
-        values = values[np.isfinite(values)]
-        return float(values.mean()) if values.size else None
+        finite = _finite(values[-POWER_MEAN_POLLS:])
+        return math.fsum(finite) / len(finite) if finite else None
 
     # --- selection and panes ------------------------------------------------------------------------
 

@@ -6,10 +6,9 @@ redraw never waits on NVML and a slow or hung driver call never freezes the scre
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
-import numpy as np
 from textual.message import Message
 
 from gpuwatch.live.assessment import Alert, BoxAssessment
@@ -17,10 +16,20 @@ from gpuwatch.live.config import LiveConfig
 from gpuwatch.telemetry.sample import Snapshot
 
 
+class Readings(Protocol):
+    """One reading's values, oldest first (NaN where a poll had none): whatever History keeps them in."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[float]: ...
+
+    def __getitem__(self, index: slice, /) -> Readings: ...
+
+
 class HistoryView(Protocol):
     """The part of ``gpuwatch.telemetry.history.History`` the sparklines read."""
 
-    def series(self, gpu_index: int, reading: str) -> tuple[np.ndarray, np.ndarray]: ...
+    def series(self, gpu_index: int, reading: str) -> tuple[Readings, Readings]: ...
 
 
 class SourceView(Protocol):
