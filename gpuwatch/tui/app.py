@@ -70,6 +70,19 @@ def _pane_bindings() -> list[Binding]:
     return bindings
 
 
+def attached_devices(feed: Feed) -> list[tuple[int, str]]:
+    """(index, name) of the GPUs the source found when it attached, before its first poll; empty for a
+    source that does not list them (a replay, the NVML child), whose cards come with the first poll."""
+    reader = getattr(feed.source, "reader", None)
+    devices = getattr(reader, "devices", None) or ()
+    out = []
+    for device in devices:
+        index, name = getattr(device, "index", None), getattr(device, "name", None)
+        if isinstance(index, int) and isinstance(name, str):
+            out.append((index, name))
+    return out
+
+
 def _finite(values: Readings | tuple[float, ...]) -> tuple[float, ...]:
     """The readings that were read (History keeps NaN for a poll without one)."""
     return tuple(v for v in map(float, values) if math.isfinite(v))
@@ -204,12 +217,17 @@ class GpuwatchApp(App[None]):
         self._apply_layout()
         await self._refresh_panes()
 
-    def on_mount(self) -> None:
+    async def on_mount(self) -> None:
         self.feed.add_listener(self._from_poll_thread)
         self.feed.start()
         latest = self.feed.latest()
         if latest is not None:
             self.post_message(PollArrived(*latest))
+        else:
+            devices = attached_devices(self.feed)
+            live = self._find("#live-view", LiveView)
+            if devices and live is not None:  # the cards, named, in the first frame: readings follow
+                await live.announce(devices)
         # the other panes mount after the first frame (a quit waits for them: the mount holds the loop)
         self.call_after_refresh(self._mount_panes)
         if self.fallback_reason is not None:

@@ -41,6 +41,8 @@ Layout = Literal["full", "two", "one"]
 #: lines of a full card's content (its border adds two)
 FULL_LINES = 12
 FULL_HEIGHT = FULL_LINES + 2
+#: what a card named from the device list says until its first reading
+WAITING = "waiting for the first poll…"
 
 _BADGE_STYLE = {
     "critical": "bold white on red",
@@ -420,12 +422,13 @@ class GpuCard(Widget, can_focus=True):
 
     def _update_lines(self) -> None:
         """Recompute the lines and repaint only those that differ; a new layout only when the count moves."""
-        if self.reading is None:
-            return
         width = self.content_size.width
         if width <= 0:
             return
-        lines = card_lines(self.reading, self.layout_mode, width)
+        if self.reading is None:  # named from the device list, before its first poll
+            lines = [_fit(Text(WAITING, style="dim"), width)]
+        else:
+            lines = card_lines(self.reading, self.layout_mode, width)
         if len(lines) != len(self._lines):
             self._lines, self._strips = lines, [None] * len(lines)
             self.refresh(layout=True)
@@ -437,10 +440,10 @@ class GpuCard(Widget, can_focus=True):
                 self.refresh(Region(0, y, width, 1))
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        if self.reading is None:
-            return 1
         if self.layout_mode != "full":
             return 1 if self.layout_mode == "one" else 2
+        if self.reading is None:
+            return FULL_LINES  # the size it will have: the first reading moves nothing
         if unusable_reason(self.reading.sample) is not None:
             return len(card_body(self.reading.sample, None, width))
         return FULL_LINES

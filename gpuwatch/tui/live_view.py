@@ -161,6 +161,16 @@ class LiveView(Vertical):
     def layout_mode(self) -> Layout:
         return choose_layout(self.size.width, self.size.height, len(self.cards))
 
+    async def announce(self, devices: Sequence[tuple[int, str]]) -> None:
+        """Cards for the GPUs NVML listed when it attached, before their first reading, so that the first
+        frame shows every GPU by name (each says it waits for its first poll)."""
+        known = {card.index for card in self.cards}
+        new = [GpuCard(index, name) for index, name in devices if index not in known]
+        if new:
+            self.query_one("#cards-waiting").display = False
+            await self.query_one("#cards", Grid).mount_all(new)
+            self._reflow()
+
     async def show(self, readings: Mapping[int, CardReading], selected: int | None) -> None:
         grid = self.query_one("#cards", Grid)
         known = {card.index: card for card in self.cards}
