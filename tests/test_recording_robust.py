@@ -328,7 +328,7 @@ runpy.run_module("gpuwatch", run_name="__main__")
 
 
 @pytest.mark.parametrize(
-    "module", ["gpuwatch.cli", "gpuwatch.commands.plan", "numpy", "gpuwatch.telemetry.poller"]
+    "module", ["gpuwatch.cli", "gpuwatch.commands.plan", "pynvml", "gpuwatch.telemetry.poller"]
 )
 def test_ctrl_c_while_the_cli_is_still_importing_is_exit_130_without_a_traceback(
     tmp_path: Path, module: str
