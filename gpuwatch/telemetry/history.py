@@ -87,12 +87,75 @@ class _Ring:
         self.values = _NAN_ROW * capacity
         self.head = 0  # next slot to write
         self.count = 0
+        self.appended = 0  # rows ever appended: a row's position p is its slot p % capacity
+        #: reading row -> [positions scanned up to, latest run's first position, latest timestamp drop]
+        self._runs: dict[int, list[int]] = {}
 
     def append(self, ts: float, row: array[float]) -> None:
         self.timestamps[self.head] = ts
         self.values[self.head * _WIDTH : (self.head + 1) * _WIDTH] = row
         self.head = (self.head + 1) % self.capacity
         self.count = min(self.count + 1, self.capacity)
+        self.appended += 1
+
+    def run(self, row: int) -> tuple[int, bool]:
+        """Where the latest unbroken run of a reading starts (oldest-first index) and whether its
+        timestamps never decrease. A break is a NaN/inf value (the run starts after it), a NaN/inf
+        timestamp or a value below its predecessor (a counter reset: the run starts at it); the oldest
+        point has no predecessor. Only the rows appended since the last call are scanned: a counter's
+        rate every poll costs O(1), not O(capacity)."""
+        isfinite = math.isfinite
+        cap, ts, values = self.capacity, self.timestamps, self.values
+        oldest = self.appended - self.count
+        state = self._runs.setdefault(row, [oldest, oldest, oldest])
+        for p in range(max(state[0], oldest), self.appended):
+            slot = p % cap
+            t, v = ts[slot], values[slot * _WIDTH + row]
+            has_prev = p > oldest
+            if has_prev:
+                prev = (p - 1) % cap
+                if not t >= ts[prev]:
+                    state[2] = p
+            if not isfinite(v) or not isfinite(t):
+                state[1] = p + 1 if not isfinite(v) else p
+            elif has_prev and v - values[prev * _WIDTH + row] < 0:
+                state[1] = p
+        state[0] = self.appended
+        first = max(0, state[1] - oldest)
+        return first, state[2] <= oldest + first
+
+    def rate(self, row: int, window_s: float) -> float | None:
+        """(newest - first value) / (newest - first time) over the latest run's points within
+        ``window_s`` of the newest timestamp; read in place (no copy of the ring)."""
+        first, ordered = self.run(row)
+        n = self.count
+        if n - first < 2:
+            return None
+        cap, ts, oldest = self.capacity, self.timestamps, self.appended - n
+        threshold = ts[(oldest + n - 1) % cap] - window_s
+        start: int | None
+        end: int | None
+        if ordered:  # the window is a suffix of the run: bisect for its first point
+            lo, hi = first, n
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if ts[(oldest + mid) % cap] < threshold:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            start, end = lo, n - 1
+            if start >= n or not ts[(oldest + start) % cap] >= threshold:
+                return None
+        else:  # a clock that went back inside the run: every point is tested
+            start = next((i for i in range(first, n) if ts[(oldest + i) % cap] >= threshold), None)
+            end = next((i for i in range(n - 1, first - 1, -1) if ts[(oldest + i) % cap] >= threshold), None)
+            if start is None or end is None:
+                return None
+        s0, s1 = (oldest + start) % cap, (oldest + end) % cap
+        if start == end or not ts[s1] > ts[s0]:
+            return None
+        values = self.values
+        return float((values[s1 * _WIDTH + row] - values[s0 * _WIDTH + row]) / (ts[s1] - ts[s0]))
 
     def _chronological(self, slots: array[float]) -> list[float]:
         if self.count < self.capacity:  # not wrapped yet: slots 0 .. count-1
@@ -162,31 +225,11 @@ class History:
         Uses only the latest unbroken run (after the last NaN or counter reset), so a gap or a
         driver reload never yields a negative or spanning rate.
         """
-        ts, values = self.points(gpu_index, reading)
-        return _run_rate(ts, values, window_s)
-
-
-def _run_rate(ts: list[float], values: list[float], window_s: float) -> float | None:
-    """The rate over the window of the run after the last break: a NaN/inf value or timestamp (outside
-    the run) or a value below its predecessor (a counter reset: the run starts at it)."""
-    isfinite = math.isfinite
-    n = len(ts)
-    if n < 2:
-        return None
-    first = 0
-    for i in range(n - 1, -1, -1):  # the latest break, scanning back from the newest point
-        v = values[i]
-        if not isfinite(v) or not isfinite(ts[i]):
-            first = i + 1 if not isfinite(v) else i
-            break
-        if i > 0 and v - values[i - 1] < 0:
-            first = i
-            break
-    if n - first < 2:
-        return None
-    threshold = ts[-1] - window_s  # the run's points at or after it are the window (in any order)
-    start = next((i for i in range(first, n) if ts[i] >= threshold), None)
-    end = next((i for i in range(n - 1, first - 1, -1) if ts[i] >= threshold), None)
-    if start is None or end is None or start == end or not ts[end] > ts[start]:
-        return None
-    return float((values[end] - values[start]) / (ts[end] - ts[start]))
+        row = _ROW.get(reading)
+        if row is None:
+            raise KeyError(f"unknown reading {reading!r}; known: {', '.join(READINGS)}")
+        with self._lock:
+            ring = self._rings.get(gpu_index)
+            if ring is None:
+                return None
+            return ring.rate(row, window_s)
