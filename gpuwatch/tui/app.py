@@ -27,7 +27,7 @@ from textual.widgets import Footer, Header, Input, Label, Select, Static, Tabbed
 from gpuwatch.live.alerts import summarise
 from gpuwatch.live.assessment import BoxAssessment, GpuAssessment
 from gpuwatch.telemetry.sample import GpuSample, Snapshot
-from gpuwatch.tui.feed import AlertsRaised, Feed, PollArrived, Readings
+from gpuwatch.tui.feed import AlertsRaised, Feed, PollArrived
 from gpuwatch.tui.gpu_card import CardReading, GpuCard
 from gpuwatch.tui.live_view import LiveView
 from gpuwatch.tui.palette import PanesAndGpus
@@ -81,11 +81,6 @@ def attached_devices(feed: Feed) -> list[tuple[int, str]]:
         if isinstance(index, int) and isinstance(name, str):
             out.append((index, name))
     return out
-
-
-def _finite(values: Readings | tuple[float, ...]) -> tuple[float, ...]:
-    """The readings that were read (History keeps NaN for a poll without one)."""
-    return tuple(v for v in map(float, values) if math.isfinite(v))
 
 
 class GpuwatchApp(App[None]):
@@ -361,10 +356,9 @@ class GpuwatchApp(App[None]):
         out: dict[str, tuple[float, ...]] = {}
         for name, reading in _HISTORY_READINGS.items():
             try:
-                _, values = history.series(index, reading)
+                out[name] = tuple(history.recent(index, reading, SPARK_POINTS))
             except (KeyError, IndexError):
-                values = ()
-            out[name] = _finite(values[-SPARK_POINTS:])
+                out[name] = ()
         out["bandwidth"] = tuple(self._bandwidth.get(index, ()))
         return out
 
@@ -412,11 +406,10 @@ class GpuwatchApp(App[None]):
         from gpuwatch.tui.power_pane import POWER_MEAN_POLLS
 
         try:
-            _, values = self.feed.source.history.series(index, "power_w")
+            values = self.feed.source.history.recent(index, "power_w", POWER_MEAN_POLLS)
         except (KeyError, IndexError):
             return None
-        finite = _finite(values[-POWER_MEAN_POLLS:])
-        return math.fsum(finite) / len(finite) if finite else None
+        return math.fsum(values) / len(values) if values else None
 
     # --- selection and panes ------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ redraw never waits on NVML and a slow or hung driver call never freezes the scre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Protocol
 
 from textual.message import Message
@@ -16,20 +16,10 @@ from gpuwatch.live.config import LiveConfig
 from gpuwatch.telemetry.sample import Snapshot
 
 
-class Readings(Protocol):
-    """One reading's values, oldest first (NaN where a poll had none): whatever History keeps them in."""
-
-    def __len__(self) -> int: ...
-
-    def __iter__(self) -> Iterator[float]: ...
-
-    def __getitem__(self, index: slice, /) -> Readings: ...
-
-
 class HistoryView(Protocol):
-    """The part of ``gpuwatch.telemetry.history.History`` the sparklines read."""
+    """The part of ``gpuwatch.telemetry.history.History`` the sparklines read (plain floats: no numpy)."""
 
-    def series(self, gpu_index: int, reading: str) -> tuple[Readings, Readings]: ...
+    def recent(self, gpu_index: int, reading: str, points: int) -> list[float]: ...
 
 
 class SourceView(Protocol):
