@@ -23,16 +23,16 @@ import base64
 import json
 import math
 import re
-import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpuwatch.errors import UserError
+
+if TYPE_CHECKING:  # ssl and urllib.request load when a rack is read: the TUI's parser imports this module
+    import ssl
 
 DEFAULT_MATCH = 'job=~"gpuwatch.*"'
 #: the alert (grafana/rules) that says a host's readings are stale
@@ -220,6 +220,8 @@ class PrometheusRack:
         self._auth = self._auth_header()
 
     def _ssl_context(self) -> ssl.SSLContext | None:
+        import ssl
+
         c = self.config
         if not c.url.startswith("https:"):
             return None
@@ -245,6 +247,9 @@ class PrometheusRack:
 
     def query(self, expr: str) -> tuple[float, list[tuple[dict[str, str], float]]]:
         """One instant query: (evaluation time, [(labels, value)]) of a vector result."""
+        import urllib.error
+        import urllib.request
+
         url = self.config.url.rstrip("/") + "/api/v1/query"
         body = urllib.parse.urlencode({"query": expr}).encode()
         request = urllib.request.Request(url, data=body, method="POST")
