@@ -60,11 +60,15 @@ def test_nvml_runs_in_process_unless_isolated() -> None:
     from gpuwatch.cli import parse_args
     from gpuwatch.commands.tui import build_app
     from gpuwatch.telemetry.nvml_supervisor import NvmlSupervisor
+    from gpuwatch.telemetry.history import DEFAULT_CAPACITY
     from gpuwatch.telemetry.poller import NvmlPoller
+    from gpuwatch.tui.app import SPARK_POINTS
 
     for argv, kind in (([], NvmlPoller), (["--isolate-nvml"], NvmlSupervisor)):
         app = build_app(parse_args(["--sim", "rtx4090", *argv]))
         try:
             assert type(app.feed.source) is kind, argv  # type: ignore[attr-defined]
+            # the history it keeps is what the sparklines show, not the exporter's 15 minutes
+            assert app.feed.source.history.capacity == SPARK_POINTS < DEFAULT_CAPACITY
         finally:
             app.feed.stop()

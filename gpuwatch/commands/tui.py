@@ -34,7 +34,7 @@ def build_app(args: argparse.Namespace) -> GpuwatchApp:
     """
     from gpuwatch.commands.common import live_config, open_live_session
     from gpuwatch.telemetry.sources import NvmlUnavailable
-    from gpuwatch.tui.app import create_app
+    from gpuwatch.tui.app import HISTORY_POINTS, create_app
 
     banner = None
     config = live_config(args)
@@ -44,10 +44,10 @@ def build_app(args: argparse.Namespace) -> GpuwatchApp:
     given_isolate = getattr(args, "isolate_nvml", None)
     isolate = bool(get("isolate_nvml").default if given_isolate is None else given_isolate)
     try:
-        session = open_live_session(args, config=config, isolate=isolate)
+        session = open_live_session(args, config=config, isolate=isolate, history_capacity=HISTORY_POINTS)
     except NvmlUnavailable as exc:
         banner = fallback_banner(str(exc))
-        session = open_live_session(args, config=config, sim=FALLBACK_SIM)
+        session = open_live_session(args, config=config, sim=FALLBACK_SIM, history_capacity=HISTORY_POINTS)
     return create_app(session, fallback_reason=banner)
 
 

@@ -52,6 +52,9 @@ _HISTORY_READINGS = {"temperature": "temperature_c", "power": "power_w", "clock"
 #: points kept for sparklines and the roofline trail
 SPARK_POINTS = 120
 TRAIL_POINTS = 60
+#: History points the TUI keeps per GPU: its sparklines' (the power mean and the assessor's rates read
+#: fewer); History's 15-minute default is ~4.5 MiB for eight GPUs that nothing here would show
+HISTORY_POINTS = SPARK_POINTS
 #: at this many columns the live view and the planning panes sit side by side
 WIDE_COLUMNS = 200
 #: seconds a first Ctrl+C waits for the second
