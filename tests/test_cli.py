@@ -59,8 +59,8 @@ def test_nvml_runs_in_process_unless_isolated() -> None:
     """The default TUI reads NVML in its own process (as nvitop); --isolate-nvml puts it in a child."""
     from gpuwatch.cli import parse_args
     from gpuwatch.commands.tui import build_app
-    from gpuwatch.telemetry.nvml_supervisor import NvmlSupervisor
     from gpuwatch.telemetry.history import DEFAULT_CAPACITY
+    from gpuwatch.telemetry.nvml_supervisor import NvmlSupervisor
     from gpuwatch.telemetry.poller import NvmlPoller
     from gpuwatch.tui.app import SPARK_POINTS
 
