@@ -11,6 +11,7 @@ The planning panes and their model imports load after the first frame, so that t
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import time
 from collections import deque
@@ -212,6 +213,9 @@ class GpuwatchApp(App[None]):
                 return  # quitting: a pane mounting now would fail inside its own widgets
             await self.query_one(f"TabPane#{pane_id}", TabPane).mount(pane)
         self.panes_ready.set()
+        # what exists now (widgets, styles, catalogs) lives as long as the app: the collector's full
+        # passes stop walking those ~120k objects (refcounting still frees what dies among them)
+        gc.freeze()
         self._apply_layout()
         await self._refresh_panes()
 
