@@ -35,7 +35,6 @@ engine is up, when it last answered, why it last failed and how long the scrape 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import logging
 import math
 import socket
@@ -44,8 +43,12 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from gpuwatch.telemetry.engine_state import EngineWork, ServingState, engine_work, serving_state
+
+if TYPE_CHECKING:
+    import http.client
 
 log = logging.getLogger(__name__)
 
@@ -340,6 +343,8 @@ class _Deadline:
 
 
 def _connection(target: str, timeout_s: float) -> tuple[http.client.HTTPConnection, str]:
+    import http.client
+
     try:
         parts = urllib.parse.urlsplit(target)
         host, port = parts.hostname, parts.port
@@ -356,6 +361,8 @@ def _connection(target: str, timeout_s: float) -> tuple[http.client.HTTPConnecti
 def fetch_metrics(url: str, timeout_s: float) -> str:
     """GET the metrics text within ``timeout_s`` for the whole exchange; raises OSError with a short
     reason a user can act on."""
+    import http.client  # here, not at import: the TUI without --engine never scrapes (~20 ms at start)
+
     target = metrics_url(url)
     conn, path = _connection(target, timeout_s)
     timed_out = f"timed out after {timeout_s:g} s"
