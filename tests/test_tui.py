@@ -549,3 +549,23 @@ async def test_a_corrupt_recording_says_where_on_screen_and_one_that_ends_says_s
     # the damaged stretch is skipped and playback goes on to the end; the screen says where it was
     assert status.startswith(("REPLAY STOPPED", "REPLAY DAMAGED", "REPLAY ENDED")) and str(bad) in status
     assert "byte" in status  # the position of the bad record, as the recording code reports it
+
+
+async def test_the_copied_plan_command_carries_the_sessions_gpus_file(tmp_path: Path) -> None:
+    """`y` after a session started with --gpus-file: the pasted command loads the same user catalog."""
+    from gpuwatch.cli import parse_args
+    from gpuwatch.commands import tui
+    from gpuwatch.model.catalog import reset_user_gpus
+
+    gpus = tmp_path / "gpus.toml"
+    gpus.write_text("[gpu.rtx4090]\nlist_price_usd = 1999\n")  # one corrected figure of a known card
+    try:
+        app = tui.build_app(parse_args(["--sim", "rtx4090", "--gpus-file", str(gpus)]))
+        async with started(app, size=(120, 40)) as pilot:
+            await pilot.press("f4")
+            app.set_focus(None)
+            await pilot.press("y")
+            await pilot.pause()
+            assert shlex.split(app.clipboard)[:5] == ["gpuwatch", "plan", "cost", "--gpus-file", str(gpus)]
+    finally:
+        reset_user_gpus()

@@ -541,7 +541,8 @@ class GpuwatchApp(App[None]):
     def action_copy_plan(self) -> None:
         from gpuwatch.options.plan_command import plan_command
 
-        command = plan_command(self.plan_inputs)
+        # the user catalog the session loaded, so that the pasted command knows the cards it adds
+        command = plan_command(self.plan_inputs, gpus_file=self.feed.config.gpus_file)
         self.copy_to_clipboard(command)
         self.toast(command, title="Copied to the clipboard")
 
