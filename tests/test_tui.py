@@ -569,3 +569,28 @@ async def test_the_copied_plan_command_carries_the_sessions_gpus_file(tmp_path: 
             assert shlex.split(app.clipboard)[:5] == ["gpuwatch", "plan", "cost", "--gpus-file", str(gpus)]
     finally:
         reset_user_gpus()
+
+
+async def test_a_planning_pane_mounts_when_first_shown(rack: ManualRack) -> None:
+    """Watching the GPUs holds none of the planner's ~600 widgets; each pane comes in when shown."""
+    from gpuwatch.tui.compare_pane import ComparePane
+    from gpuwatch.tui.plan_pane import PlanPane
+
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
+        rack.tick(1.0)
+        await pilot.pause()
+        assert not app.query(PlanPane) and not app.query(ComparePane)
+        await pilot.press("4")
+        await _settle(pilot, app)
+        assert app.query_one("#plan-batch", Input).value == "8"  # the form, from the declared workload
+        assert not app.query(ComparePane)
+
+
+async def test_the_wide_layout_mounts_the_plan_pane_beside_the_live_view(rack: ManualRack) -> None:
+    from gpuwatch.tui.plan_pane import PlanPane
+
+    app = create_app(rack.session)
+    async with started(app, size=(200, 50)) as pilot:
+        await pilot.pause()
+        assert app.active_pane == "plan" and app.query(PlanPane)

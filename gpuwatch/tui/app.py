@@ -5,7 +5,9 @@ still queued) and, when the poll raised alerts, an AlertsRaised message; the han
 and only read what the messages carry plus the in-memory History. Nothing here calls NVML, and nothing
 here decides what is an alert: ``gpuwatch.live.alerts`` does, once, for every face.
 
-The planning panes and their model imports load after the first frame, so that the GPUs show first.
+The planning panes and the model code they import load when each is first shown (the wide layout's
+Plan pane right after the first frame), so that the GPUs show first and a session that only watches
+them never holds the planner.
 """
 
 from __future__ import annotations
@@ -130,8 +132,10 @@ class GpuwatchApp(App[None]):
         self._bandwidth: dict[int, deque[float]] = {}
         self._trail: dict[int, deque[tuple[float, float]]] = {}
         self._specs: dict[int, GpuSpec | None] = {}
-        self._panes_mounted = False
-        #: set once the panes that mount after the first frame are in (tests wait on it before quitting)
+        self._panes_mounted = False  # the first frame is drawn: the planning panes may mount
+        self._mounted: set[str] = set()  # the planning panes mounted so far (each on first sight)
+        self._mounting: set[str] = set()
+        #: set once the first frame is drawn and the pane on screen is in (tests wait on it before quitting)
         self.panes_ready = asyncio.Event()
         self._ctrl_c_at: float | None = None
         self._found: dict[str, Widget] = {}
@@ -163,7 +167,7 @@ class GpuwatchApp(App[None]):
             with TabbedContent(id="panes", initial="live"):
                 for n, (pane_id, title) in enumerate(PANES.items(), start=1):
                     # the live view sits beside the tabs (so that a wide terminal shows it next to a
-                    # planning pane); the other panes mount after the first frame (see _mount_panes)
+                    # planning pane); the other panes mount when first shown (see _ensure_pane)
                     yield TabPane(f"{n} {title}", id=pane_id)
             yield LiveView(id="live-view")
         yield Footer()
@@ -191,33 +195,50 @@ class GpuwatchApp(App[None]):
         return self.size.width >= WIDE_COLUMNS
 
     async def _mount_panes(self) -> None:
-        """The panes off screen at start, with the model code they import: after the GPUs are drawn."""
+        """After the first frame: the pane on screen (Plan, in the wide layout), then ``panes_ready``."""
         if self._panes_mounted or not self.is_running:
             return
         self._panes_mounted = True
-        from gpuwatch.tui.compare_pane import ComparePane
-        from gpuwatch.tui.cost_pane import CostPane
-        from gpuwatch.tui.plan_pane import PlanPane
-        from gpuwatch.tui.power_pane import PowerPane
-        from gpuwatch.tui.roofline_pane import RooflinePane
-
-        panes = {
-            "roofline": RooflinePane(id="roofline-pane"),
-            "cost": CostPane(id="cost-pane"),
-            "plan": PlanPane(self.plan_inputs, id="plan-pane"),
-            "compare": ComparePane(gpu_prices=self.feed.config.gpu_prices, id="compare-pane"),
-            "power": PowerPane(id="power-pane"),
-        }
-        for pane_id, pane in panes.items():
-            if not self.is_running:
-                return  # quitting: a pane mounting now would fail inside its own widgets
-            await self.query_one(f"TabPane#{pane_id}", TabPane).mount(pane)
+        self._apply_layout()
+        await self._ensure_pane(self.active_pane)
         self.panes_ready.set()
         # what exists now (widgets, styles, catalogs) lives as long as the app: the collector's full
-        # passes stop walking those ~120k objects (refcounting still frees what dies among them)
+        # passes stop walking those objects (refcounting still frees what dies among them)
         gc.freeze()
-        self._apply_layout()
         await self._refresh_panes()
+
+    async def _ensure_pane(self, pane_id: str) -> None:
+        """Mount a planning pane, with the model code it imports, the first time it is shown: a pane never
+        looked at costs neither start-up time nor memory (the five are ~600 widgets and ~4 MiB)."""
+        if pane_id in ("live", "") or pane_id in self._mounting or not self._panes_mounted:
+            return
+        self._mounting.add(pane_id)
+        pane: Widget
+        if pane_id == "roofline":
+            from gpuwatch.tui.roofline_pane import RooflinePane
+
+            pane = RooflinePane(id="roofline-pane")
+        elif pane_id == "cost":
+            from gpuwatch.tui.cost_pane import CostPane
+
+            pane = CostPane(id="cost-pane")
+        elif pane_id == "plan":
+            from gpuwatch.tui.plan_pane import PlanPane
+
+            pane = PlanPane(self.plan_inputs, id="plan-pane")
+        elif pane_id == "compare":
+            from gpuwatch.tui.compare_pane import ComparePane
+
+            pane = ComparePane(gpu_prices=self.feed.config.gpu_prices, id="compare-pane")
+        else:
+            from gpuwatch.tui.power_pane import PowerPane
+
+            pane = PowerPane(id="power-pane")
+        tab = self._find(f"TabPane#{pane_id}", TabPane)
+        if tab is None or not self.is_running:
+            return  # quitting: a pane mounting now would fail inside its own widgets
+        await tab.mount(pane)
+        self._mounted.add(pane_id)
 
     async def on_mount(self) -> None:
         self.feed.add_listener(self._from_poll_thread)
@@ -383,7 +404,7 @@ class GpuwatchApp(App[None]):
         if live is not None and (main.has_class("-live") or main.has_class("-side-by-side")):
             readings = {s.index: CardReading(s, by_index.get(s.index), self._series(s.index)) for s in gpus}
             await live.show(readings, self.selected_gpu)
-        if not self._panes_mounted:
+        if active not in self._mounted:
             return
         sample = next((s for s in gpus if s.index == self.selected_gpu), None)
         gpu = by_index.get(self.selected_gpu) if self.selected_gpu is not None else None
@@ -514,7 +535,7 @@ class GpuwatchApp(App[None]):
     def _refresh_compare(self) -> None:
         """The comparison models every catalog GPU (~0.3 s): only for the pane on screen, so neither start-up
         nor a keystroke in the plan form waits on it; it catches up when shown."""
-        if not self._panes_mounted or self.active_pane != "compare":
+        if self.active_pane != "compare" or "compare" not in self._mounted:
             return
         from gpuwatch.tui.compare_pane import ComparePane
 
@@ -533,6 +554,7 @@ class GpuwatchApp(App[None]):
 
     @on(TabbedContent.TabActivated)
     async def _pane_changed(self) -> None:
+        await self._ensure_pane(self.active_pane)
         self._apply_layout()
         self.refresh_bindings()
         self._refresh_compare()
