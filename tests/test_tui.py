@@ -594,3 +594,28 @@ async def test_the_wide_layout_mounts_the_plan_pane_beside_the_live_view(rack: M
     async with started(app, size=(200, 50)) as pilot:
         await pilot.pause()
         assert app.active_pane == "plan" and app.query(PlanPane)
+
+
+@pytest.mark.parametrize(("size", "layout"), [((120, 40), "full"), ((80, 24), "two")])
+async def test_every_gpu_is_named_in_the_first_frame_before_its_first_poll(
+    size: tuple[int, int], layout: str
+) -> None:
+    """The cards come from the device list NVML gave at attach: named at once, waiting for readings."""
+    from gpuwatch.tui.gpu_card import WAITING
+
+    rack = ManualRack("8xrtx4090")
+    try:
+        app = create_app(rack.session)
+        async with started(app, size=size) as pilot:  # the rack's clock has not moved: no poll yet
+            await pilot.pause()
+            shown = cards(app)
+            assert sorted(shown) == list(range(8)) and app.snapshot is None
+            assert all(card.layout_mode == layout for card in shown.values())
+            strips = app.screen._compositor.render_strips()
+            screen = "\n".join("".join(segment.text for segment in strip) for strip in strips)
+            assert screen.count("RTX 4090") == 8 and WAITING in screen
+            rack.tick(1.0)
+            await pilot.pause()
+            assert WAITING not in "\n".join(card.text for card in shown.values())
+    finally:
+        rack.close()

@@ -377,6 +377,7 @@ class GpuCard(Widget, can_focus=True):
     def __init__(self, index: int, name: str) -> None:
         super().__init__(id=f"gpu-{index}", classes="gpu-card")
         self.index = index
+        self.gpu_name = name
         self.border_title = f"{index} {short_name(name)}"
         self._lines: list[Text] = []
         self._strips: list[Strip | None] = []
@@ -426,7 +427,9 @@ class GpuCard(Widget, can_focus=True):
         if width <= 0:
             return
         if self.reading is None:  # named from the device list, before its first poll
-            lines = [_fit(Text(WAITING, style="dim"), width)]
+            # a compact card has no border to carry the name: the line does, as its readings' will
+            head = "" if self.layout_mode == "full" else f"{self.index} {short_name(self.gpu_name):<10.10} "
+            lines = [_fit(Text.assemble((head, "bold"), (WAITING, "dim")), width)]
         else:
             lines = card_lines(self.reading, self.layout_mode, width)
         if len(lines) != len(self._lines):
