@@ -199,7 +199,7 @@ class FakeNvmlLib:
                         return N.NVML_ERROR_UNINITIALIZED
                     if index is None:
                         return INVALID
-                    now = sim.sync()
+                    now = sim.sync(index)
                     forced = sim.faults.device_error(index, name, now)
                     if forced:
                         return forced
