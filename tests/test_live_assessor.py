@@ -300,3 +300,46 @@ def test_one_gpus_failing_assessment_leaves_the_others_their_figures(
     for g in (ok, other):
         assert g.roofline is not None and g.tokens_per_s is not None and g.cost is not None
     assert sum("GPU 1: assessment failed" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_advice_on_demand_is_the_every_poll_advice_computed_once_per_scraped_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The exporter advises per scrape (Assessor(advise_every_poll=False)): an unscraped poll solves no
+    cap, and the advice a scrape gets is exactly the one computed every poll, once per assessment."""
+    from gpuwatch.live import assessor as assessor_module
+
+    calls = []
+    real = assessor_module.advise_gpu
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0].index)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(assessor_module, "advise_gpu", counting)
+    every, on_demand = Assessor(config()), Assessor(config(), advise_every_poll=False)
+    history = History()
+    boxes = []
+    for k, watts in enumerate((300.0, 310.0, 280.0)):  # a memory-bound decode drawing less than its limit
+        gpus = tuple(
+            sample(index=i, power_w=watts + i, power_limit_default_w=450.0, power_limit_min_w=150.0)
+            for i in range(2)
+        )
+        snap = Snapshot(1000.0 + k, "sim", gpus)
+        history.append(snap)
+        expected = every.assess(snap, history)
+        calls.clear()
+        boxes.append(on_demand.assess(snap, history))
+        assert calls == []  # nothing advised while nobody asks
+        assert all(
+            g.advised_power_limit_w is None and g.power_advice_kind == "unknown" for g in boxes[-1].gpus
+        )
+        advised = on_demand.with_advice(boxes[-1])
+        assert advised.gpus == expected.gpus  # the same figures, to the last digit
+        assert any(g.power_advice_kind == "lower_cap" for g in advised.gpus)
+        assert on_demand.with_advice(boxes[-1]) is advised and calls == [0, 1]  # once per assessment
+    # a scrape still holding the poll before the latest gets its advice; an older one is left as it was
+    assert on_demand.with_advice(boxes[1]).gpus[0].advised_power_limit_w is not None
+    assert on_demand.with_advice(boxes[0]) is boxes[0]
+    # a face that advises every poll gets its assessment back as it is
+    assert every.with_advice(expected) is expected

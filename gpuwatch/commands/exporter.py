@@ -152,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         server.shutdown()
         raise
+    # scraped every 15-60 s, polled every second: the power-cap advice is computed per scraped poll
+    session.assessor.advise_every_poll = False
     collector.source_description = session.description
     pending.attach(session)
     stopping = threading.Event()
