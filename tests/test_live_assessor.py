@@ -321,6 +321,7 @@ def test_advice_on_demand_is_the_every_poll_advice_computed_once_per_scraped_pol
     history = History()
     boxes = []
     for k, watts in enumerate((300.0, 310.0, 280.0)):  # a memory-bound decode drawing less than its limit
+        on_demand._asked = False  # each poll here as if the last was not scraped (see the end)
         gpus = tuple(
             sample(index=i, power_w=watts + i, power_limit_default_w=450.0, power_limit_min_w=150.0)
             for i in range(2)
@@ -338,8 +339,17 @@ def test_advice_on_demand_is_the_every_poll_advice_computed_once_per_scraped_pol
         assert advised.gpus == expected.gpus  # the same figures, to the last digit
         assert any(g.power_advice_kind == "lower_cap" for g in advised.gpus)
         assert on_demand.with_advice(boxes[-1]) is advised and calls == [0, 1]  # once per assessment
-    # a scrape still holding the poll before the latest gets its advice; an older one is left as it was
-    assert on_demand.with_advice(boxes[1]).gpus[0].advised_power_limit_w is not None
-    assert on_demand.with_advice(boxes[0]) is boxes[0]
+        # a scrape still holding the poll before the latest gets its advice; older ones are left as they were
+        if k >= 1:
+            assert on_demand.with_advice(boxes[k - 1]).gpus[0].advised_power_limit_w is not None
+        if k >= 2:
+            assert on_demand.with_advice(boxes[k - 2]) is boxes[k - 2]
+    # asked for the last poll: the next one is advised as it is assessed, ready for the next scrape
+    snap = dataclasses.replace(snap, timestamp_s=snap.timestamp_s + 1.0)
+    history.append(snap)
+    expected = every.assess(snap, history)
+    calls.clear()
+    ready = on_demand.assess(snap, history)
+    assert calls == [0, 1] and ready.gpus == expected.gpus and on_demand.with_advice(ready) is ready
     # a face that advises every poll gets its assessment back as it is
     assert every.with_advice(expected) is expected

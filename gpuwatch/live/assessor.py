@@ -68,7 +68,9 @@ class Assessor:
     ``advise_every_poll`` False leaves the power-cap advice (the costliest figure: ~30 caps solved per
     GPU) out of :meth:`assess` and computes it in :meth:`with_advice`, once per assessment, for the
     face that shows it: an exporter polls every second but is scraped every 15-60 s, so it advises per
-    scrape, from the same poll and with the same figures, instead of per poll.
+    scrape, from the same poll and with the same figures, instead of per poll. The poll after one that
+    was asked for is advised in :meth:`assess` already, so a face that asks every poll (scrapes faster
+    than polls) gets its advice ready-made and its first scrape of a poll pays no solve.
     """
 
     def __init__(self, config: LiveConfig, *, advise_every_poll: bool = True) -> None:
@@ -81,6 +83,7 @@ class Assessor:
             tuple[BoxAssessment, tuple[tuple[GpuSample, float | None, bool], ...], int]
         ] = []
         self._advised: tuple[BoxAssessment, BoxAssessment] | None = None  # (as assessed, with advice)
+        self._asked = False  # with_advice() was called since the last assess()
         self.workload = ResolvedWorkload.of(config.workload) if config.workload else None
         self._alerts = AlertTracker(config.alerts)
         self._specs: dict[str, GpuSpec | None] = {}
@@ -140,7 +143,7 @@ class Assessor:
         powers: list[float] = []
         capex_usd = 0.0  # the box's: each GPU's share added up
         priced = 0
-        advise = self.advise_every_poll
+        advise = self.advise_every_poll or self._asked
         pending: list[tuple[GpuSample, float | None, bool]] = []
         for sample in snap.gpus:
             power = None if sample.lost else live_power_w(sample, history, window_s)
@@ -183,9 +186,11 @@ class Assessor:
             alerts=alerts,
             tokens_per_s_provenance=weakest(g.tokens_per_s_provenance for g in producing),
         )
-        if not advise:
+        if not self.advise_every_poll:
             with self._advice_lock:
-                self._unadvised = [*self._unadvised[-1:], (assessed, tuple(pending), n)]
+                self._asked = False
+                if not advise:  # an advised one needs nothing more: with_advice() returns it as it is
+                    self._unadvised = [*self._unadvised[-1:], (assessed, tuple(pending), n)]
         return assessed
 
     def with_advice(self, assessed: BoxAssessment) -> BoxAssessment:
@@ -196,6 +201,7 @@ class Assessor:
         if self.advise_every_poll:
             return assessed
         with self._advice_lock:
+            self._asked = True
             if self._advised is not None and self._advised[0] is assessed:
                 return self._advised[1]
             found = [(pending, n) for box, pending, n in self._unadvised if box is assessed]
