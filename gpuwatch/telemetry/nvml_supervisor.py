@@ -226,17 +226,18 @@ class NvmlSupervisor(SnapshotFeed):
         """Handle the child's messages until it exits (EOF) or stop() is called."""
         conn = self._conn
         assert conn is not None
+        poller = select.poll()  # poll, not select: a busy server's descriptors may pass FD_SETSIZE
+        conn_fd = conn.fileno()
+        poller.register(conn_fd, select.POLLIN)
+        poller.register(self._wake_r.fileno(), select.POLLIN)
         while not self._stop.is_set():
-            poller = select.poll()  # poll, not select: a busy server's descriptors may pass FD_SETSIZE
             try:
-                poller.register(conn.fileno(), select.POLLIN)
-                poller.register(self._wake_r.fileno(), select.POLLIN)
-                ready = {fd for fd, _ in poller.poll(min(SUPERVISE_WAIT_S, self.interval_s) * 1e3)}
+                ready = [fd for fd, _ in poller.poll(min(SUPERVISE_WAIT_S, self.interval_s) * 1e3)]
             except (OSError, ValueError):  # the channel was closed under us
                 return
             if self._stop.is_set():
                 return
-            if conn.fileno() not in ready:
+            if conn_fd not in ready:
                 self._publish_stale_if_due()
                 continue
             try:
