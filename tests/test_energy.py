@@ -7,13 +7,11 @@ over loopback HTTP to a simulated RTX 4090 watched by the exporter (a real subpr
 
 from __future__ import annotations
 
-import http.server
 import os
 import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -21,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from loopback_http import PROMETHEUS_TEXT, serving
 from textual.widgets import Static
 from tui_rack import ManualRack
 
@@ -207,28 +206,8 @@ class LoopbackEngines:
 def engine() -> Iterator[tuple[str, dict[str, Callable[[], str]]]]:
     """A loopback vLLM: ``served["body"]()`` is what each GET answers; stopped when the test ends."""
     served: dict[str, Callable[[], str]] = {"body": lambda: fixture("vllm_mfu.txt")}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            data = served["body"]().encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", served
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
+    with serving(lambda path: (200, PROMETHEUS_TEXT, served["body"]().encode())) as base:
+        yield base, served
 
 
 def drive(

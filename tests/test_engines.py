@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import re
 import socket
 import threading
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from loopback_http import PROMETHEUS_TEXT, serving
 
 from gpuwatch.telemetry.engines import (
     NO_KNOWN_METRICS,
@@ -52,40 +52,27 @@ class Endpoint:
     status: int = 200
     hold: threading.Event | None = None  # when set, the handler waits for it before answering
     entered: threading.Event = field(default_factory=threading.Event)
-    content_type: str = "text/plain; version=0.0.4; charset=utf-8"
+    content_type: str = PROMETHEUS_TEXT
 
 
 @pytest.fixture
 def server() -> Iterator[tuple[str, Endpoint]]:
     endpoint = Endpoint()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            endpoint.entered.set()
-            if endpoint.hold is not None:
-                endpoint.hold.wait(10)
-            status, data = endpoint.status, endpoint.body.encode()
-            if self.path != "/metrics":
-                status, data = 404, b"Not Found"
-            self.send_response(status)
-            self.send_header("Content-Type", endpoint.content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/metrics", endpoint
-    finally:
+    def answer(path: str) -> tuple[int, str, bytes]:
+        endpoint.entered.set()
         if endpoint.hold is not None:
-            endpoint.hold.set()
-        httpd.shutdown()
-        httpd.server_close()
+            endpoint.hold.wait(10)
+        if path != "/metrics":
+            return 404, endpoint.content_type, b"Not Found"
+        return endpoint.status, endpoint.content_type, endpoint.body.encode()
+
+    with serving(answer) as base:
+        try:
+            yield f"{base}/metrics", endpoint
+        finally:
+            if endpoint.hold is not None:
+                endpoint.hold.set()
 
 
 def wait_for_first_scrapes(watcher: EngineWatcher, timeout_s: float = 10.0) -> tuple[EngineReading, ...]:

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpuwatch.telemetry.history import READINGS, History
 from gpuwatch.telemetry.sample import GpmSample, GpuSample, Snapshot, Unavailable
@@ -108,3 +110,84 @@ def test_unknown_reading_names_the_known_ones() -> None:
         History().series(0, "energy")
     assert "energy_j" in READINGS
     assert History().series(3, "energy_j")[0].size == 0
+
+
+def _numpy_rate(points: list[tuple[float, float]], window_s: float) -> float | None:
+    """The rate as History computed it over numpy arrays (before it went numpy-free): the reference."""
+    if len(points) < 2:
+        return None
+    ts = np.array([p[0] for p in points])
+    values = np.array([p[1] for p in points])
+    with np.errstate(invalid="ignore"):
+        broken = ~np.isfinite(values) | ~np.isfinite(ts)
+        broken[1:] |= np.diff(values) < 0
+    starts = np.flatnonzero(broken)
+    first = 0
+    if starts.size:
+        last = int(starts[-1])
+        first = last + 1 if not np.isfinite(values[last]) else last
+    ts, values = ts[first:], values[first:]
+    if ts.size < 2:
+        return None
+    with np.errstate(invalid="ignore"):
+        in_window = ts >= ts[-1] - window_s
+    ts, values = ts[in_window], values[in_window]
+    if ts.size < 2 or ts[-1] <= ts[0]:
+        return None
+    return float((values[-1] - values[0]) / (ts[-1] - ts[0]))
+
+
+_STEP = st.one_of(
+    st.tuples(
+        st.just("poll"),
+        # seconds since the previous poll: mostly forward, sometimes back (a replay restarting), or NaN
+        st.one_of(st.floats(0, 30), st.floats(-40, 0), st.just(math.nan)),
+        # the counter: mostly a rise, sometimes a reset to a small value, an absent or an infinite reading
+        st.one_of(
+            st.floats(0, 1e4).map(lambda rise: ("rise", rise)),
+            st.floats(0, 10).map(lambda low: ("reset", low)),
+            st.sampled_from([("absent", 0.0), ("inf", 0.0)]),
+        ),
+    ),
+    st.tuples(st.just("gap"), st.floats(0, 5), st.none()),
+    st.tuples(st.just("rate"), st.floats(0, 60), st.none()),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(capacity=st.integers(2, 9), steps=st.lists(_STEP, max_size=60))
+def test_rate_is_what_the_numpy_history_gave_over_any_sequence_of_polls_gaps_and_clock_jumps(
+    capacity: int, steps: list[tuple[str, float, tuple[str, float] | None]]
+) -> None:
+    h = History(capacity=capacity)
+    kept: list[tuple[float, float]] = []  # the reference ring: the last ``capacity`` (ts, energy) rows
+    now, counter = 1000.0, 0.0
+    for kind, x, change in steps:
+        if kind == "rate":
+            expected = _numpy_rate(kept, x)
+            got = h.rate(0, "energy_j", x)
+            assert (got is None and expected is None) or got == expected, (kept, x, got, expected)
+            continue
+        now = now + x if math.isfinite(x) else math.nan
+        if kind == "gap":
+            if h.gpu_indices():  # a gap row goes to the GPUs History already has
+                h.mark_gap(now)
+                kept = [*kept, (now, math.nan)][-capacity:]
+        elif change is not None:
+            how, amount = change
+            counter = counter + amount if how == "rise" else amount if how == "reset" else counter
+            energy = {"absent": None, "inf": math.inf}.get(how, counter)
+            h.append(snap(now, energy_j=energy))
+            kept = [*kept, (now, math.nan if energy is None else energy)][-capacity:]
+        if not math.isfinite(now):
+            now = 2000.0
+
+
+def test_a_clock_that_went_back_inside_the_run_keeps_every_point_of_the_window() -> None:
+    h = History()
+    points = [(1000.0, 0.0), (1030.0, 300.0), (1001.0, 310.0), (1040.0, 400.0)]  # the clock stepped back
+    for ts, energy in points:
+        h.append(snap(ts, energy_j=energy))
+    # within 20 s of the newest: 1030 and 1040, not 1001, which sits between them in the ring
+    assert h.rate(0, "energy_j", 20.0) == pytest.approx((400.0 - 300.0) / 10.0)
+    assert h.rate(0, "energy_j", 20.0) == _numpy_rate(points, 20.0)

@@ -92,6 +92,20 @@ def test_modelled_decode_on_a_4090_is_memory_bound_with_headroom() -> None:
     assert g.tokens_per_s_provenance == Provenance.MODELLED
 
 
+def test_an_fp8_kv_cache_is_modelled_live_as_the_planner_models_it() -> None:
+    """A long-context batch reads its KV cache every step: fp8 halves those bytes, so the live figure
+    (and whether the workload fits) must follow the declared KV dtype, as `plan --kv-dtype` does."""
+    spec = "llama-3-8b:fp16:batch=8:context=8192"
+    fp16 = assess(config(spec), sample()).gpus[0]
+    fp8 = assess(config(spec + ":kv=fp8"), sample()).gpus[0]
+    model, quant = get_model("llama-3-8b"), get_quant("fp16")
+    planned = estimate_throughput(model, quant, RTX4090, 8, 8192, kv_dtype="fp8")
+    assert not inference_memory(model, quant, 8, 8192).fits(RTX4090)  # 16 GB of weights + 8.6 of fp16 KV
+    assert inference_memory(model, quant, 8, 8192, kv_dtype="fp8").fits(RTX4090)
+    assert fp16.tokens_per_s is None  # a workload that cannot load has no speed
+    assert fp8.tokens_per_s == pytest.approx(planned.decode_tokens_per_s)
+
+
 def test_engine_tokens_derive_the_roofline_position() -> None:
     box = assess(config(), sample(), engines=(engine(400.0, prompt=1000.0, running=8),))
     g = box.gpus[0]

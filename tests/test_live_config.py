@@ -168,6 +168,21 @@ def test_workload_spec() -> None:
     assert (
         parse_workload("llama-3-8b:fp16:batch=8:context=4096").spec == "llama-3-8b:fp16:batch=8:context=4096"
     )
+    fp8 = parse_workload("llama-3-8b:fp16:batch=8:kv=FP8")  # vLLM --kv-cache-dtype fp8
+    assert fp8 == Workload("llama-3-8b", "fp16", 8, 4096, kv_dtype="fp8")
+    assert fp8.spec == "llama-3-8b:fp16:batch=8:context=4096:kv=fp8"
+    assert parse_workload(fp8.spec) == fp8
+
+
+def test_the_kv_cache_dtype_of_a_workload_in_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[workload]\nmodel = "llama-3-8b"\nquant = "fp16"\nkv_dtype = "q8_0"\n')
+    assert load_config(str(path)).workload == Workload("llama-3-8b", "fp16", kv_dtype="q8_0")
+    path.write_text('[workload]\nmodel = "llama-3-8b"\nquant = "fp16"\nkv_dtype = "fp7"\n')
+    with pytest.raises(
+        ConfigError, match=r"workload\.kv_dtype = 'fp7' is not allowed: unknown KV-cache dtype"
+    ):
+        load_config(str(path))
 
 
 @pytest.mark.parametrize(
@@ -180,6 +195,7 @@ def test_workload_spec() -> None:
         ),
         ("llama-3-8b:fp16:beam=2", "unknown part 'beam=2'"),
         ("llama-3-8b:fp7", "--workload = 'fp7' is not allowed"),
+        ("llama-3-8b:fp16:kv=fp7", "--workload kv = 'fp7' is not allowed: unknown KV-cache dtype 'fp7'"),
     ],
 )
 def test_bad_workload_spec(spec: str, fragment: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,9 +15,11 @@ import pytest
 
 from gpuwatch.cli import main
 from gpuwatch.live.config import ConfigError, load_config
-from gpuwatch.model.catalog import reset_user_gpus
+from gpuwatch.model.catalog import load_user_gpus, reset_user_gpus
 from gpuwatch.model.cost import OwnershipCost
+from gpuwatch.model.whatif import PlanInputs
 from gpuwatch.options import all_options, get
+from gpuwatch.options.plan_command import plan_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -231,6 +234,23 @@ def test_gpus_file_adds_a_card_to_plan(tmp_path: Path, capsys: pytest.CaptureFix
     bad = tmp_path / "bad.toml"
     bad.write_text("[gpu.x]\nname = 1\n")
     assert "--gpus-file" in one_line_error(capsys, "plan", "memory", "--gpus-file", str(bad))
+
+
+def test_the_copied_plan_command_carries_the_gpus_file(tmp_path: Path) -> None:
+    """A card the user file adds is unknown to a fresh shell: the command `y` copies must load the file."""
+    gpus = tmp_path / "gpus.toml"
+    gpus.write_text(LAB_CARD)
+    load_user_gpus(gpus)
+    inputs = PlanInputs(gpu="lab-card", gpu_price_usd=5000.0)
+    argv = shlex.split(plan_command(inputs, gpus_file=str(gpus)))
+    assert argv[:5] == ["gpuwatch", "plan", "cost", "--gpus-file", str(gpus)]
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    done = subprocess.run(
+        [sys.executable, "-m", "gpuwatch", *argv[1:], "--json"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["workload"]["gpu"] == "lab-card"
+    assert "--gpus-file" not in plan_command(inputs.with_(gpu="rtx4090"))
 
 
 def test_gpus_file_prices_the_live_alternatives(tmp_path: Path) -> None:

@@ -5,19 +5,18 @@ snapshot written before still replaying; `record` honours --config, --engine and
 from __future__ import annotations
 
 import errno
-import http.server
 import os
 import resource
 import signal
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from loopback_http import PROMETHEUS_TEXT, serving
 
 from gpuwatch.telemetry.recording import (
     HEADER_SIZE,
@@ -328,7 +327,7 @@ runpy.run_module("gpuwatch", run_name="__main__")
 
 
 @pytest.mark.parametrize(
-    "module", ["gpuwatch.cli", "gpuwatch.commands.plan", "numpy", "gpuwatch.telemetry.poller"]
+    "module", ["gpuwatch.cli", "gpuwatch.commands.plan", "pynvml", "gpuwatch.telemetry.poller"]
 )
 def test_ctrl_c_while_the_cli_is_still_importing_is_exit_130_without_a_traceback(
     tmp_path: Path, module: str
@@ -384,31 +383,18 @@ def test_ctrl_c_soon_after_start_is_exit_130_without_a_traceback(tmp_path: Path)
 
 @pytest.fixture
 def engine() -> Iterator[str]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        count = 0
+    scrapes = [0]
 
-        def do_GET(self) -> None:
-            Handler.count += 1
-            body = (
-                "# TYPE vllm:generation_tokens counter\n"
-                f'vllm:generation_tokens_total{{model_name="m"}} {100 * Handler.count}\n'
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path: str) -> tuple[int, str, bytes]:
+        scrapes[0] += 1
+        body = (
+            "# TYPE vllm:generation_tokens counter\n"
+            f'vllm:generation_tokens_total{{model_name="m"}} {100 * scrapes[0]}\n'
+        )
+        return 200, PROMETHEUS_TEXT, body.encode()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/metrics"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(answer) as base:
+        yield f"{base}/metrics"
 
 
 def test_record_keeps_the_engines_and_workload_it_is_given(tmp_path: Path, engine: str) -> None:

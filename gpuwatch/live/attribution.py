@@ -186,7 +186,9 @@ def roofline_position(
         batch = share.batch or w.batch
         steps_s = share.generation_tokens_per_s / batch
         if bw is None:
-            bw = steps_s * float(bytes_per_decode_step(w.model, w.quant, batch, w.context_tokens))
+            bw = steps_s * float(
+                bytes_per_decode_step(w.model, w.quant, batch, w.context_tokens, kv_dtype=w.kv_dtype)
+            )
             bw_prov = Provenance.DERIVED
         if flops is None:
             # a prompt token attends on average to half the prompt

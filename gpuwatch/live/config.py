@@ -49,11 +49,14 @@ class Workload:
     batch: int = PlanInputs.batch
     context_tokens: int = PlanInputs.context_tokens
     engine_profile: str | None = None  # model engine profile (llama.cpp, vllm, ...); None = model default
+    #: how the engine stores the KV cache (vLLM --kv-cache-dtype fp8, llama.cpp -ctk q8_0)
+    kv_dtype: str = PlanInputs.kv_dtype
 
     @property
     def spec(self) -> str:
         """The ``--workload`` string that reproduces this workload."""
-        return f"{self.model_id}:{self.quant_id}:batch={self.batch}:context={self.context_tokens}"
+        kv = "" if self.kv_dtype == PlanInputs.kv_dtype else f":kv={self.kv_dtype}"
+        return f"{self.model_id}:{self.quant_id}:batch={self.batch}:context={self.context_tokens}{kv}"
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,11 @@ def plan_inputs(config: LiveConfig) -> PlanInputs:
     w = config.workload
     if w is not None:
         inputs = inputs.with_(
-            model=w.model_id, quant=w.quant_id, batch=w.batch, context_tokens=w.context_tokens
+            model=w.model_id,
+            quant=w.quant_id,
+            batch=w.batch,
+            context_tokens=w.context_tokens,
+            kv_dtype=w.kv_dtype,
         )
         if w.engine_profile:
             inputs = inputs.with_(engine=w.engine_profile)
@@ -133,14 +140,20 @@ def _unknown(where: str, key: str, known: list[str]) -> ConfigError:
     return ConfigError(f"{where}unknown key {key!r}; known keys: {', '.join(known)}")
 
 
-_WORKLOAD_PARTS = {"batch": "batch", "context": "context_tokens", "engine": "engine_profile"}
+_WORKLOAD_PARTS = {
+    "batch": "batch",
+    "context": "context_tokens",
+    "engine": "engine_profile",
+    "kv": "kv_dtype",
+}
 _WORKLOAD_FORM = (
-    "MODEL:QUANT[:batch=N][:context=N][:engine=PROFILE], e.g. llama-3-8b:fp16:batch=8:context=4096"
+    "MODEL:QUANT[:batch=N][:context=N][:engine=PROFILE][:kv=DTYPE], e.g. llama-3-8b:fp16:batch=8:context=4096"
 )
 
 
 def parse_workload(spec: str, *, key: str = "--workload") -> Workload:
-    """``MODEL:QUANT[:batch=N][:context=N][:engine=PROFILE]``, e.g. llama-3-8b:fp16:batch=8:context=4096."""
+    """``MODEL:QUANT[:batch=N][:context=N][:engine=PROFILE][:kv=DTYPE]``, e.g.
+    llama-3-8b:fp16:batch=8:context=4096:kv=fp8."""
     if not isinstance(spec, str) or len(spec) > 4096:
         raise ConfigError(f"{key} is not allowed: expected {_WORKLOAD_FORM}")
     parts = [p.strip() for p in spec.split(":")]

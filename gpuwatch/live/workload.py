@@ -28,11 +28,13 @@ class ResolvedWorkload:
     batch: int
     context_tokens: int
     engine: EngineProfile
+    kv_dtype: str = "fp16"
 
     @classmethod
     def of(cls, w: Workload) -> ResolvedWorkload:
         engine = get_engine_profile(w.engine_profile) if w.engine_profile else get_engine_profile()
-        return cls(resolve_model(w.model_id), get_quant(w.quant_id), w.batch, w.context_tokens, engine)
+        model, quant = resolve_model(w.model_id), get_quant(w.quant_id)
+        return cls(model, quant, w.batch, w.context_tokens, engine, w.kv_dtype)
 
     def dtype(self, gpu: GpuSpec) -> str:
         """The ceiling the engine's matmuls run against (the model's own choice, e.g. fp16acc on GeForce)."""
@@ -40,13 +42,23 @@ class ResolvedWorkload:
 
     def fits(self, gpu: GpuSpec) -> bool:
         """Whether one replica (weights + KV cache at batch x context) fits one card's usable memory."""
-        return bool(inference_memory(self.model, self.quant, self.batch, self.context_tokens).fits(gpu))
+        return bool(
+            inference_memory(
+                self.model, self.quant, self.batch, self.context_tokens, kv_dtype=self.kv_dtype
+            ).fits(gpu)
+        )
 
     def modelled_power_w(self, gpu: GpuSpec) -> float:
         """Board power this workload draws on ``gpu`` at its default limit (gpuwatch/model/power.py), the
         figure `gpuwatch plan cost` prices with."""
         run = powered_throughput(
-            self.model, self.quant.id, gpu, self.batch, self.context_tokens, engine=self.engine.name
+            self.model,
+            self.quant.id,
+            gpu,
+            self.batch,
+            self.context_tokens,
+            engine=self.engine.name,
+            kv_dtype=self.kv_dtype,
         )
         return run.power.power_w
 
@@ -58,6 +70,7 @@ class ResolvedWorkload:
             self.batch if batch is None else batch,
             self.context_tokens,
             engine=self.engine,
+            kv_dtype=self.kv_dtype,
         )
 
 

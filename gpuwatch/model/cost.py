@@ -9,10 +9,11 @@ and integration, unless ``server_capex_usd`` gives it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+from typing import Any
 
-import numpy as np
-
+from gpuwatch.model import elementwise as ew
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.errors import ModelInputError
 from gpuwatch.model.roofline import ArrayLike, as_result, peak_flops
@@ -70,25 +71,25 @@ class HourlyCost:
     total_usd_per_h: ArrayLike
 
 
-def _ratio(name: str, value: ArrayLike) -> np.ndarray:
-    arr = np.asarray(value, float)
-    if np.any(~(arr > 0)) or np.any(arr > 1):
+def _ratio(name: str, value: ArrayLike) -> ArrayLike:
+    arr = ew.floats(value)
+    if not ew.everywhere(arr > 0) or ew.anywhere(arr > 1):
         raise ModelInputError(f"{name} must be in (0, 1], got {value!r}")
     return arr
 
 
-def _nonneg(name: str, value: ArrayLike) -> np.ndarray:
-    arr = np.asarray(value, float)
-    if np.any(~(arr >= 0)) or np.any(~np.isfinite(arr)):
+def _nonneg(name: str, value: ArrayLike) -> ArrayLike:
+    arr = ew.floats(value)
+    if not ew.everywhere(arr >= 0) or not ew.everywhere(ew.isfinite(arr)):
         raise ModelInputError(f"{name} must be a finite number >= 0, got {value!r}")
     return arr
 
 
-def _capex(prices: OwnershipCost, gpu_capex_usd: ArrayLike | None) -> np.ndarray:
+def _capex(prices: OwnershipCost, gpu_capex_usd: ArrayLike | None) -> ArrayLike:
     capex = prices.capex_usd(gpu_capex_usd)
     if capex is None:
         raise ModelInputError("no purchase price: give the GPU price or the server capex")
-    return np.asarray(capex, float)
+    return ew.floats(capex)
 
 
 def _hourly(
@@ -99,14 +100,14 @@ def _hourly(
     utilisation_ratio: ArrayLike,
 ) -> HourlyCost:
     u = _ratio("utilisation_ratio", utilisation_ratio)
-    life = np.asarray(prices.service_life_years, float)
-    if np.any(~(life > 0)):
+    life = ew.floats(prices.service_life_years)
+    if not ew.everywhere(life > 0):
         raise ModelInputError(f"service_life_years must be > 0, got {prices.service_life_years!r}")
     busy_w = _nonneg("power_w", power_w)
     idle_w = busy_w if idle_power_w is None else _nonneg("idle_power_w", idle_power_w)
     mean_w = u * busy_w + (1.0 - u) * idle_w
-    pue = np.asarray(prices.pue, float)
-    if np.any(~(pue >= 1)):
+    pue = ew.floats(prices.pue)
+    if not ew.everywhere(pue >= 1):
         raise ModelInputError(f"pue must be >= 1, got {prices.pue!r}")
     capex_h = _capex(prices, gpu_capex_usd) / (life * HOURS_PER_YEAR)
     power_h = mean_w / 1000.0 * pue * _nonneg("electricity_usd_per_kwh", prices.electricity_usd_per_kwh)
@@ -138,20 +139,20 @@ def usd_per_mtok(
     idle_power_w: ArrayLike | None = None,
 ) -> ArrayLike:
     """$ per 1M tokens of an owned box: hourly cost over the tokens its busy share produces."""
-    tps = np.asarray(tokens_per_s, float)
-    if np.any(~(tps > 0)) or np.any(~np.isfinite(tps)):
+    tps = ew.floats(tokens_per_s)
+    if not ew.everywhere(tps > 0) or not ew.everywhere(ew.isfinite(tps)):
         raise ModelInputError(f"tokens_per_s must be a finite number > 0, got {tokens_per_s!r}")
     hc = cost_per_hour(prices, gpu_capex_usd=gpu_capex_usd, power_w=power_w, idle_power_w=idle_power_w)
-    tokens_per_h = tps * np.asarray(prices.utilisation_ratio, float) * 3600.0
-    return as_result(np.asarray(hc.total_usd_per_h) / tokens_per_h * 1e6)
+    tokens_per_h = tps * ew.floats(prices.utilisation_ratio) * 3600.0
+    return as_result(ew.floats(hc.total_usd_per_h) / tokens_per_h * 1e6)
 
 
 def cloud_usd_per_mtok(
     *, tokens_per_s: ArrayLike, cloud_usd_per_h: ArrayLike, utilisation_ratio: ArrayLike = 1.0
 ) -> ArrayLike:
     """Rented: pay every hour held; ``utilisation_ratio`` = busy share of the held hours."""
-    tps = np.asarray(tokens_per_s, float)
-    if np.any(~(tps > 0)) or np.any(~np.isfinite(tps)):
+    tps = ew.floats(tokens_per_s)
+    if not ew.everywhere(tps > 0) or not ew.everywhere(ew.isfinite(tps)):
         raise ModelInputError(f"tokens_per_s must be a finite number > 0, got {tokens_per_s!r}")
     u = _ratio("utilisation_ratio", utilisation_ratio)
     return as_result(_nonneg("cloud_usd_per_h", cloud_usd_per_h) / (tps * u * 3600.0) * 1e6)
@@ -165,7 +166,7 @@ class BuyVsRent:
     breakeven_months: (
         ArrayLike  # at this utilisation, months until the purchase has paid for itself (inf: never)
     )
-    owning_wins: bool | np.ndarray  # over the service life at this utilisation
+    owning_wins: Any  # over the service life at this utilisation (a bool; an array for array inputs)
 
 
 def buy_vs_rent(
@@ -186,25 +187,26 @@ def buy_vs_rent(
     at_idle = _hourly(prices, gpu_capex_usd, power_w, idle_power_w, 1e-12)
     at_busy = _hourly(prices, gpu_capex_usd, power_w, idle_power_w, 1.0)
     cloud = _nonneg("cloud_usd_per_h", cloud_usd_per_h)
-    fixed = np.asarray(at_idle.total_usd_per_h, float)  # capex share + hosting + idle power
-    slope = np.asarray(at_busy.power_usd_per_h, float) - np.asarray(at_idle.power_usd_per_h, float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u_star = np.where(cloud > slope, fixed / (cloud - slope), np.inf)
-        u_star = np.where(u_star <= 1.0, u_star, np.inf)
-        running = np.asarray(own.total_usd_per_h, float) - np.asarray(own.capex_usd_per_h, float)
-        margin_h = cloud * u - running
-        capex_total = _capex(prices, gpu_capex_usd)
-        months = np.where(
-            margin_h > 0, capex_total / np.where(margin_h > 0, margin_h, 1.0) / (HOURS_PER_YEAR / 12), np.inf
-        )
+    fixed = ew.floats(at_idle.total_usd_per_h)  # capex share + hosting + idle power
+    slope = ew.floats(at_busy.power_usd_per_h) - ew.floats(at_idle.power_usd_per_h)
+    u_star = ew.divide_where(cloud > slope, fixed, cloud - slope, math.inf)
+    u_star = ew.where(u_star <= 1.0, u_star, math.inf)
+    running = ew.floats(own.total_usd_per_h) - ew.floats(own.capex_usd_per_h)
+    margin_h = cloud * u - running
+    capex_total = _capex(prices, gpu_capex_usd)
+    months = ew.where(
+        margin_h > 0,
+        ew.divide_where(margin_h > 0, capex_total, margin_h, 0.0) / (HOURS_PER_YEAR / 12),
+        math.inf,
+    )
     rent = cloud * u
-    wins = np.asarray(own.total_usd_per_h, float) < rent
+    wins = ew.floats(own.total_usd_per_h) < rent
     return BuyVsRent(
         own_usd_per_h=own.total_usd_per_h,
         rent_usd_per_h=as_result(rent),
         breakeven_utilisation_ratio=as_result(u_star),
         breakeven_months=as_result(months),
-        owning_wins=bool(wins) if wins.ndim == 0 else wins,
+        owning_wins=wins if isinstance(wins, bool) or wins.ndim else bool(wins),
     )
 
 
@@ -227,9 +229,9 @@ def training_cost(
     usd_per_gpu_h: ArrayLike | None = None,
 ) -> TrainingCost:
     """6·N·D FLOPs (forward 2, backward 4 per parameter and token) at an MFU of the dense peak."""
-    n = np.asarray(params, float)
-    d = np.asarray(tokens, float)
-    if np.any(n <= 0) or np.any(d <= 0):
+    n = ew.floats(params)
+    d = ew.floats(tokens)
+    if ew.anywhere(n <= 0) or ew.anywhere(d <= 0):
         raise ModelInputError("params and tokens must be > 0")
     mfu = _ratio("mfu_ratio", mfu_ratio)
     if count < 1:
@@ -238,5 +240,5 @@ def training_cost(
     if dtype == "bf16" and "bf16" not in gpu.peak_flops:
         dtype = "fp16"  # no bf16 tensor path (Turing): mixed precision trains in fp16 with loss scaling
     gpu_h = flops / (mfu * peak_flops(gpu, dtype)) / 3600.0
-    usd = None if usd_per_gpu_h is None else as_result(gpu_h * np.asarray(usd_per_gpu_h, float))
+    usd = None if usd_per_gpu_h is None else as_result(gpu_h * ew.floats(usd_per_gpu_h))
     return TrainingCost(as_result(flops), as_result(gpu_h), as_result(gpu_h / count), usd)

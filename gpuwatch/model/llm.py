@@ -18,8 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from gpuwatch.model.elementwise import largest
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
 
 
@@ -219,7 +218,7 @@ def _spec(
 
 def check_context(model: ModelSpec, context_tokens: Any, what: str = "context") -> None:
     """Refuse a context longer than the model was built for (its config's max_position_embeddings)."""
-    longest = float(np.max(np.asarray(context_tokens, dtype=float)))
+    longest = largest(context_tokens)
     if longest > model.max_context_tokens:
         raise ModelInputError(
             f"{what} {longest:,.0f} tokens is beyond {model.name}'s maximum of "

@@ -1,7 +1,8 @@
 """GPU memory for inference, full training, LoRA and QLoRA, as named components in bytes.
 
-Every numeric argument broadcasts (numpy), so a sweep over batch x context x rank x GPUs is one call; a result
-component is a ``float`` when every input was a scalar, else an ``np.ndarray``.
+Every numeric argument broadcasts (numpy, imported only for array inputs: gpuwatch/model/elementwise.py), so a
+sweep over batch x context x rank x GPUs is one call; a result component is a ``float`` when every input was a
+scalar, else an ``np.ndarray``.
 
 Fixed assumptions, stated once:
   * CUDA_CONTEXT_BYTES (512 MiB) per GPU process: CUDA context + cuBLAS/cuDNN handles and workspaces as
@@ -26,14 +27,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from gpuwatch.model import elementwise as ew
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.errors import ModelInputError
 from gpuwatch.model.llm import ModelSpec, check_context, param_breakdown
 from gpuwatch.model.quant import QuantFormat, get_kv_dtype, get_quant
 
-ArrayLike = float | int | np.ndarray
+ArrayLike = Any  # float | int | np.ndarray
 
 ALLOCATOR_RESERVE_RATIO = 0.05
 CUDA_CONTEXT_BYTES = 512 * 2**20
@@ -58,20 +58,15 @@ class MemoryBreakdown:
 
     @property
     def total_bytes(self) -> ArrayLike:
-        return _collapse(sum((np.asarray(v, dtype=float) for v in self.components.values()), np.asarray(0.0)))
+        return _collapse(ew.total(self.components.values()))
 
     @property
     def total_gib(self) -> ArrayLike:
-        return _collapse(np.asarray(self.total_bytes) / 2**30)
+        return _collapse(ew.floats(self.total_bytes) / 2**30)
 
-    def _split(self) -> tuple[np.ndarray, np.ndarray]:
-        sharded = np.asarray(0.0)
-        fixed = np.asarray(0.0)
-        for name, value in self.components.items():
-            if name in self.per_gpu:
-                fixed = fixed + np.asarray(value, dtype=float)
-            else:
-                sharded = sharded + np.asarray(value, dtype=float)
+    def _split(self) -> tuple[ArrayLike, ArrayLike]:
+        sharded = ew.total(v for name, v in self.components.items() if name not in self.per_gpu)
+        fixed = ew.total(v for name, v in self.components.items() if name in self.per_gpu)
         return sharded, fixed
 
     def bytes_per_gpu(self, count: ArrayLike = 1) -> ArrayLike:
@@ -89,29 +84,26 @@ class MemoryBreakdown:
 
     def fits(
         self, gpu: GpuSpec, count: ArrayLike = 1, *, reserve_ratio: float = ALLOCATOR_RESERVE_RATIO
-    ) -> bool | np.ndarray:
+    ) -> Any:
         """Whether each of ``count`` GPUs holds its share within the usable capacity (allocator reserve kept
-        back)."""
-        fits = np.asarray(self.bytes_per_gpu(count)) <= self.usable_bytes(gpu, reserve_ratio)
-        return bool(fits) if fits.ndim == 0 else fits
+        back): a bool, or an array of them for array inputs."""
+        return self.bytes_per_gpu(count) <= self.usable_bytes(gpu, reserve_ratio)
 
-    def gpus_needed(
-        self, gpu: GpuSpec, *, reserve_ratio: float = ALLOCATOR_RESERVE_RATIO
-    ) -> int | np.ndarray:
-        """Fewest GPUs of this kind that hold the replica; 0 where even the per-GPU part alone does not
-        fit."""
+    def gpus_needed(self, gpu: GpuSpec, *, reserve_ratio: float = ALLOCATOR_RESERVE_RATIO) -> Any:
+        """Fewest GPUs of this kind that hold the replica (an int, or an array of them for array inputs); 0
+        where even the per-GPU part alone does not fit."""
         sharded, fixed = self._split()
         room = self.usable_bytes(gpu, reserve_ratio) - fixed
-        with np.errstate(divide="ignore", invalid="ignore"):
-            needed = np.where(room > 0, np.maximum(1, np.ceil(sharded / np.where(room > 0, room, 1.0))), 0)
+        needed = ew.where(room > 0, ew.maximum(1, ew.ceil(ew.divide_where(room > 0, sharded, room, 0.0))), 0)
+        if ew.is_scalar(needed):
+            return int(needed)
         needed = needed.astype(int)
         return int(needed) if needed.ndim == 0 else needed
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (arrays become lists)."""
 
-        def plain(value: ArrayLike) -> Any:
-            return np.asarray(value).tolist()
+        plain = ew.to_plain
 
         return {
             "mode": self.mode,
@@ -124,21 +116,23 @@ class MemoryBreakdown:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def _collapse(value: Any) -> ArrayLike:
-    array = np.asarray(value, dtype=float)
-    return float(array) if array.ndim == 0 else array
+_collapse = ew.result
 
 
-def _nonneg(value: ArrayLike, name: str) -> np.ndarray:
-    array = np.asarray(value, dtype=float)
-    if np.any(~np.isfinite(array)) or np.any(array < 0):
+def _nonneg(value: ArrayLike, name: str) -> ArrayLike:
+    array = ew.floats(value)
+    if not ew.everywhere(ew.isfinite(array)) or ew.anywhere(array < 0):
         raise ModelInputError(f"{name} must be a finite number >= 0, got {value!r}")
     return array
 
 
-def _as_count(value: ArrayLike, name: str) -> np.ndarray:
-    array = np.asarray(value, dtype=float)
-    if np.any(~np.isfinite(array)) or np.any(array < 1) or np.any(array != np.round(array)):
+def _as_count(value: ArrayLike, name: str) -> ArrayLike:
+    array = ew.floats(value)
+    if (
+        not ew.everywhere(ew.isfinite(array))
+        or ew.anywhere(array < 1)
+        or ew.anywhere(array != ew.ceil(array))
+    ):
         raise ModelInputError(f"{name} must be a whole number >= 1, got {value!r}")
     return array
 
@@ -154,8 +148,7 @@ def _dtype_bytes(dtype: str, what: str) -> float:
 
 def _finish(components: dict[str, Any]) -> dict[str, ArrayLike]:
     """Broadcast all components to one shape so every entry indexes the same scenario grid."""
-    arrays = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in components.values()))
-    return {name: _collapse(array.copy()) for name, array in zip(components, arrays, strict=True)}
+    return dict(zip(components, ew.broadcast_all(components.values()), strict=True))
 
 
 # ----------------------------------------------------------------------------------------------- weights, KV
@@ -204,26 +197,26 @@ def kv_cached_tokens(model: ModelSpec, context_tokens: ArrayLike) -> ArrayLike:
     if not model.num_sliding_layers:
         return _collapse(c)
     full = model.num_layers - model.num_sliding_layers
-    held = full * c + model.num_sliding_layers * np.minimum(c, model.sliding_window)
+    held = full * c + model.num_sliding_layers * ew.minimum(c, model.sliding_window)
     return _collapse(held / model.num_layers)
 
 
 def kv_bytes_per_token_at(model: ModelSpec, context_tokens: ArrayLike, kv_dtype: str = "fp16") -> ArrayLike:
     """Cache bytes per token of context for a sequence of ``context_tokens``: the full-attention rate, less
     what sliding windows drop (equal to :func:`kv_cache_bytes_per_token` without windows)."""
-    c = np.maximum(_nonneg(context_tokens, "context_tokens"), 1.0)
-    return _collapse(np.asarray(kv_cached_tokens(model, c)) / c * kv_cache_bytes_per_token(model, kv_dtype))
+    c = ew.maximum(_nonneg(context_tokens, "context_tokens"), 1.0)
+    return _collapse(ew.floats(kv_cached_tokens(model, c)) / c * kv_cache_bytes_per_token(model, kv_dtype))
 
 
 def kv_cache_bytes(
     model: ModelSpec, batch: ArrayLike, context_tokens: ArrayLike, kv_dtype: str = "fp16"
 ) -> ArrayLike:
     b = _nonneg(batch, "batch")
-    held = np.asarray(kv_cached_tokens(model, context_tokens))
+    held = ew.floats(kv_cached_tokens(model, context_tokens))
     return _collapse(b * held * kv_cache_bytes_per_token(model, kv_dtype))
 
 
-def _kv_note(model: ModelSpec, kv_dtype: str, context: np.ndarray) -> str:
+def _kv_note(model: ModelSpec, kv_dtype: str, context: ArrayLike) -> str:
     rate = kv_cache_bytes_per_token(model, kv_dtype)
     if model.is_mla:
         shape = f"MLA latent {model.kv_lora_rank} + rope {model.qk_rope_head_dim} x {model.num_layers} layers"
@@ -231,7 +224,7 @@ def _kv_note(model: ModelSpec, kv_dtype: str, context: np.ndarray) -> str:
         shape = f"{model.num_kv_heads} KV heads x {model.head_dim} head_dim x {model.num_layers} layers"
     note = f"KV cache {get_kv_dtype(kv_dtype).id}: {rate / 2**10:.1f} KiB/token ({shape})"
     if model.num_sliding_layers:
-        at = float(np.max(context))
+        at = ew.largest(context)
         at_rate = float(kv_bytes_per_token_at(model, at, kv_dtype)) / 2**10
         note += (
             f"; {model.num_sliding_layers} of {model.num_layers} layers keep only a "
@@ -260,15 +253,15 @@ def activation_bytes_per_layer(
 
 
 def _training_activations(
-    model: ModelSpec, b: np.ndarray, s: np.ndarray, checkpointing: bool, flash_attention: bool
-) -> np.ndarray:
-    layer = np.asarray(activation_bytes_per_layer(model, b, s, flash_attention=flash_attention))
+    model: ModelSpec, b: ArrayLike, s: ArrayLike, checkpointing: bool, flash_attention: bool
+) -> ArrayLike:
+    layer = ew.floats(activation_bytes_per_layer(model, b, s, flash_attention=flash_attention))
     if checkpointing:
         return model.num_layers * _ACT_BYTES * s * b * model.hidden_size + layer
     return model.num_layers * layer
 
 
-def _logits_bytes(model: ModelSpec, b: np.ndarray, s: np.ndarray) -> np.ndarray:
+def _logits_bytes(model: ModelSpec, b: ArrayLike, s: ArrayLike) -> ArrayLike:
     """fp32 logits and their gradient for every position (the loss is computed in fp32): 8 bytes x b x s x
     vocab."""
     return 8.0 * b * s * model.vocab_size
@@ -305,7 +298,7 @@ def inference_memory(
     per_token = _ACT_BYTES * (
         2 * model.hidden_size + 2 * q_dim + 2 * kv_dim + 3 * model.intermediate_size * model.experts_per_token
     )
-    tokens = np.minimum(b * c, chunk)
+    tokens = ew.minimum(b * c, chunk)
     components = {
         "weights": weight_bytes(model, fmt),
         "kv_cache": kv_cache_bytes(model, b, c, kv_dtype),
@@ -478,7 +471,7 @@ def lora_memory(
     b = _nonneg(batch, "batch")
     s = _nonneg(seq_len, "seq_len")
     check_context(model, s, "seq_len")
-    trainable = np.asarray(lora_trainable_params(model, rank, target_modules))
+    trainable = ew.floats(lora_trainable_params(model, rank, target_modules))
     adapter_b = _dtype_bytes(adapter_dtype, "adapter_dtype")
     master_b = (
         0.0

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
-
+from gpuwatch.model import elementwise as ew
 from gpuwatch.model import memory
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.errors import ModelInputError
@@ -87,19 +87,19 @@ def parse_link(text: str, gpu: GpuSpec) -> Link:
 
 def allreduce_time_s(message_bytes: ArrayLike, n_gpus: ArrayLike, link: Link) -> ArrayLike:
     """Ring all-reduce: 2(n-1)/n x bytes over the link plus 2(n-1) hop latencies; 0 for one GPU."""
-    n = np.asarray(n_gpus, float)
-    if np.any(n < 1):
+    n = ew.floats(n_gpus)
+    if ew.anywhere(n < 1):
         raise ModelInputError("GPU count must be >= 1")
-    b = np.asarray(message_bytes, float)
+    b = ew.floats(message_bytes)
     t = 2 * (n - 1) / n * b / link.bandwidth_bytes_s + 2 * (n - 1) * link.latency_s
     return as_result(t)
 
 
 def pipeline_bubble_ratio(stages: ArrayLike, microbatches: ArrayLike) -> ArrayLike:
     """Idle fraction of a GPipe/1F1B schedule: (p-1)/(m+p-1)."""
-    p = np.asarray(stages, float)
-    m = np.asarray(microbatches, float)
-    if np.any(p < 1) or np.any(m < 1):
+    p = ew.floats(stages)
+    m = ew.floats(microbatches)
+    if ew.anywhere(p < 1) or ew.anywhere(m < 1):
         raise ModelInputError("pipeline stages and micro-batches must be >= 1")
     return as_result((p - 1) / (m + p - 1))
 
@@ -115,15 +115,17 @@ def max_tensor_parallel_degree(
     peak_flops_override: float | None = None,
     exact_ring: bool = True,
     n_max: int = 256,
-) -> int | np.ndarray:
+) -> Any:
     """Largest n whose per-layer all-reduce time stays under the per-GPU matmul time of that layer.
 
     Per token and layer: 24 x hidden^2 FLOPs (12 h^2 weights: QKV+O = 4h^2, MLP 8h^2, 2 FLOP/MAC),
     split n ways, at the dense peak; and two all-reduces (after attention and after the MLP) of
     hidden x activation_bytes each. ``exact_ring`` uses the ring factor 2(n-1)/n and the link latency;
     ``exact_ring=False`` uses its large-n limit 2 and no latency (the back-of-envelope form).
-    Returns 1 when even two GPUs are communication-bound.
+    Returns 1 when even two GPUs are communication-bound (an int; an array of them for array ``tokens``).
+    The degrees are searched as one array, so this imports numpy.
     """
+    np = ew.numpy()
     peak = peak_flops(gpu, dtype) if peak_flops_override is None else peak_flops_override
     tok = np.asarray(tokens, float)
     n = np.arange(1, n_max + 1, dtype=float).reshape((-1,) + (1,) * tok.ndim)
@@ -149,7 +151,7 @@ def gpus_to_hold(
     context_tokens: ArrayLike = 4096,
     kv_dtype: str = "fp16",
     reserve_ratio: float = memory.ALLOCATOR_RESERVE_RATIO,
-) -> int | np.ndarray:
+) -> Any:
     """Fewest GPUs holding weights + KV cache (memory.inference_memory); 0 if none can."""
     breakdown = memory.inference_memory(model, quant, batch, context_tokens, kv_dtype=kv_dtype)
     return breakdown.gpus_needed(gpu, reserve_ratio=reserve_ratio)

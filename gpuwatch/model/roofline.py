@@ -7,24 +7,20 @@ bound means "at the datasheet peak", not at what a real kernel reaches (see engi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
+from gpuwatch.model import elementwise as ew
 from gpuwatch.model.catalog import GpuSpec
+from gpuwatch.model.elementwise import ArrayLike
 from gpuwatch.model.errors import ModelInputError
-
-ArrayLike = Any  # float | np.ndarray; kept loose so scalars and arrays both type-check
 
 #: Bound names, index-aligned with the codes :func:`bound_codes` returns.
 BOUND_NAMES = ("memory", "compute", "interconnect")
 
 
-def as_result(value: np.ndarray) -> ArrayLike:
-    """A 0-d result back to a Python float, so scalar callers get scalars."""
-    arr = np.asarray(value)
-    return float(arr) if arr.ndim == 0 else arr
+as_result = ew.result
 
 
 def peak_flops(gpu: GpuSpec, dtype: str) -> float:
@@ -51,10 +47,10 @@ def attainable_flops(
     """min(peak, intensity x bandwidth). Overrides take e.g. a clock-scaled live peak."""
     peak = peak_flops(gpu, dtype) if peak_flops_override is None else peak_flops_override
     bw = gpu.memory_bandwidth_bytes_s if bandwidth_bytes_s is None else bandwidth_bytes_s
-    intensity = np.asarray(intensity_flop_per_byte, dtype=float)
-    if np.any(intensity < 0):
+    intensity = ew.floats(intensity_flop_per_byte)
+    if ew.anywhere(intensity < 0):
         raise ModelInputError("arithmetic intensity must be >= 0 FLOP/byte")
-    return as_result(np.minimum(np.asarray(peak, dtype=float), intensity * np.asarray(bw, dtype=float)))
+    return as_result(ew.minimum(ew.floats(peak), intensity * ew.floats(bw)))
 
 
 @dataclass(frozen=True)
@@ -71,18 +67,16 @@ def ceilings(gpu: GpuSpec) -> tuple[Ceiling, ...]:
     return tuple(Ceiling(dtype, peak, bw, peak / bw) for dtype, peak in gpu.peak_flops.items())
 
 
-def bound_codes(compute_s: ArrayLike, memory_s: ArrayLike, interconnect_s: ArrayLike) -> np.ndarray:
-    """Index into BOUND_NAMES of the largest time; ties go to memory, then compute."""
-    stacked = np.stack(
-        np.broadcast_arrays(
-            np.asarray(memory_s, float), np.asarray(compute_s, float), np.asarray(interconnect_s, float)
-        )
-    )
-    return np.argmax(stacked, axis=0)
+def bound_codes(compute_s: ArrayLike, memory_s: ArrayLike, interconnect_s: ArrayLike) -> Any:
+    """Index into BOUND_NAMES of the largest time; ties go to memory, then compute (an int for scalars)."""
+    return ew.argmax_first((memory_s, compute_s, interconnect_s))
 
 
-def bound_names(codes: np.ndarray) -> str | np.ndarray:
-    names = np.asarray(BOUND_NAMES)[codes]
+def bound_names(codes: Any) -> Any:
+    """ "memory" | "compute" | "interconnect" for a code; an array of them for an array of codes."""
+    if isinstance(codes, int):
+        return BOUND_NAMES[codes]
+    names = ew.numpy().asarray(BOUND_NAMES)[codes]
     return str(names) if names.ndim == 0 else names
 
 
@@ -94,7 +88,7 @@ class RooflinePlacement:
     memory_s: ArrayLike  # DRAM bytes / bandwidth
     interconnect_s: ArrayLike  # interconnect bytes / link bandwidth
     step_s: ArrayLike  # max of the three: the resources overlap, the slowest one sets the pace
-    bound: str | np.ndarray  # "memory" | "compute" | "interconnect"
+    bound: Any  # "memory" | "compute" | "interconnect" (an array of them for array inputs)
     ridge_flop_per_byte: ArrayLike
 
 
@@ -113,28 +107,27 @@ def place_workload(
 
     ``interconnect_bytes_s`` defaults to the GPU's NVLink (per direction) or else its PCIe link.
     """
-    peak = np.asarray(peak_flops(gpu, dtype) if peak_flops_override is None else peak_flops_override, float)
-    bw = np.asarray(gpu.memory_bandwidth_bytes_s if bandwidth_bytes_s is None else bandwidth_bytes_s, float)
+    peak = ew.floats(peak_flops(gpu, dtype) if peak_flops_override is None else peak_flops_override)
+    bw = ew.floats(gpu.memory_bandwidth_bytes_s if bandwidth_bytes_s is None else bandwidth_bytes_s)
     if interconnect_bytes_s is None:
         interconnect_bytes_s = gpu.nvlink_bytes_s / 2 if gpu.nvlink_bytes_s else gpu.pcie_bytes_s
-    f = np.asarray(flops, float)
-    b = np.asarray(dram_bytes, float)
-    ib = np.asarray(interconnect_bytes, float)
-    if np.any(f < 0) or np.any(b < 0) or np.any(ib < 0):
+    f = ew.floats(flops)
+    b = ew.floats(dram_bytes)
+    ib = ew.floats(interconnect_bytes)
+    if ew.anywhere(f < 0) or ew.anywhere(b < 0) or ew.anywhere(ib < 0):
         raise ModelInputError("flops, dram_bytes and interconnect_bytes must be >= 0")
-    compute_s = f / peak
-    memory_s = b / bw
-    link_s = ib / np.asarray(interconnect_bytes_s, float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        intensity = np.where(b > 0, f / np.where(b > 0, b, 1.0), np.inf)
+    compute_s = ew.divide(f, peak)
+    memory_s = ew.divide(b, bw)
+    link_s = ew.divide(ib, ew.floats(interconnect_bytes_s))
+    intensity = ew.divide_where(b > 0, f, b, math.inf)
     codes = bound_codes(compute_s, memory_s, link_s)
     return RooflinePlacement(
         intensity_flop_per_byte=as_result(intensity),
-        attainable_flops=as_result(np.minimum(peak, intensity * bw)),
+        attainable_flops=as_result(ew.minimum(peak, intensity * bw)),
         compute_s=as_result(compute_s),
         memory_s=as_result(memory_s),
         interconnect_s=as_result(link_s),
-        step_s=as_result(np.maximum(np.maximum(compute_s, memory_s), link_s)),
+        step_s=as_result(ew.maximum(ew.maximum(compute_s, memory_s), link_s)),
         bound=bound_names(codes),
-        ridge_flop_per_byte=as_result(peak / bw),
+        ridge_flop_per_byte=as_result(ew.divide(peak, bw)),
     )

@@ -22,9 +22,9 @@ prefill_ratio: fp16 GEMM, dequantise-then-fp16, int8 MMA, fp8, fp4), not always 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
-
+from gpuwatch.model import elementwise as ew
 from gpuwatch.model import llm, memory
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.engine_profiles import DEFAULT_ENGINE, EngineProfile, get_engine_profile
@@ -51,9 +51,9 @@ def weight_bytes(model: ModelSpec, quant: QuantFormat | str) -> float:
 def expected_experts_touched(model: ModelSpec, batch: ArrayLike) -> ArrayLike:
     """E x (1 - (1 - k/E)^B): distinct experts B tokens hit under uniform top-k routing."""
     e, k = model.num_experts, model.experts_per_token
-    b = np.asarray(batch, float)
+    b = ew.floats(batch)
     if e <= 1:
-        return as_result(np.ones_like(b))
+        return as_result(ew.ones_like(b))
     return as_result(e * (1.0 - (1.0 - k / e) ** b))
 
 
@@ -73,7 +73,7 @@ def weight_bytes_read(model: ModelSpec, quant: QuantFormat | str, batch: ArrayLi
     w = weight_bytes(model, q)
     emb, experts = _part_bytes(model, q)
     skipped = 0.0 if model.tie_word_embeddings else emb
-    touched = np.asarray(expected_experts_touched(model, batch), float)
+    touched = ew.floats(expected_experts_touched(model, batch))
     e = max(model.num_experts, 1)
     return as_result(w - skipped - experts + experts * touched / e)
 
@@ -94,7 +94,7 @@ def _prefill_attention_width(model: ModelSpec) -> float:
     return float(model.num_attention_heads * model.head_dim)
 
 
-def _attended_pairs(model: ModelSpec, prompt_tokens: np.ndarray) -> np.ndarray:
+def _attended_pairs(model: ModelSpec, prompt_tokens: ArrayLike) -> ArrayLike:
     """Causal (query, key) pairs of a prompt, averaged over the layers: P^2/2 for full attention, and for a
     window W < P on the sliding layers W x P - W^2/2."""
     p = prompt_tokens
@@ -102,14 +102,14 @@ def _attended_pairs(model: ModelSpec, prompt_tokens: np.ndarray) -> np.ndarray:
     if not model.num_sliding_layers:
         return full
     w = float(model.sliding_window)
-    windowed = np.where(p <= w, full, w * p - w**2 / 2)
+    windowed = ew.where(p <= w, full, w * p - w**2 / 2)
     n_full = model.num_layers - model.num_sliding_layers
     return (n_full * full + model.num_sliding_layers * windowed) / model.num_layers
 
 
 def flops_per_token(model: ModelSpec, context_tokens: ArrayLike) -> ArrayLike:
     """Decode FLOPs of one token: 2 x active params + 4 x layers x cached context x attention width."""
-    c = np.asarray(memory.kv_cached_tokens(model, context_tokens), float)
+    c = ew.floats(memory.kv_cached_tokens(model, context_tokens))
     return as_result(2.0 * model.active_params + 4.0 * model.num_layers * c * attention_width(model))
 
 
@@ -139,11 +139,11 @@ def bytes_per_decode_step(
     kv_dtype: str = "fp16",
 ) -> ArrayLike:
     """Weights read plus every stream's KV cache at its current context."""
-    b = np.asarray(batch, float)
-    c = np.asarray(context_tokens, float)
-    held = np.asarray(memory.kv_cached_tokens(model, c))
+    b = ew.floats(batch)
+    c = ew.floats(context_tokens)
+    held = ew.floats(memory.kv_cached_tokens(model, c))
     return as_result(
-        np.asarray(weight_bytes_read(model, quant, b)) + b * held * kv_bytes_per_token(model, kv_dtype)
+        ew.floats(weight_bytes_read(model, quant, b)) + b * held * kv_bytes_per_token(model, kv_dtype)
     )
 
 
@@ -155,8 +155,8 @@ class ThroughputEstimate:
     decode_tokens_per_s_per_stream: ArrayLike
     prefill_tokens_per_s: ArrayLike  # prompt tokens/s while prefilling
     time_to_first_token_s: ArrayLike  # prefill of batch x prompt_tokens (all prompts arrive together)
-    bound: str | np.ndarray  # decode: "memory" | "compute" | "interconnect"
-    prefill_bound: str | np.ndarray
+    bound: Any  # decode: "memory" | "compute" | "interconnect" (an array of them for array inputs)
+    prefill_bound: Any
     flops_per_decode_step: ArrayLike  # whole batch, all GPUs
     bytes_per_decode_step: ArrayLike  # whole batch, all GPUs
     comm_s_per_decode_step: ArrayLike
@@ -168,14 +168,14 @@ class ThroughputEstimate:
     parallel: str
 
 
-def _check_positive(name: str, value: ArrayLike) -> np.ndarray:
-    arr = np.asarray(value, float)
-    if np.any(~np.isfinite(arr)) or np.any(arr < 1):
+def _check_positive(name: str, value: ArrayLike) -> ArrayLike:
+    arr = ew.floats(value)
+    if not ew.everywhere(ew.isfinite(arr)) or ew.anywhere(arr < 1):
         raise ModelInputError(f"{name} must be >= 1, got {value!r}")
     return arr
 
 
-def _hop_s(tokens: np.ndarray, model: ModelSpec, link: Link) -> np.ndarray:
+def _hop_s(tokens: ArrayLike, model: ModelSpec, link: Link) -> ArrayLike:
     """One pipeline-stage hand-off of the activations of ``tokens`` tokens."""
     return tokens * model.hidden_size * ACTIVATION_BYTES / link.bandwidth_bytes_s + link.latency_s
 
@@ -196,62 +196,60 @@ def step_times(
     parallel: str,
     link: Link,
     effective_prefill_peak_flops: ArrayLike | None = None,
-) -> dict[str, np.ndarray]:
+) -> dict[str, ArrayLike]:
     """The array kernel every estimate (scalar or swept) goes through; all inputs broadcast.
 
     ``kv_per_token_bytes`` is the full-attention rate (memory.kv_cache_bytes_per_token); sliding windows
     are applied here. ``effective_prefill_peak_flops`` defaults to ``effective_peak_flops``."""
-    b = np.asarray(batch, float)
-    c = np.asarray(context_tokens, float)
-    p = np.asarray(prompt_tokens, float)
-    bw = np.asarray(effective_bandwidth_bytes_s, float)
-    peak = np.asarray(effective_peak_flops, float)
-    pre_peak = (
-        peak if effective_prefill_peak_flops is None else np.asarray(effective_prefill_peak_flops, float)
-    )
+    b = ew.floats(batch)
+    c = ew.floats(context_tokens)
+    p = ew.floats(prompt_tokens)
+    bw = ew.floats(effective_bandwidth_bytes_s)
+    peak = ew.floats(effective_peak_flops)
+    pre_peak = peak if effective_prefill_peak_flops is None else ew.floats(effective_prefill_peak_flops)
     n = float(count)
     layers = model.num_layers
     overhead = layers * per_layer_overhead_s
 
-    held = np.asarray(memory.kv_cached_tokens(model, c), float)
-    dec_bytes = np.asarray(weights_read_decode, float) + b * held * kv_per_token_bytes
-    dec_flops = b * np.asarray(flops_per_token(model, c))
+    held = ew.floats(memory.kv_cached_tokens(model, c))
+    dec_bytes = ew.floats(weights_read_decode) + b * held * kv_per_token_bytes
+    dec_flops = b * ew.floats(flops_per_token(model, c))
     pre_tokens = b * p
     pre_attn = b * 4.0 * layers * _prefill_attention_width(model) * _attended_pairs(model, p)
     pre_flops = pre_tokens * 2.0 * model.active_params + pre_attn
-    pre_held = np.asarray(memory.kv_cached_tokens(model, p), float)
-    pre_bytes = np.asarray(weights_read_prefill, float) + b * pre_held * kv_per_token_bytes
+    pre_held = ew.floats(memory.kv_cached_tokens(model, p))
+    pre_bytes = ew.floats(weights_read_prefill) + b * pre_held * kv_per_token_bytes
 
     if parallel == "tp" or n == 1:
-        mem_s = dec_bytes / (n * bw)
-        cmp_s = dec_flops / (n * peak)
-        comm_s = 2 * layers * np.asarray(allreduce_time_s(b * model.hidden_size * ACTIVATION_BYTES, n, link))
-        step = np.maximum(mem_s, cmp_s) + overhead + comm_s
-        pre_mem = pre_bytes / (n * bw)
-        pre_cmp = pre_flops / (n * pre_peak)
+        mem_s = ew.divide(dec_bytes, n * bw)
+        cmp_s = ew.divide(dec_flops, n * peak)
+        comm_s = 2 * layers * ew.floats(allreduce_time_s(b * model.hidden_size * ACTIVATION_BYTES, n, link))
+        step = ew.maximum(mem_s, cmp_s) + overhead + comm_s
+        pre_mem = ew.divide(pre_bytes, n * bw)
+        pre_cmp = ew.divide(pre_flops, n * pre_peak)
         pre_comm = (
             2
             * layers
-            * np.asarray(allreduce_time_s(pre_tokens * model.hidden_size * ACTIVATION_BYTES, n, link))
+            * ew.floats(allreduce_time_s(pre_tokens * model.hidden_size * ACTIVATION_BYTES, n, link))
         )
-        pre_s = np.maximum(pre_mem, pre_cmp) + overhead + pre_comm
+        pre_s = ew.maximum(pre_mem, pre_cmp) + overhead + pre_comm
     elif parallel == "pp":
         # stages hold layers/n each. The batch is split into m = min(B, n) micro-batches that circulate
         # through the stages; token t+1 of a micro-batch needs token t from the last stage, so one decode
         # step of every micro-batch takes n stage slots whatever m is: with B < n stages idle
         # (n - m)/n of the time. Every micro-batch re-reads the stage's weights.
-        m = np.minimum(b, n)
-        stage_mem = (np.asarray(weights_read_decode, float) + b / m * held * kv_per_token_bytes) / (n * bw)
-        stage_cmp = dec_flops / m / (n * peak)
+        m = ew.minimum(b, n)
+        stage_mem = ew.divide(ew.floats(weights_read_decode) + b / m * held * kv_per_token_bytes, n * bw)
+        stage_cmp = ew.divide(dec_flops / m, n * peak)
         comm_s = (n - 1) * _hop_s(b / m, model, link)
         mem_s = n * stage_mem
         cmp_s = n * stage_cmp
-        step = n * (np.maximum(stage_mem, stage_cmp) + overhead / n) + comm_s
-        pre_mem = pre_bytes / (n * bw)
-        pre_cmp = pre_flops / (n * pre_peak)
+        step = n * (ew.maximum(stage_mem, stage_cmp) + overhead / n) + comm_s
+        pre_mem = ew.divide(pre_bytes, n * bw)
+        pre_cmp = ew.divide(pre_flops, n * pre_peak)
         # one prompt batch: stages run one after another (no overlap without chunking)
         pre_comm = (n - 1) * _hop_s(pre_tokens, model, link)
-        pre_s = n * (np.maximum(pre_mem, pre_cmp) + overhead / n) + pre_comm
+        pre_s = n * (ew.maximum(pre_mem, pre_cmp) + overhead / n) + pre_comm
     else:
         raise ModelInputError(f"unknown parallel mode {parallel!r}; use tp or pp")
     return {
@@ -287,8 +285,8 @@ def estimate_throughput(
     q = _quant(quant)
     prof = get_engine_profile(engine)
     b = _check_positive("batch", batch)
-    c = np.asarray(context_tokens, float)
-    if np.any(c < 0):
+    c = ew.floats(context_tokens)
+    if ew.anywhere(c < 0):
         raise ModelInputError(f"context_tokens must be >= 0, got {context_tokens!r}")
     p = c if prompt_tokens is None else _check_positive("prompt_tokens", prompt_tokens)
     if count < 1:
@@ -317,9 +315,9 @@ def estimate_throughput(
     return ThroughputEstimate(
         decode_step_s=as_result(step),
         time_per_output_token_s=as_result(step),
-        decode_tokens_per_s=as_result(b / step),
-        decode_tokens_per_s_per_stream=as_result(1.0 / step),
-        prefill_tokens_per_s=as_result(r["prefill_tokens"] / r["prefill_s"]),
+        decode_tokens_per_s=as_result(ew.divide(b, step)),
+        decode_tokens_per_s_per_stream=as_result(ew.divide(1.0, step)),
+        prefill_tokens_per_s=as_result(ew.divide(r["prefill_tokens"], r["prefill_s"])),
         time_to_first_token_s=as_result(r["prefill_s"]),
         bound=bound_names(bound_codes(r["compute_s"], r["memory_s"], r["comm_s"])),
         prefill_bound=bound_names(
@@ -327,8 +325,8 @@ def estimate_throughput(
         ),
         flops_per_decode_step=as_result(r["decode_flops"]),
         bytes_per_decode_step=as_result(r["decode_bytes"]),
-        comm_s_per_decode_step=as_result(np.broadcast_to(r["comm_s"], np.shape(step)).copy()),
-        arithmetic_intensity_flop_per_byte=as_result(r["decode_flops"] / r["decode_bytes"]),
+        comm_s_per_decode_step=as_result(ew.broadcast_like(r["comm_s"], step)),
+        arithmetic_intensity_flop_per_byte=as_result(ew.divide(r["decode_flops"], r["decode_bytes"])),
         effective_bandwidth_bytes_s=bw_eff,
         effective_peak_flops=peak_eff,
         engine=prof.name,

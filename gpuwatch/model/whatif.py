@@ -3,7 +3,7 @@
 One composition shared by the TUI planning panes and ``gpuwatch plan``, so both faces print the same
 numbers for the same inputs (gpuwatch/options/plan_command.py writes the shell command that reproduces
 a what-if). Prices are one :class:`~gpuwatch.model.cost.OwnershipCost`, the same defaults the live view
-uses. Pure numbers: stdlib + numpy + ``gpuwatch.model.*`` only.
+uses. Pure numbers: stdlib + numpy (lazily) + ``gpuwatch.model.*`` only.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
-
-import numpy as np
 
 from gpuwatch.model import cost as cost_model
 from gpuwatch.model import memory, parallel
@@ -202,7 +200,10 @@ def _memory(
 
 
 def _zero_gpus_needed(inputs: PlanInputs, model: ModelSpec, quant: QuantFormat, gpu: GpuSpec) -> int:
-    """Fewest ZeRO data-parallel ranks whose per-rank share fits; 0 if none up to MAX_DATA_PARALLEL_GPUS."""
+    """Fewest ZeRO data-parallel ranks whose per-rank share fits; 0 if none up to MAX_DATA_PARALLEL_GPUS.
+    Every rank count is tried in one array pass (numpy, imported here: a plan, never the live path)."""
+    import numpy as np
+
     counts = np.arange(1, MAX_DATA_PARALLEL_GPUS + 1)
     per_rank = np.asarray(_memory(inputs, model, quant, dp_gpus=counts).bytes_per_gpu(1))
     ok = np.broadcast_to(per_rank, counts.shape) <= memory.MemoryBreakdown.usable_bytes(gpu)

@@ -38,10 +38,11 @@ def _meaningful(inputs: PlanInputs, key: str) -> bool:
     return True
 
 
-def plan_command(inputs: PlanInputs) -> str:
+def plan_command(inputs: PlanInputs, *, gpus_file: str | None = None) -> str:
     """``plan cost`` for an inference workload with a price (``plan throughput`` where nothing prices the
     GPU), ``plan train`` for the training modes; the workload always, other values where they differ
-    from the defaults."""
+    from the defaults. ``gpus_file`` is the user catalog the session loaded: without it a pasted command
+    would not know a card it adds, nor price one it corrects, as the pane did."""
     default = PlanInputs()
     training = inputs.mode in _TRAINING_MODES
     if training:
@@ -56,6 +57,8 @@ def plan_command(inputs: PlanInputs) -> str:
     always = {"model", "quant", "gpu", "count", "batch", "context_tokens"}
     always |= {"mode", "train_tokens", "mfu_ratio"} if training else {"parallel", "engine_profile"}
     args = ["gpuwatch", "plan", sub]
+    if gpus_file is not None:
+        args += get("gpus_file").argv(str(Path(gpus_file).expanduser()))
     for key in PLAN_OPTIONS[sub]:
         value = plan_value(inputs, key)
         if not _meaningful(inputs, key) or (value is None and key not in OWNERSHIP_FIELDS):

@@ -236,7 +236,7 @@ declare(
         "workload",
         ("--workload",),
         "text",
-        "declared workload MODEL:QUANT[:batch=N][:context=N][:engine=PROFILE], "
+        "declared workload MODEL:QUANT[:batch=N][:context=N][:engine=PROFILE][:kv=DTYPE], "
         "e.g. llama-3-8b:fp16:batch=8:context=4096",
         metavar="SPEC",
     )
@@ -459,6 +459,7 @@ declare(
         "text",
         "KV-cache dtype: fp16, bf16, fp8, int8, q8_0, q4_0 (memory, decode bytes and cost follow it)",
         default=_PLAN.kv_dtype,
+        toml="workload.kv_dtype",
         parse=kv_dtype_id,
         metavar="DTYPE",
     )

@@ -1,18 +1,23 @@
 """Bounded per-GPU history of every numeric reading, for sparklines and counter rates.
 
-Numpy ring buffers (one 2-D block per GPU) so appending is O(readings) with no allocation, and a
-15-minute window at 1 Hz costs ~900 x 60 floats per GPU. Absent readings are NaN; a gap (child
-restart, GPU lost) is a NaN row, so rates never span it.
+Ring buffers of C doubles (``array('d')``, one slot-major block per GPU) so appending is one slice
+copy with no allocation and no numpy (the exporter and the TUI run without it), and a 15-minute window
+at 1 Hz costs ~900 x 60 floats per GPU. Absent readings are NaN; a gap (child restart, GPU lost) is a
+NaN row, so rates never span it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
-
-import numpy as np
+from array import array
+from typing import TYPE_CHECKING
 
 from gpuwatch.telemetry.sample import GpmSample, GpuSample, Snapshot
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_CAPACITY = 900  # 15 min at 1 Hz
 
@@ -44,8 +49,12 @@ READINGS: tuple[str, ...] = (
 _ROW = {name: i for i, name in enumerate(READINGS)}
 
 
-def _row_values(gpu: GpuSample) -> np.ndarray:
-    out = np.full(len(READINGS), np.nan)
+_WIDTH = len(READINGS)
+_NAN_ROW = array("d", [math.nan]) * _WIDTH
+
+
+def _row_values(gpu: GpuSample) -> array[float]:
+    out = array("d", _NAN_ROW)
     out[_ROW["lost"]] = 1.0 if gpu.lost else 0.0
     if gpu.lost:
         return out
@@ -70,21 +79,91 @@ def _row_values(gpu: GpuSample) -> np.ndarray:
 
 
 class _Ring:
+    """``capacity`` slots of one timestamp and one row of READINGS each (slot-major)."""
+
     def __init__(self, capacity: int) -> None:
-        self.timestamps = np.full(capacity, np.nan)
-        self.values = np.full((len(READINGS), capacity), np.nan)
+        self.capacity = capacity
+        self.timestamps = array("d", [math.nan]) * capacity
+        self.values = _NAN_ROW * capacity
         self.head = 0  # next slot to write
         self.count = 0
+        self.appended = 0  # rows ever appended: a row's position p is its slot p % capacity
+        #: reading row -> [positions scanned up to, latest run's first position, latest timestamp drop]
+        self._runs: dict[int, list[int]] = {}
 
-    def append(self, ts: float, row: np.ndarray) -> None:
+    def append(self, ts: float, row: array[float]) -> None:
         self.timestamps[self.head] = ts
-        self.values[:, self.head] = row
-        self.head = (self.head + 1) % self.timestamps.size
-        self.count = min(self.count + 1, self.timestamps.size)
+        self.values[self.head * _WIDTH : (self.head + 1) * _WIDTH] = row
+        self.head = (self.head + 1) % self.capacity
+        self.count = min(self.count + 1, self.capacity)
+        self.appended += 1
 
-    def order(self) -> np.ndarray:
-        cap = self.timestamps.size
-        return (np.arange(self.head - self.count, self.head) % cap).astype(int)
+    def run(self, row: int) -> tuple[int, bool]:
+        """Where the latest unbroken run of a reading starts (oldest-first index) and whether its
+        timestamps never decrease. A break is a NaN/inf value (the run starts after it), a NaN/inf
+        timestamp or a value below its predecessor (a counter reset: the run starts at it); the oldest
+        point has no predecessor. Only the rows appended since the last call are scanned: a counter's
+        rate every poll costs O(1), not O(capacity)."""
+        isfinite = math.isfinite
+        cap, ts, values = self.capacity, self.timestamps, self.values
+        oldest = self.appended - self.count
+        state = self._runs.setdefault(row, [oldest, oldest, oldest])
+        for p in range(max(state[0], oldest), self.appended):
+            slot = p % cap
+            t, v = ts[slot], values[slot * _WIDTH + row]
+            has_prev = p > oldest
+            if has_prev:
+                prev = (p - 1) % cap
+                if not t >= ts[prev]:
+                    state[2] = p
+            if not isfinite(v) or not isfinite(t):
+                state[1] = p + 1 if not isfinite(v) else p
+            elif has_prev and v - values[prev * _WIDTH + row] < 0:
+                state[1] = p
+        state[0] = self.appended
+        first = max(0, state[1] - oldest)
+        return first, state[2] <= oldest + first
+
+    def rate(self, row: int, window_s: float) -> float | None:
+        """(newest - first value) / (newest - first time) over the latest run's points within
+        ``window_s`` of the newest timestamp; read in place (no copy of the ring)."""
+        first, ordered = self.run(row)
+        n = self.count
+        if n - first < 2:
+            return None
+        cap, ts, oldest = self.capacity, self.timestamps, self.appended - n
+        threshold = ts[(oldest + n - 1) % cap] - window_s
+        start: int | None
+        end: int | None
+        if ordered:  # the window is a suffix of the run: bisect for its first point
+            lo, hi = first, n
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if ts[(oldest + mid) % cap] < threshold:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            start, end = lo, n - 1
+            if start >= n or not ts[(oldest + start) % cap] >= threshold:
+                return None
+        else:  # a clock that went back inside the run: every point is tested
+            start = next((i for i in range(first, n) if ts[(oldest + i) % cap] >= threshold), None)
+            end = next((i for i in range(n - 1, first - 1, -1) if ts[(oldest + i) % cap] >= threshold), None)
+            if start is None or end is None:
+                return None
+        s0, s1 = (oldest + start) % cap, (oldest + end) % cap
+        if start == end or not ts[s1] > ts[s0]:
+            return None
+        values = self.values
+        return float((values[s1 * _WIDTH + row] - values[s0 * _WIDTH + row]) / (ts[s1] - ts[s0]))
+
+    def _chronological(self, slots: array[float]) -> list[float]:
+        if self.count < self.capacity:  # not wrapped yet: slots 0 .. count-1
+            return slots[: self.count].tolist()
+        return slots[self.head :].tolist() + slots[: self.head].tolist()
+
+    def series(self, row: int) -> tuple[list[float], list[float]]:
+        return self._chronological(self.timestamps), self._chronological(self.values[row::_WIDTH])
 
 
 class History:
@@ -109,23 +188,36 @@ class History:
         """A NaN row for every GPU: the data before and after are not one continuous run."""
         with self._lock:
             for ring in self._rings.values():
-                ring.append(timestamp_s, np.full(len(READINGS), np.nan))
+                ring.append(timestamp_s, _NAN_ROW)
 
     def gpu_indices(self) -> tuple[int, ...]:
         with self._lock:
             return tuple(sorted(self._rings))
 
-    def series(self, gpu_index: int, reading: str) -> tuple[np.ndarray, np.ndarray]:
-        """(timestamps_s, values) oldest first, copies; NaN where the reading was absent."""
+    def points(self, gpu_index: int, reading: str) -> tuple[list[float], list[float]]:
+        """(timestamps_s, values) oldest first, as plain lists (copies); NaN where the reading was absent."""
         row = _ROW.get(reading)
         if row is None:
             raise KeyError(f"unknown reading {reading!r}; known: {', '.join(READINGS)}")
         with self._lock:
             ring = self._rings.get(gpu_index)
             if ring is None:
-                return np.empty(0), np.empty(0)
-            idx = ring.order()
-            return ring.timestamps[idx].copy(), ring.values[row, idx].copy()
+                return [], []
+            return ring.series(row)
+
+    def recent(self, gpu_index: int, reading: str, points: int) -> list[float]:
+        """The known (finite) values among the last ``points`` entries, oldest first: a sparkline's
+        points, or what a recent mean is taken over."""
+        _, values = self.points(gpu_index, reading)
+        return [v for v in values[-points:] if math.isfinite(v)] if points > 0 else []
+
+    def series(self, gpu_index: int, reading: str) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`points` as numpy arrays, for analysis callers (imports numpy; the faces use
+        :meth:`points` and :meth:`recent`)."""
+        import numpy as np
+
+        ts, values = self.points(gpu_index, reading)
+        return np.asarray(ts, dtype=float), np.asarray(values, dtype=float)
 
     def rate(self, gpu_index: int, reading: str, window_s: float) -> float | None:
         """d(counter)/dt over the last ``window_s`` (e.g. energy_j -> W), None without two points.
@@ -133,22 +225,11 @@ class History:
         Uses only the latest unbroken run (after the last NaN or counter reset), so a gap or a
         driver reload never yields a negative or spanning rate.
         """
-        ts, values = self.series(gpu_index, reading)
-        if ts.size < 2:
-            return None
-        broken = ~np.isfinite(values) | ~np.isfinite(ts)
-        broken[1:] |= np.diff(values) < 0
-        starts = np.flatnonzero(broken)
-        first = 0
-        if starts.size:
-            last = int(starts[-1])
-            # a NaN row is outside the run; a counter reset (value dropped) starts the new run
-            first = last + 1 if not np.isfinite(values[last]) else last
-        ts, values = ts[first:], values[first:]
-        if ts.size < 2:
-            return None
-        in_window = ts >= ts[-1] - window_s
-        ts, values = ts[in_window], values[in_window]
-        if ts.size < 2 or ts[-1] <= ts[0]:
-            return None
-        return float((values[-1] - values[0]) / (ts[-1] - ts[0]))
+        row = _ROW.get(reading)
+        if row is None:
+            raise KeyError(f"unknown reading {reading!r}; known: {', '.join(READINGS)}")
+        with self._lock:
+            ring = self._rings.get(gpu_index)
+            if ring is None:
+                return None
+            return ring.rate(row, window_s)
