@@ -367,3 +367,27 @@ def test_advice_on_demand_is_the_every_poll_advice_computed_once_per_scraped_pol
     assert calls == [0, 1] and ready.gpus == expected.gpus and on_demand.with_advice(ready) is ready
     # a face that advises every poll gets its assessment back as it is
     assert every.with_advice(expected) is expected
+
+
+@pytest.mark.parametrize(("interval_s", "time_scale"), [(1.0, 1.0), (0.1, 1.0), (1.0, 0.25)])
+def test_the_exporters_short_history_gives_the_same_figures_as_fifteen_minutes(
+    interval_s: float, time_scale: float
+) -> None:
+    """The exporter keeps history_points() per GPU, not History's 900: nothing the assessment reads is
+    older, so every figure (the power mean from the energy counter among them) is the same."""
+    from gpuwatch.live.assessor import history_points
+
+    capacity = history_points(interval_s, time_scale)
+    assert capacity < 900
+    cfg = dataclasses.replace(config(), interval_s=interval_s)
+    long, short = Assessor(cfg), Assessor(cfg)
+    long_history, short_history = History(), History(capacity)
+    energy_j = 0.0
+    for k in range(3 * capacity):
+        watts = 250.0 + 60.0 * ((k * 7) % 5)  # a power that moves, so the window's mean matters
+        energy_j += watts * interval_s * time_scale
+        gpu = sample(power_w=watts, energy_j=energy_j, power_limit_default_w=450.0, power_limit_min_w=150.0)
+        snap = Snapshot(1000.0 + k * interval_s * time_scale, "sim", (gpu,))
+        long_history.append(snap)
+        short_history.append(snap)
+        assert short.assess(snap, short_history).gpus == long.assess(snap, long_history).gpus

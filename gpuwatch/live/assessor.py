@@ -10,6 +10,7 @@ costs); gpuwatch/live/workload.py runs the model at live clocks. This module kee
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
@@ -60,6 +61,22 @@ def identify_gpu(sample: GpuSample) -> GpuSpec | None:
 
 
 log = logging.getLogger(__name__)
+
+#: the board power the assessment works from is the mean over this many polls (at least the minimum)
+POWER_WINDOW_POLLS = 5
+POWER_WINDOW_MIN_S = 2.0
+
+
+def history_points(interval_s: float, time_scale: float = 1.0) -> int:
+    """Points of History per GPU the assessment reads (the power mean's window), with room to spare.
+
+    Why: a face that shows no history (the exporter) keeps this many instead of History's 15 minutes,
+    which at ~80 readings per point is ~0.5 MiB per GPU; the figures are the same, since nothing
+    older than the window is read. A slowed simulated clock (``time_scale`` < 1) packs more polls into
+    the window's simulated seconds.
+    """
+    window_s = max(POWER_WINDOW_MIN_S, POWER_WINDOW_POLLS * interval_s)
+    return 2 * math.ceil(window_s / (interval_s * min(1.0, time_scale))) + 8
 
 
 class Assessor:
@@ -138,7 +155,7 @@ class Assessor:
         work = engine_work_by_gpu(snap, engines)
         engines_answer = any(e.error is None and e.generation_tokens_per_s is not None for e in engines)
         n = max(1, len(snap.gpus))
-        window_s = max(2.0, 5 * self.config.interval_s)
+        window_s = max(POWER_WINDOW_MIN_S, POWER_WINDOW_POLLS * self.config.interval_s)
         gpus = []
         powers: list[float] = []
         capex_usd = 0.0  # the box's: each GPU's share added up

@@ -99,6 +99,8 @@ class SourceSpec:
     faults: str | None = None
     replay: str | None = None
     replay_speed: float = get("replay_speed").default
+    #: points of History kept per GPU (None: History's default); the TUI keeps what its sparklines show
+    history_capacity: int | None = None
 
     def open(self, interval_s: float, *, isolate: bool = False) -> SnapshotSource:
         """The snapshot source this describes (not started)."""
@@ -114,6 +116,7 @@ class SourceSpec:
             interval_s=interval_s,
             isolate=isolate,
             faults=self.faults,
+            history_capacity=self.history_capacity,
         )
 
 

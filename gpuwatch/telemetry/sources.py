@@ -47,12 +47,14 @@ def open_source(
     interval_s: float | None,
     isolate: bool = False,
     faults: str | None = None,
+    history_capacity: int | None = None,
 ) -> SnapshotSource:
     """A source, not yet started.
 
     ``isolate=True`` (exporter, TUI, record): NVML runs in a supervised child process, so a crash or
     hang in the driver is a state (``source.state()``) and never touches this process; start() returns
     at once. In-process, real NVML is probed now so a missing driver fails here, in one line.
+    ``history_capacity``: points of History kept per GPU (None: History's default).
     """
     interval = 1.0 if interval_s is None else interval_s
     if replay:
@@ -66,12 +68,19 @@ def open_source(
             from gpuwatch.telemetry.nvml_supervisor import NvmlSupervisor
 
             spec.validate()  # a bad option is this command's one-line error, not the child's state
-            return NvmlSupervisor(interval_s=interval, sim=spec, description=description)
+            return NvmlSupervisor(
+                interval_s=interval, sim=spec, description=description, history_capacity=history_capacity
+            )
         from gpuwatch.telemetry.simulated import uninstall
 
         simulated = spec.install()
         return NvmlPoller(
-            interval_s=interval, clock=simulated.now_s, sim=spec, description=description, on_stop=uninstall
+            interval_s=interval,
+            clock=simulated.now_s,
+            sim=spec,
+            description=description,
+            on_stop=uninstall,
+            history_capacity=history_capacity,
         )
     if isolate:
         # no NVML call in this process (a hung or crashing driver must not reach it): only "is there a
@@ -80,10 +89,10 @@ def open_source(
         _require_driver_library()
         from gpuwatch.telemetry.nvml_supervisor import NvmlSupervisor
 
-        return NvmlSupervisor(interval_s=interval)
+        return NvmlSupervisor(interval_s=interval, history_capacity=history_capacity)
     try:
         N.nvmlInit()
     except N.NVMLError as exc:
         raise NvmlUnavailable(unavailable_message(exc)) from None
     N.nvmlShutdown()
-    return NvmlPoller(interval_s=interval)
+    return NvmlPoller(interval_s=interval, history_capacity=history_capacity)
