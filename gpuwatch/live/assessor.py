@@ -160,7 +160,8 @@ class Assessor:
         powers: list[float] = []
         capex_usd = 0.0  # the box's: each GPU's share added up
         priced = 0
-        advise = self.advise_every_poll or self._asked
+        with self._advice_lock:  # read and reset at once: a scrape during this poll asks for the next
+            advise, self._asked = self.advise_every_poll or self._asked, False
         pending: list[tuple[GpuSample, float | None, bool]] = []
         for sample in snap.gpus:
             power = None if sample.lost else live_power_w(sample, history, window_s)
@@ -203,11 +204,9 @@ class Assessor:
             alerts=alerts,
             tokens_per_s_provenance=weakest(g.tokens_per_s_provenance for g in producing),
         )
-        if not self.advise_every_poll:
+        if not advise:  # an advised one needs nothing more: with_advice() returns it as it is
             with self._advice_lock:
-                self._asked = False
-                if not advise:  # an advised one needs nothing more: with_advice() returns it as it is
-                    self._unadvised = [*self._unadvised[-1:], (assessed, tuple(pending), n)]
+                self._unadvised = [*self._unadvised[-1:], (assessed, tuple(pending), n)]
         return assessed
 
     def with_advice(self, assessed: BoxAssessment) -> BoxAssessment:
