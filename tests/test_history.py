@@ -167,6 +167,10 @@ def test_rate_is_what_the_numpy_history_gave_over_any_sequence_of_polls_gaps_and
             expected = _numpy_rate(kept, x)
             got = h.rate(0, "energy_j", x)
             assert (got is None and expected is None) or got == expected, (kept, x, got, expected)
+            n = int(x) % (capacity + 2)  # a sparkline's last n polls, the known values only
+            assert h.recent(0, "energy_j", n) == [
+                v for _, v in kept[max(0, len(kept) - n) :] if math.isfinite(v)
+            ]
             continue
         now = now + x if math.isfinite(x) else math.nan
         if kind == "gap":
@@ -191,3 +195,15 @@ def test_a_clock_that_went_back_inside_the_run_keeps_every_point_of_the_window()
     # within 20 s of the newest: 1030 and 1040, not 1001, which sits between them in the ring
     assert h.rate(0, "energy_j", 20.0) == pytest.approx((400.0 - 300.0) / 10.0)
     assert h.rate(0, "energy_j", 20.0) == _numpy_rate(points, 20.0)
+
+
+def test_recent_gives_the_known_values_of_the_last_polls_oldest_first() -> None:
+    h = History(capacity=4)
+    for t, power in enumerate([100.0, 110.0, None, 130.0, 140.0, 150.0]):  # wraps the 4-slot ring
+        h.append(snap(float(t), energy_j=float(t), power_w=power))
+    assert h.recent(0, "power_w", 3) == [130.0, 140.0, 150.0]
+    assert h.recent(0, "power_w", 4) == [130.0, 140.0, 150.0]  # the absent reading is left out, not 0
+    assert h.recent(0, "power_w", 99) == [130.0, 140.0, 150.0]  # at most what the ring holds
+    assert h.recent(0, "power_w", 0) == [] and h.recent(7, "power_w", 3) == []
+    with pytest.raises(KeyError, match="power_w"):
+        h.recent(0, "power", 3)

@@ -8,8 +8,10 @@ differ: ``minimum``/``maximum`` propagate NaN, ``ceil`` returns a float, divisio
 (``divide_where``) rather than raising, and a result is a ``float`` (as numpy's 0-d results collapse
 to one through :func:`result`).
 
-Arithmetic operators (``+ - * / **``) need no wrapper: on floats they are the same IEEE double
-operations numpy's float64 performs, so a scalar figure is bit-for-bit the array one.
+Arithmetic operators (``+ - * **``, and ``/`` by a denominator that cannot be zero) need no wrapper: on
+floats they are the same IEEE double operations numpy's float64 performs, so a scalar figure is
+bit-for-bit the array one (tests/test_live_numpy_free.py holds them to it). A denominator that may be
+zero goes through :func:`divide` or :func:`divide_where`, since Python raises where numpy gives inf.
 """
 
 from __future__ import annotations

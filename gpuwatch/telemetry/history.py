@@ -157,6 +157,17 @@ class _Ring:
         values = self.values
         return float((values[s1 * _WIDTH + row] - values[s0 * _WIDTH + row]) / (ts[s1] - ts[s0]))
 
+    def recent(self, row: int, points: int) -> list[float]:
+        """The finite values of a reading among the newest ``points`` rows, oldest first (read in place:
+        O(points), not O(capacity))."""
+        isfinite, cap, values = math.isfinite, self.capacity, self.values
+        out = []
+        for p in range(self.appended - min(max(points, 0), self.count), self.appended):
+            v = values[(p % cap) * _WIDTH + row]
+            if isfinite(v):
+                out.append(v)
+        return out
+
     def _chronological(self, slots: array[float]) -> list[float]:
         if self.count < self.capacity:  # not wrapped yet: slots 0 .. count-1
             return slots[: self.count].tolist()
@@ -208,8 +219,12 @@ class History:
     def recent(self, gpu_index: int, reading: str, points: int) -> list[float]:
         """The known (finite) values among the last ``points`` entries, oldest first: a sparkline's
         points, or what a recent mean is taken over."""
-        _, values = self.points(gpu_index, reading)
-        return [v for v in values[-points:] if math.isfinite(v)] if points > 0 else []
+        row = _ROW.get(reading)
+        if row is None:
+            raise KeyError(f"unknown reading {reading!r}; known: {', '.join(READINGS)}")
+        with self._lock:
+            ring = self._rings.get(gpu_index)
+            return [] if ring is None else ring.recent(row, points)
 
     def series(self, gpu_index: int, reading: str) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`points` as numpy arrays, for analysis callers (imports numpy; the faces use
