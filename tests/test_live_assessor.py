@@ -314,3 +314,80 @@ def test_one_gpus_failing_assessment_leaves_the_others_their_figures(
     for g in (ok, other):
         assert g.roofline is not None and g.tokens_per_s is not None and g.cost is not None
     assert sum("GPU 1: assessment failed" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_advice_on_demand_is_the_every_poll_advice_computed_once_per_scraped_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The exporter advises per scrape (Assessor(advise_every_poll=False)): an unscraped poll solves no
+    cap, and the advice a scrape gets is exactly the one computed every poll, once per assessment."""
+    from gpuwatch.live import assessor as assessor_module
+
+    calls = []
+    real = assessor_module.advise_gpu
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0].index)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(assessor_module, "advise_gpu", counting)
+    every, on_demand = Assessor(config()), Assessor(config(), advise_every_poll=False)
+    history = History()
+    boxes = []
+    for k, watts in enumerate((300.0, 310.0, 280.0)):  # a memory-bound decode drawing less than its limit
+        on_demand._asked = False  # each poll here as if the last was not scraped (see the end)
+        gpus = tuple(
+            sample(index=i, power_w=watts + i, power_limit_default_w=450.0, power_limit_min_w=150.0)
+            for i in range(2)
+        )
+        snap = Snapshot(1000.0 + k, "sim", gpus)
+        history.append(snap)
+        expected = every.assess(snap, history)
+        calls.clear()
+        boxes.append(on_demand.assess(snap, history))
+        assert calls == []  # nothing advised while nobody asks
+        assert all(
+            g.advised_power_limit_w is None and g.power_advice_kind == "unknown" for g in boxes[-1].gpus
+        )
+        advised = on_demand.with_advice(boxes[-1])
+        assert advised.gpus == expected.gpus  # the same figures, to the last digit
+        assert any(g.power_advice_kind == "lower_cap" for g in advised.gpus)
+        assert on_demand.with_advice(boxes[-1]) is advised and calls == [0, 1]  # once per assessment
+        # a scrape still holding the poll before the latest gets its advice; older ones are left as they were
+        if k >= 1:
+            assert on_demand.with_advice(boxes[k - 1]).gpus[0].advised_power_limit_w is not None
+        if k >= 2:
+            assert on_demand.with_advice(boxes[k - 2]) is boxes[k - 2]
+    # asked for the last poll: the next one is advised as it is assessed, ready for the next scrape
+    snap = dataclasses.replace(snap, timestamp_s=snap.timestamp_s + 1.0)
+    history.append(snap)
+    expected = every.assess(snap, history)
+    calls.clear()
+    ready = on_demand.assess(snap, history)
+    assert calls == [0, 1] and ready.gpus == expected.gpus and on_demand.with_advice(ready) is ready
+    # a face that advises every poll gets its assessment back as it is
+    assert every.with_advice(expected) is expected
+
+
+@pytest.mark.parametrize(("interval_s", "time_scale"), [(1.0, 1.0), (0.1, 1.0), (1.0, 0.25)])
+def test_the_exporters_short_history_gives_the_same_figures_as_fifteen_minutes(
+    interval_s: float, time_scale: float
+) -> None:
+    """The exporter keeps history_points() per GPU, not History's 900: nothing the assessment reads is
+    older, so every figure (the power mean from the energy counter among them) is the same."""
+    from gpuwatch.live.assessor import history_points
+
+    capacity = history_points(interval_s, time_scale)
+    assert capacity < 900
+    cfg = dataclasses.replace(config(), interval_s=interval_s)
+    long, short = Assessor(cfg), Assessor(cfg)
+    long_history, short_history = History(), History(capacity)
+    energy_j = 0.0
+    for k in range(3 * capacity):
+        watts = 250.0 + 60.0 * ((k * 7) % 5)  # a power that moves, so the window's mean matters
+        energy_j += watts * interval_s * time_scale
+        gpu = sample(power_w=watts, energy_j=energy_j, power_limit_default_w=450.0, power_limit_min_w=150.0)
+        snap = Snapshot(1000.0 + k * interval_s * time_scale, "sim", (gpu,))
+        long_history.append(snap)
+        short_history.append(snap)
+        assert short.assess(snap, short_history).gpus == long.assess(snap, long_history).gpus

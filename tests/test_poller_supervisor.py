@@ -255,3 +255,70 @@ def test_stopped_and_started_again_it_runs_and_idles_without_spinning() -> None:
         assert me.cpu_percent(None) < 50.0  # the supervisor waits on sockets; it does not poll them
     finally:
         source.stop()
+
+
+#: what the NVML child must never load: the faces, the live model, numpy, and the stdlib pieces a
+#: light reader does not need (multiprocessing.connection drags in hmac/hashlib, i.e. libcrypto)
+HEAVY_IN_CHILD = (
+    "numpy",
+    "textual",
+    "rich",
+    "prometheus_client",
+    "h11",
+    "asyncio",
+    "ssl",
+    "hashlib",
+    "multiprocessing",
+    "decimal",
+    "gpuwatch.live",
+    "gpuwatch.exporter",
+    "gpuwatch.tui",
+    "gpuwatch.commands",
+    "gpuwatch.telemetry.history",
+    "gpuwatch.telemetry.containers",
+    "gpuwatch.telemetry.recording",
+)
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_nvml_child_imports_only_what_reading_nvml_needs(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # the real supervised child reports every module it imports (PYTHONPROFILEIMPORTTIME, inherited)
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    source = supervisor(devices="2xrtx4090")
+    source.start()
+    try:
+        assert source.wait_ready(60.0).phase == "running"
+        assert wait_for(lambda: source.latest() is not None and len(source.latest().gpus) == 2)  # type: ignore[union-attr]
+        time.sleep(1.0)  # a few polls: whatever a poll imports lazily is loaded by now
+        pid = source.child_pid
+        assert pid is not None
+        child_kib = _rss_kib(pid)
+        with open(f"/proc/{pid}/maps") as f:
+            libraries = {line.split()[-1].rsplit("/", 1)[-1] for line in f if ".so" in line}
+    finally:
+        source.stop()
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in capfd.readouterr().err.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "gpuwatch.telemetry.nvml_child" in imported and "pynvml" in imported  # the report is real
+    heavy = sorted(m for m in imported if any(m == h or m.startswith(h + ".") for h in HEAVY_IN_CHILD))
+    assert heavy == []
+    assert not [lib for lib in libraries if lib.startswith(("libcrypto", "libssl", "_multiarray"))], libraries
+    # against a bare interpreter on this machine: the child's own imports and polls stay small
+    bare = subprocess.run(
+        [sys.executable, "-c", "import os; print(open(f'/proc/{os.getpid()}/status').read())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    bare_kib = next(int(line.split()[1]) for line in bare.splitlines() if line.startswith("VmRSS:"))
+    assert child_kib - bare_kib < 16 * 1024, (child_kib, bare_kib)

@@ -102,10 +102,11 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import ProcessCollector
     from prometheus_client.registry import CollectorRegistry
 
-    from gpuwatch.commands.common import open_live_session
+    from gpuwatch.commands.common import live_config, open_live_session, source_spec
     from gpuwatch.exporter.collector import GpuwatchCollector, PendingSession
     from gpuwatch.exporter.kubernetes import PodCollector
     from gpuwatch.exporter.server import ExporterServer, make_app, parse_listen
+    from gpuwatch.live.assessor import history_points
     from gpuwatch.telemetry.kubernetes import PodAllocations
 
     host, port = parse_listen(args.listen or get("listen").default)
@@ -148,10 +149,16 @@ def run(args: argparse.Namespace) -> int:
     )
     server.start()
     try:
-        session = open_live_session(args, isolate=True)  # no driver and no --sim: NvmlUnavailable, one line
+        # no driver and no --sim: NvmlUnavailable, one line. The exporter shows no history: it keeps
+        # only the points the assessment reads (not the TUI's 15 minutes, ~0.5 MiB per GPU)
+        config = live_config(args)
+        capacity = history_points(config.interval_s, source_spec(args).time_scale)
+        session = open_live_session(args, isolate=True, config=config, history_capacity=capacity)
     except BaseException:
         server.shutdown()
         raise
+    # scraped every 15-60 s, polled every second: the power-cap advice is computed per scraped poll
+    session.assessor.advise_every_poll = False
     collector.source_description = session.description
     pending.attach(session)
     stopping = threading.Event()

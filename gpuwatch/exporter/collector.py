@@ -62,6 +62,11 @@ class PendingSession:
         session = self._session
         return session.latest() if session is not None else None
 
+    @property
+    def assessor(self) -> object | None:
+        """The open session's assessor (None while opening): a scrape asks it for the power advice."""
+        return getattr(self._session, "assessor", None)
+
     def add_listener(self, fn: Callable[[Snapshot, BoxAssessment], None]) -> None:
         if self._session is not None:
             self._session.add_listener(fn)
@@ -496,6 +501,10 @@ class GpuwatchCollector(Collector):
         self._collect_health(fams, latest[0] if latest else None)
         if latest is not None:
             snap, box = latest
+            # an exporter's assessor advises on demand (once per poll that is scraped): see Assessor
+            with_advice = getattr(getattr(self._session, "assessor", None), "with_advice", None)
+            if with_advice is not None:
+                box = with_advice(box)
             by_index = {a.index: a for a in box.gpus}
             for g in snap.gpus:
                 labels = {

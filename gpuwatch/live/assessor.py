@@ -10,6 +10,8 @@ costs); gpuwatch/live/workload.py runs the model at live clocks. This module kee
 from __future__ import annotations
 
 import logging
+import math
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -60,16 +62,50 @@ def identify_gpu(sample: GpuSample) -> GpuSpec | None:
 
 log = logging.getLogger(__name__)
 
+#: the board power the assessment works from is the mean over this many polls (at least the minimum)
+POWER_WINDOW_POLLS = 5
+POWER_WINDOW_MIN_S = 2.0
+
+
+def history_points(interval_s: float, time_scale: float = 1.0) -> int:
+    """Points of History per GPU the assessment reads (the power mean's window), with room to spare.
+
+    Why: a face that shows no history (the exporter) keeps this many instead of History's 15 minutes,
+    which at ~80 readings per point is ~0.5 MiB per GPU; the figures are the same, since nothing
+    older than the window is read. A slowed simulated clock (``time_scale`` < 1) packs more polls into
+    the window's simulated seconds.
+    """
+    window_s = max(POWER_WINDOW_MIN_S, POWER_WINDOW_POLLS * interval_s)
+    return 2 * math.ceil(window_s / (interval_s * min(1.0, time_scale))) + 8
+
 
 class Assessor:
-    """Stateful (alerts, caches): feed it every snapshot of one source, in order."""
+    """Stateful (alerts, caches): feed it every snapshot of one source, in order.
 
-    def __init__(self, config: LiveConfig) -> None:
+    ``advise_every_poll`` False leaves the power-cap advice (the costliest figure: ~30 caps solved per
+    GPU) out of :meth:`assess` and computes it in :meth:`with_advice`, once per assessment, for the
+    face that shows it: an exporter polls every second but is scraped every 15-60 s, so it advises per
+    scrape, from the same poll and with the same figures, instead of per poll. The poll after one that
+    was asked for is advised in :meth:`assess` already, so a face that asks every poll (scrapes faster
+    than polls) gets its advice ready-made and its first scrape of a poll pays no solve.
+    """
+
+    def __init__(self, config: LiveConfig, *, advise_every_poll: bool = True) -> None:
         self.config = config
+        self.advise_every_poll = advise_every_poll
+        self._advice_lock = threading.Lock()
+        #: the last two assessments made without advice (a scrape may hold the one before the latest),
+        #: each with what advising it needs: (sample, power, assessed without failure) per GPU, box size
+        self._unadvised: list[
+            tuple[BoxAssessment, tuple[tuple[GpuSample, float | None, bool], ...], int]
+        ] = []
+        self._advised: tuple[BoxAssessment, BoxAssessment] | None = None  # (as assessed, with advice)
+        self._asked = False  # with_advice() was called since the last assess()
         self.workload = ResolvedWorkload.of(config.workload) if config.workload else None
         self._alerts = AlertTracker(config.alerts)
         self._specs: dict[str, GpuSpec | None] = {}
         self._fits: dict[str, bool] = {}
+        self._capex_usd: dict[tuple[str, int], float | None] = {}
         self._estimates: dict[tuple[str, float, float], ThroughputEstimate] = {}
         self.pricing = Pricing(config, self.workload)
         self._idle = IdleTracker()
@@ -82,6 +118,14 @@ class Assessor:
         if key not in self._specs:
             self._specs[key] = identify_gpu(sample)
         return self._specs[key]
+
+    def _box_capex_usd(self, sample: GpuSample, n_gpus: int) -> float | None:
+        """This GPU's share of the box's capex; None without a price. Prices are fixed for a session."""
+        key = (sample.catalog_id or "", n_gpus)
+        if key not in self._capex_usd:
+            box = self.pricing.box_prices(self._spec(sample), n_gpus)
+            self._capex_usd[key] = None if box is None else float(box[0].capex_usd(box[1]) or 0.0)
+        return self._capex_usd[key]
 
     def _workload_fits(self, gpu: GpuSpec) -> bool | None:
         if self.workload is None:
@@ -111,11 +155,14 @@ class Assessor:
         work = engine_work_by_gpu(snap, engines)
         engines_answer = any(e.error is None and e.generation_tokens_per_s is not None for e in engines)
         n = max(1, len(snap.gpus))
-        window_s = max(2.0, 5 * self.config.interval_s)
+        window_s = max(POWER_WINDOW_MIN_S, POWER_WINDOW_POLLS * self.config.interval_s)
         gpus = []
         powers: list[float] = []
         capex_usd = 0.0  # the box's: each GPU's share added up
         priced = 0
+        with self._advice_lock:  # read and reset at once: a scrape during this poll asks for the next
+            advise, self._asked = self.advise_every_poll or self._asked, False
+        pending: list[tuple[GpuSample, float | None, bool]] = []
         for sample in snap.gpus:
             power = None if sample.lost else live_power_w(sample, history, window_s)
             share = shares.get(sample.index)
@@ -126,18 +173,20 @@ class Assessor:
                 requests = share.requests_per_s if share else (0.0 if engines_answer else None)
                 burn = self._idle.update(sample.index, snap.timestamp_s, tokens, power, requests)
             try:
-                g = self._advise(
-                    sample, self._assess_gpu(sample, share, power, n, work.get(sample.index), burn), power, n
-                )
+                g = self._assess_gpu(sample, share, power, n, work.get(sample.index), burn)
+                if advise:
+                    g = self._advise(sample, g, power, n)
                 self._failures.pop(sample.index, None)
+                pending.append((sample, power, True))
             except Exception as exc:  # one card's failure must not cost the others their figures
                 g = self._failed_gpu(sample, exc)
+                pending.append((sample, power, False))
             gpus.append(g)
             if power is not None:
                 powers.append(power)
-            box = self.pricing.box_prices(self._spec(sample), n)
-            if box is not None:
-                capex_usd += float(box[0].capex_usd(box[1]) or 0.0)
+            gpu_capex_usd = self._box_capex_usd(sample, n)
+            if gpu_capex_usd is not None:
+                capex_usd += gpu_capex_usd
                 priced += 1
         producing = [g for g in gpus if g.tokens_per_s is not None]
         box_tokens = sum(g.tokens_per_s or 0.0 for g in producing) if producing else None
@@ -146,7 +195,7 @@ class Assessor:
         if box_tokens and box_power is not None and priced == len(snap.gpus):
             box_usd = self.pricing.box_usd_per_mtok(capex_usd, box_tokens, box_power)
         alerts = self._alerts.update(snap, gpus)
-        return BoxAssessment(
+        assessed = BoxAssessment(
             timestamp_s=snap.timestamp_s,
             gpus=tuple(gpus),
             tokens_per_s=box_tokens,
@@ -155,6 +204,37 @@ class Assessor:
             alerts=alerts,
             tokens_per_s_provenance=weakest(g.tokens_per_s_provenance for g in producing),
         )
+        if not advise:  # an advised one needs nothing more: with_advice() returns it as it is
+            with self._advice_lock:
+                self._unadvised = [*self._unadvised[-1:], (assessed, tuple(pending), n)]
+        return assessed
+
+    def with_advice(self, assessed: BoxAssessment) -> BoxAssessment:
+        """``assessed`` with each GPU's power-cap advice, computed once per assessment (see the class
+        docstring); as it is where advice is computed every poll. An assessment older than the last two
+        is returned as it is: its inputs are no longer kept, and a face shows only the latest.
+        """
+        if self.advise_every_poll:
+            return assessed
+        with self._advice_lock:
+            self._asked = True
+            if self._advised is not None and self._advised[0] is assessed:
+                return self._advised[1]
+            found = [(pending, n) for box, pending, n in self._unadvised if box is assessed]
+            if not found:
+                return assessed
+            pending, n = found[0]
+            gpus = []
+            for (sample, power, ok), g in zip(pending, assessed.gpus, strict=True):
+                if ok:
+                    try:
+                        g = self._advise(sample, g, power, n)
+                    except Exception as exc:  # as in assess(): this card's figures unknown, the others kept
+                        g = self._failed_gpu(sample, exc)
+                gpus.append(g)
+            advised = replace(assessed, gpus=tuple(gpus))
+            self._advised = (assessed, advised)
+            return advised
 
     def _failed_gpu(self, sample: GpuSample, exc: Exception) -> GpuAssessment:
         """Every figure of this GPU unknown, with the reason; logged once per distinct failure."""

@@ -12,13 +12,15 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pynvml as N
 
 from gpuwatch.model.catalog import GpuSpec
-from gpuwatch.telemetry.containers import Container
 from gpuwatch.telemetry.sample import Unavailable
+
+if TYPE_CHECKING:  # the resolver is imported only where processes are looked up (real NVML)
+    from gpuwatch.telemetry.containers import Container
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ blocked on the socket ends it at EOF; nothing here polls, so an orphan never spi
 service manager's SIGTERM reach the whole process group: the child ignores both and leaves the
 decision to the parent, or it would read to the parent as a crash while the parent shuts down.
 
-Protocol (pickled tuples): parent -> child ``("config", ChildConfig)`` then ``("stop", None)``;
+Protocol (pickled tuples, framed by :mod:`~gpuwatch.telemetry.child_wire`): parent -> child
+``("config", ChildConfig)`` then ``("stop", None)``;
 child -> parent ``("starting", pid)``, then ``("snapshot", Snapshot)`` per poll, or ``("error", line)``
 when NVML cannot start; ``("log", (level, logger name, message))`` for every log record, so the
 parent's logging decides where it goes (a TUI must not get a child's line drawn over its screen).
@@ -24,9 +25,9 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any
 
+from gpuwatch.telemetry.child_wire import Channel
 from gpuwatch.telemetry.simspec import SimSpec
 
 _PR_SET_PDEATHSIG = 1
@@ -58,7 +59,7 @@ def main(fd: int, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent_pid)
-    conn = Connection(fd)
+    conn = Channel.from_fd(fd)
     send_lock = threading.Lock()
 
     def send(message: tuple[str, Any]) -> None:

@@ -18,12 +18,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pynvml as N
 
 from gpuwatch.model.catalog import identify_gpu
-from gpuwatch.telemetry.containers import ContainerResolver
 from gpuwatch.telemetry.nvml_calls import (
     PERMANENT,
     SESSION_ERRORS,
@@ -43,6 +42,9 @@ from gpuwatch.telemetry.nvml_fields import (
 from gpuwatch.telemetry.nvml_gpm import free_gpm, probe_gpm, read_gpm
 from gpuwatch.telemetry.nvml_xid import XidWatcher
 from gpuwatch.telemetry.sample import READING_NAMES, GpuSample, ProcessSample, Snapshot, Unavailable
+
+if TYPE_CHECKING:
+    from gpuwatch.telemetry.containers import ContainerResolver
 
 __all__ = ["PCIE_THROUGHPUT_KB_BYTES", "READING_NAMES", "DeviceState", "NvmlReader"]
 
@@ -100,7 +102,11 @@ class NvmlReader:
             raise ValueError(f"slow_tier_every must be at least 1 poll, got {slow_tier_every}")
         self.slow_tier_every = slow_tier_every
         #: process -> container; simulated processes are not real ones, so only real NVML looks by default
-        self.containers = containers or (ContainerResolver() if source_label == "nvml" else None)
+        self.containers = containers
+        if containers is None and source_label == "nvml":
+            from gpuwatch.telemetry.containers import ContainerResolver  # not in a simulated child
+
+            self.containers = ContainerResolver()
         self.source_label = source_label
         self.clock = clock or time.time
         self.devices: list[DeviceState] = []

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -29,12 +30,11 @@ import threading
 import time
 from collections import Counter
 from dataclasses import replace
-from multiprocessing.connection import Connection
-from multiprocessing.connection import wait as wait_ready
 from typing import Any
 
 import gpuwatch
 from gpuwatch.errors import UserError
+from gpuwatch.telemetry.child_wire import Channel
 from gpuwatch.telemetry.freshness import stale_after_s, stale_sample
 from gpuwatch.telemetry.history import History
 from gpuwatch.telemetry.nvml_child import ChildConfig
@@ -112,7 +112,7 @@ class NvmlSupervisor(SnapshotFeed):
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._proc: subprocess.Popen[bytes] | None = None
-        self._conn: Connection | None = None
+        self._conn: Channel | None = None
         self._state = SourceState("starting", "starting the NVML child process", time.time())
         self._pending_errors: Counter[str] = Counter()
         self._probe_high: Counter[str] = Counter()  # most probe errors any child reported in all
@@ -175,7 +175,7 @@ class NvmlSupervisor(SnapshotFeed):
             )
         finally:
             child_end.close()
-        conn = Connection(parent_end.detach())
+        conn = Channel(parent_end)
         conn.send(("config", self._config))
         self._proc, self._conn = proc, conn
         self._probe_child.clear()
@@ -226,11 +226,18 @@ class NvmlSupervisor(SnapshotFeed):
         """Handle the child's messages until it exits (EOF) or stop() is called."""
         conn = self._conn
         assert conn is not None
+        poller = select.poll()  # poll, not select: a busy server's descriptors may pass FD_SETSIZE
+        conn_fd = conn.fileno()
+        poller.register(conn_fd, select.POLLIN)
+        poller.register(self._wake_r.fileno(), select.POLLIN)
         while not self._stop.is_set():
-            ready = wait_ready([conn, self._wake_r], timeout=min(SUPERVISE_WAIT_S, self.interval_s))
+            try:
+                ready = [fd for fd, _ in poller.poll(min(SUPERVISE_WAIT_S, self.interval_s) * 1e3)]
+            except (OSError, ValueError):  # the channel was closed under us
+                return
             if self._stop.is_set():
                 return
-            if conn not in ready:
+            if conn_fd not in ready:
                 self._publish_stale_if_due()
                 continue
             try:

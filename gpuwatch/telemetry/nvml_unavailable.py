@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import pynvml as N
+from typing import TYPE_CHECKING
 
 from gpuwatch.errors import UserError
+
+if TYPE_CHECKING:
+    import pynvml
 
 
 class NvmlUnavailable(UserError):
     """No usable NVML (no driver, no library, driver/library mismatch): one line saying what to do."""
 
 
-def unavailable_message(exc: N.NVMLError) -> str:
+def unavailable_message(exc: pynvml.NVMLError) -> str:
     """One line for a failed nvmlInit, with the fix a user can apply."""
+    import pynvml as N  # here, not at import: a supervising parent never loads pynvml itself
+
     code = exc.value
     if code == N.NVML_ERROR_LIBRARY_NOT_FOUND:
         hint = "no NVIDIA driver on this machine (libnvidia-ml.so.1 not found); try --sim rtx4090"

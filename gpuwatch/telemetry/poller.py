@@ -70,7 +70,7 @@ class NvmlPoller(SnapshotFeed):
         self._clock = clock or time.time
         history = None
         if history_capacity:
-            from gpuwatch.telemetry.history import History  # numpy: not in the light NVML child
+            from gpuwatch.telemetry.history import History  # the light NVML child keeps none
 
             history = History(history_capacity)
         super().__init__(history, keep_history=history_capacity != 0)

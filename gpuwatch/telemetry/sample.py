@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import IntFlag, StrEnum
+from functools import lru_cache
 
 
 class Unavailable(StrEnum):
@@ -51,11 +52,17 @@ THROTTLING_REASONS = (
 
 def reason_names(mask: int) -> list[str]:
     """Snake-case names of the set bits; unknown bits are kept as hex, never dropped."""
+    return list(_reason_names(mask))
+
+
+@lru_cache(maxsize=1024)
+def _reason_names(mask: int) -> tuple[str, ...]:
+    """Cached: every face asks for every GPU every poll, and a card shows few distinct masks."""
     names = [r.name.lower() for r in ClockEventReason if r.name and mask & r.value]
     unknown = mask & ~sum(r.value for r in ClockEventReason)
     if unknown:
         names.append(f"0x{unknown:x}")
-    return names
+    return tuple(names)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from gpuwatch.telemetry.sample import Snapshot
 
-if TYPE_CHECKING:  # numpy (via History) stays out of the light NVML child
+if TYPE_CHECKING:  # the light NVML child keeps no history: it never imports the module
     from gpuwatch.telemetry.history import History
 
 log = logging.getLogger(__name__)

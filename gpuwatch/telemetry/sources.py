@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pynvml as N
-
 from gpuwatch.telemetry.nvml_unavailable import NvmlUnavailable, unavailable_message
-from gpuwatch.telemetry.poller import NvmlPoller
 from gpuwatch.telemetry.simspec import SimSpec
 from gpuwatch.telemetry.source import SnapshotSource
 
@@ -33,6 +30,8 @@ def _require_driver_library() -> None:
     try:
         ctypes.CDLL("libnvidia-ml.so.1")
     except OSError:
+        import pynvml as N
+
         raise NvmlUnavailable(unavailable_message(N.NVMLError(N.NVML_ERROR_LIBRARY_NOT_FOUND))) from None
 
 
@@ -71,6 +70,7 @@ def open_source(
             return NvmlSupervisor(
                 interval_s=interval, sim=spec, description=description, history_capacity=history_capacity
             )
+        from gpuwatch.telemetry.poller import NvmlPoller
         from gpuwatch.telemetry.simulated import uninstall
 
         simulated = spec.install()
@@ -90,6 +90,10 @@ def open_source(
         from gpuwatch.telemetry.nvml_supervisor import NvmlSupervisor
 
         return NvmlSupervisor(interval_s=interval, history_capacity=history_capacity)
+    import pynvml as N
+
+    from gpuwatch.telemetry.poller import NvmlPoller
+
     try:
         N.nvmlInit()
     except N.NVMLError as exc:

@@ -145,12 +145,25 @@ def handle_address(index: int) -> int:
     return _HANDLE_BASE + index * _HANDLE_STRIDE
 
 
-def uuid_of(sim: SimulatedNvml, index: int) -> str:
-    import hashlib
+def _sha256() -> Any:
+    """SHA-256 without ``hashlib``, whose OpenSSL backend (libcrypto) costs the light NVML child ~3 MiB."""
+    try:
+        from _sha256 import sha256  # CPython 3.11
 
-    h = hashlib.sha256(
-        f"gpuwatch-sim:{sim.seed}:{index}:{sim.devices[index].profile.id}".encode()
-    ).hexdigest()
+        return sha256
+    except ImportError:
+        try:
+            from _sha2 import sha256  # type: ignore[import-not-found,unused-ignore]  # CPython 3.12+
+
+            return sha256
+        except ImportError:  # another interpreter: the same digest through hashlib
+            import hashlib
+
+            return hashlib.sha256
+
+
+def uuid_of(sim: SimulatedNvml, index: int) -> str:
+    h = _sha256()(f"gpuwatch-sim:{sim.seed}:{index}:{sim.devices[index].profile.id}".encode()).hexdigest()
     return f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
@@ -186,7 +199,7 @@ class FakeNvmlLib:
                         return N.NVML_ERROR_UNINITIALIZED
                     if index is None:
                         return INVALID
-                    now = sim.sync()
+                    now = sim.sync(index)
                     forced = sim.faults.device_error(index, name, now)
                     if forced:
                         return forced
