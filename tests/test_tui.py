@@ -619,3 +619,29 @@ async def test_every_gpu_is_named_in_the_first_frame_before_its_first_poll(
             assert WAITING not in "\n".join(card.text for card in shown.values())
     finally:
         rack.close()
+
+
+async def test_the_cost_pane_shows_the_power_cap_advice_solved_only_while_it_is_on_screen() -> None:
+    """The advice is the assessment's costliest figure: the live view's polls go without it, and the
+    Cost pane, once shown, gets it for the poll it shows (and the polls after)."""
+    import re
+
+    rack = ManualRack("rtx4090", scenario="decode")
+    try:
+        rack.tick(2.0, polls=30)  # past the ramp: the card draws its decode power
+        app = create_app(rack.session)
+        async with started(app, size=(120, 40)) as pilot:
+            rack.tick(1.0)
+            await pilot.pause()
+            assert app.assessment is not None and app.assessment.gpus[0].advised_power_limit_w is None
+            await pilot.press("3")
+            await pilot.pause()
+            for _ in range(2):
+                rack.tick(1.0)
+                await pilot.pause()
+                summary = text_of(app.query_one("#cost-summary", Static))
+                found = re.search(r"advise (\d+) W", summary)
+                assert found and 100 <= int(found.group(1)) <= 450, summary
+            assert app.assessment is not None and app.assessment.gpus[0].advised_power_limit_w is not None
+    finally:
+        rack.close()

@@ -417,6 +417,11 @@ class GpuwatchApp(App[None]):
         elif active == "cost":
             from gpuwatch.tui.cost_pane import CostPane
 
+            if box is not None:  # the power-cap advice, solved for this poll now that it is on screen
+                with_advice = getattr(getattr(self.feed, "assessor", None), "with_advice", None)
+                if with_advice is not None:
+                    box = with_advice(box)
+                    gpu = next((g for g in box.gpus if g.index == self.selected_gpu), None)
             self.query_one(CostPane).show(sample, gpu, box)
         elif active == "power" and box is not None:
             from gpuwatch.tui.power_pane import PowerPane
@@ -574,4 +579,9 @@ def create_app(feed: Feed, *, fallback_reason: str | None = None) -> GpuwatchApp
     declared workload at its prices, so that it and the Cost pane price the same what-if alike."""
     from gpuwatch.live.config import plan_inputs
 
+    assessor = getattr(feed, "assessor", None)
+    if assessor is not None:
+        # the power-cap advice (the assessment's costliest figure: ~30 caps solved per GPU) only shows on
+        # the Cost pane: it is solved while that pane is on screen (see _refresh_panes), not every poll
+        assessor.advise_every_poll = False
     return GpuwatchApp(feed, fallback_reason=fallback_reason, plan_inputs=plan_inputs(feed.config))
