@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from gpuwatch import __version__
+from gpuwatch.commands import SUMMARIES
 from gpuwatch.commands.common import add_source_options
 from gpuwatch.commands.rack import add_rack_options
 from gpuwatch.errors import UserError
@@ -22,7 +23,7 @@ from gpuwatch.model.errors import ModelInputError, UnknownIdError
 from gpuwatch.options import OneLineParser, UsageError, add_options
 
 #: sub-command name -> module under gpuwatch.commands (each has register(subparsers) and run(args))
-SUBCOMMANDS = ("plan", "exporter", "record", "doctor", "advise", "capture")
+SUBCOMMANDS = tuple(SUMMARIES)
 #: the options only the TUI has
 TUI_OPTIONS = ("isolate_nvml",)
 #: words that need the full parser: a sub-command, or the help that lists them
@@ -41,18 +42,29 @@ def _top_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line: the top-level options and every sub-command."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line: the top-level options and every sub-command; with ``only``, that
+    sub-command's options alone (the others are listed by name and help, without loading them)."""
     parser = _top_parser()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        importlib.import_module(f"gpuwatch.commands.{name}").register(sub)
+        if only is None or name == only:
+            importlib.import_module(f"gpuwatch.commands.{name}").register(sub)
+        else:
+            sub.add_parser(name, help=SUMMARIES[name])
     return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The parsed command line; the sub-commands load only when ``argv`` may name one."""
     words = list(sys.argv[1:] if argv is None else argv)
+    named = next((w for w in words if w in SUBCOMMANDS), None)
+    if named is not None:  # load that sub-command alone, unless the word was an option's value
+        try:
+            args = build_parser(only=named).parse_args(words)
+        except UsageError:
+            return build_parser().parse_args(words)
+        return args if args.command == named else build_parser().parse_args(words)
     if _FULL_PARSER_WORDS.intersection(words):
         return build_parser().parse_args(words)
     parser = _top_parser()

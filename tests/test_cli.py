@@ -5,8 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from gpuwatch import __version__
-from gpuwatch.cli import main
+from gpuwatch.cli import main, parse_args
 
 
 def test_version_prints_package_version(capsys) -> None:
@@ -45,6 +47,26 @@ def test_the_tui_command_line_loads_no_sub_command() -> None:
     heavy = ("plan", "exporter", "record", "capture", "advise")
     assert not loaded & {f"gpuwatch.commands.{n}" for n in heavy}
     assert "gpuwatch.commands.plan" in _imported_after(["--sim", "rtx4090", "plan", "gpus"])
+
+
+def test_a_sub_command_loads_only_its_own_module_and_help_still_lists_them_all(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An exporter need not carry the planner's renderers, the recorder or the capture probe."""
+    loaded = _imported_after(["exporter", "--sim", "rtx4090"])
+    assert "gpuwatch.commands.exporter" in loaded
+    assert not loaded & {f"gpuwatch.commands.{n}" for n in ("plan", "record", "capture", "advise", "doctor")}
+    # a sub-command's name as an option's value is not taken for the command
+    assert parse_args(["--config", "plan", "exporter", "--sim", "rtx4090"]).command == "exporter"
+    with pytest.raises(SystemExit):
+        main(["exporter", "--help"])
+    assert "--listen" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = capsys.readouterr().out
+    for name in ("plan", "exporter", "record", "doctor", "advise", "capture"):
+        assert name in listing
+    assert "Prometheus exporter: GPU readings" in listing
 
 
 def test_a_mistake_on_the_short_path_gets_the_full_parsers_message(capsys) -> None:

@@ -37,7 +37,8 @@ def test_gpuwatch_sim_draws_in_tmux_and_quits(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             screen = _capture(session)
-            if "1 RTX 4090" in screen and "°C" in screen:
+            # the cards are named in the first frame, before the first poll fills them
+            if all(t in screen for t in ("1 RTX 4090", "°C", "SM busy", "MC busy", "simulated NVML")):
                 break
             time.sleep(0.5)
         assert "0 RTX 4090" in screen and "1 RTX 4090" in screen, screen

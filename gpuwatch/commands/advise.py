@@ -22,6 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from gpuwatch.commands import SUMMARIES
 from gpuwatch.commands.common import add_source_options
 from gpuwatch.errors import UserError
 from gpuwatch.options import Option, add_options, declare
@@ -117,7 +118,7 @@ POLL_GRACE_S = 30.0
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "advise",
-        help="advice from the live cards: the power limit to set",
+        help=SUMMARIES["advise"],
         description="Advice computed from the live readings and the planning model; nothing is changed.",
     )
     what = p.add_subparsers(dest="advise_command", metavar="WHAT", required=True)

@@ -26,6 +26,7 @@ from typing import Any
 import pynvml as N
 
 from gpuwatch import __version__
+from gpuwatch.commands import SUMMARIES
 from gpuwatch.commands.doctor import GPM_WAIT_S
 from gpuwatch.errors import UserError
 from gpuwatch.telemetry.nvml_reader import NvmlReader
@@ -494,7 +495,7 @@ def write_capture(path: Path, doc: Mapping[str, Any]) -> None:
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "capture",
-        help="write what this box's NVML answers to one JSON file, for a bug report",
+        help=SUMMARIES["capture"],
         description="Probe every NVML call gpuwatch uses (answer or error, and latency), the support "
         "matrix, a few seconds of samples and the driver's nvml* symbols into FILE. Serials and UUIDs "
         "are masked unless --no-mask. `gpuwatch --sim capture:FILE` replays the card.",

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gpuwatch import __version__
+from gpuwatch.commands import SUMMARIES
 from gpuwatch.errors import UserError
 from gpuwatch.telemetry.history import VIOLATION_KEYS
 from gpuwatch.telemetry.nvml_reader import READING_NAMES, NvmlReader
@@ -54,7 +55,7 @@ def _scenario_epilog() -> str:
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "doctor",
-        help="driver/NVML versions and which readings each GPU supports",
+        help=SUMMARIES["doctor"],
         description="Print driver, NVML and CUDA versions and, per GPU, which readings NVML gives "
         "(✓) or why not. Paste the output into bug reports.",
         epilog=_scenario_epilog(),

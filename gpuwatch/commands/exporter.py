@@ -15,6 +15,7 @@ import threading
 from types import FrameType
 from typing import Any
 
+from gpuwatch.commands import SUMMARIES
 from gpuwatch.commands.common import add_source_options
 from gpuwatch.errors import UserError
 from gpuwatch.exporter.server import DEFAULT_LISTEN
@@ -89,7 +90,7 @@ declare(
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "exporter",
-        help="Prometheus exporter: GPU readings, roofline position, tokens/s and $/1M tokens",
+        help=SUMMARIES["exporter"],
         description="Serve /metrics for Prometheus (OpenMetrics when asked) and a landing page at /. "
         "Metrics are named gpuwatch_*; see grafana/ for dashboards and alert rules.",
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gpuwatch.commands import plan_render
+from gpuwatch.commands import SUMMARIES, plan_render
 from gpuwatch.errors import UserError
 from gpuwatch.model.catalog import load_user_gpus
 from gpuwatch.model.errors import ModelInputError
@@ -61,7 +61,7 @@ _GROUPS = (
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "plan",
-        help="what-if planning: memory, throughput, cost, GPUs, parallelism, training",
+        help=SUMMARIES["plan"],
         description="Answers from the planning model; every sub-command prints a table, or one JSON object "
         "with --json.",
     )

@@ -19,6 +19,7 @@ import time
 from types import FrameType
 from typing import Any
 
+from gpuwatch.commands import SUMMARIES
 from gpuwatch.commands.common import add_source_options, live_config, source_spec
 from gpuwatch.errors import UserError
 from gpuwatch.options import add_options
@@ -29,7 +30,7 @@ from gpuwatch.telemetry.sample import Snapshot
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "record",
-        help="record GPU snapshots to a file for --replay",
+        help=SUMMARIES["record"],
         description="Record snapshots to FILE (appending if it is a recording already) until "
         "--duration has passed or Ctrl-C. Replay with `gpuwatch --replay FILE`.",
     )
