@@ -23,7 +23,7 @@ from gpuwatch.model.whatif import PlanInputs
 from gpuwatch.options.plan_command import plan_command
 from gpuwatch.tui.app import GpuwatchApp, create_app
 from gpuwatch.tui.formatting import duration, rate, si, usd
-from gpuwatch.tui.gpu_card import GpuCard
+from gpuwatch.tui.gpu_card import GpuCard, card_lines, line_segments
 from gpuwatch.tui.live_view import LiveView
 from gpuwatch.tui.roofline_plot import RooflinePlot
 
@@ -69,6 +69,33 @@ async def test_live_view_has_a_card_per_gpu_with_the_polled_readings(rack: Manua
         gpus = [str(table.get_row_at(r)[0]) for r in range(table.row_count)]
         assert sorted(gpus) == ["0", "1", "2"] and gpus[0] == "0"
         assert "GPU 0" in str(app.query_one("#process-title").render())
+
+
+async def test_a_card_line_is_drawn_as_rich_draws_it(rack: ManualRack) -> None:
+    """The cards' own renderer gives the segments (text and colours) rich's Text.render gives, in every
+    layout and width; a line with overlapping spans is left to rich."""
+    from rich.style import Style
+    from rich.text import Text
+
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
+        rack.tick(1.0, polls=3)
+        await pilot.pause()
+        for card in cards(app).values():
+            assert card.reading is not None
+            base = card.rich_style
+            for layout in ("full", "two", "one"):
+                for width in (20, 28, 60, 117):
+                    for line in card_lines(card.reading, layout, width):
+                        reference = line.copy()
+                        reference.stylize_before(base)
+                        assert line_segments(line, base, card._text_console) == list(
+                            reference.render(card._text_console)
+                        ), line.plain
+        overlapping = Text("abcdef")
+        overlapping.stylize("red", 0, 4)
+        overlapping.stylize("bold", 2, 6)
+        assert line_segments(overlapping, Style(color="white"), card._text_console) is None
 
 
 async def test_throttle_badge_appears_and_notifications_say_when_it_starts_and_ends(rack: ManualRack) -> None:

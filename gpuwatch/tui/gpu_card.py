@@ -482,11 +482,14 @@ class GpuCard(Widget, can_focus=True):
             self._lines, self._strips = lines, [None] * len(lines)
             self.refresh(layout=True)
             return
+        changed: list[Region] = []
         for y, (old, new) in enumerate(zip(self._lines, lines, strict=True)):
             if old != new:
                 self._lines[y] = new
                 self._strips[y] = None
-                self.refresh(Region(0, y, width, 1))
+                changed.append(Region(0, y, width, 1))
+        if changed:  # one refresh for them all: each call marks the widget dirty and wakes the screen
+            self.refresh(*changed)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         if self.layout_mode != "full":
