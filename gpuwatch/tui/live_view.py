@@ -153,9 +153,18 @@ class LiveView(Vertical):
             yield Grid(id="cards")
         yield ProcessTable(id="processes")
 
+    #: index -> card, kept as cards are mounted (they never leave: a lost GPU keeps its card, marked lost),
+    #: so that a poll does not walk the DOM for them
+    _by_index: dict[int, GpuCard] | None = None
+
     @property
     def cards(self) -> list[GpuCard]:
-        return list(self.query(GpuCard))
+        return list(self._known().values())
+
+    def _known(self) -> dict[int, GpuCard]:
+        if self._by_index is None:
+            self._by_index = {}
+        return self._by_index
 
     @property
     def layout_mode(self) -> Layout:
@@ -164,21 +173,21 @@ class LiveView(Vertical):
     async def announce(self, devices: Sequence[tuple[int, str]]) -> None:
         """Cards for the GPUs NVML listed when it attached, before their first reading, so that the first
         frame shows every GPU by name (each says it waits for its first poll)."""
-        known = {card.index for card in self.cards}
+        known = self._known()
         new = [GpuCard(index, name) for index, name in devices if index not in known]
         if new:
             self.query_one("#cards-waiting").display = False
+            known.update({card.index: card for card in new})  # before the await: a poll may come meanwhile
             await self.query_one("#cards", Grid).mount_all(new)
             self._reflow()
 
     async def show(self, readings: Mapping[int, CardReading], selected: int | None) -> None:
-        grid = self.query_one("#cards", Grid)
-        known = {card.index: card for card in self.cards}
+        known = self._known()
         new = [GpuCard(i, r.sample.name) for i, r in readings.items() if i not in known]
         if new:
             self.query_one("#cards-waiting").display = False
-            await grid.mount_all(new)
-            known.update({card.index: card for card in new})
+            known.update({card.index: card for card in new})  # before the await: a poll may come meanwhile
+            await self.query_one("#cards", Grid).mount_all(new)
             self._reflow()
         for index, reading in readings.items():
             card = known[index]
