@@ -322,3 +322,42 @@ def test_the_nvml_child_imports_only_what_reading_nvml_needs(
     ).stdout
     bare_kib = next(int(line.split()[1]) for line in bare.splitlines() if line.startswith("VmRSS:"))
     assert child_kib - bare_kib < 16 * 1024, (child_kib, bare_kib)
+
+
+_OPEN_SUPERVISED = """
+import sys
+from gpuwatch.errors import UserError
+from gpuwatch.telemetry.sources import open_source
+try:
+    source = open_source(sim=sys.argv[1], scenario=None, time_scale=1.0, seed=0, replay=None,
+                         replay_speed=1.0, interval_s=0.2, isolate=True, faults=sys.argv[2] or None)
+except UserError as exc:
+    print("error", exc)
+else:
+    print(source.description)
+print(sorted(m for m in ("pynvml", "gpuwatch.telemetry.simulated") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    ("devices", "faults", "first_line"),
+    [
+        ("2xrtx4090,h100-sxm", "", "simulated NVML: 2x rtx4090, 1x h100-sxm (scenario decode)"),
+        ("2xrtx409", "", "error --sim: unknown GPU 'rtx409'; did you mean rtx4090"),
+        ("rtx4090", "bogus", "error bad fault 'bogus'; use lost:"),
+    ],
+)
+def test_a_supervising_parent_checks_the_sim_options_without_loading_the_simulator(
+    devices: str, faults: str, first_line: str
+) -> None:
+    # the exporter's parent keeps neither the simulator nor pynvml (its child has them), yet a bad
+    # --sim or --faults is still the command's own one-line error, and the description is the same
+    out = subprocess.run(
+        [sys.executable, "-c", _OPEN_SUPERVISED, devices, faults],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    ).stdout.splitlines()
+    assert out[0].startswith(first_line), out
+    assert out[1] == "[]"

@@ -326,11 +326,17 @@ runpy.run_module("gpuwatch", run_name="__main__")
 """
 
 
-# the sub-command module loads while the command line is parsed (only the named one); the last one is
-# the latest import of a supervising parent (it opens the NVML child's source); the
-# in-process poller is no longer one: only the child reads NVML
+# the sub-command module loads while the command line is parsed (only the named one); the last two are
+# the latest imports of a supervising parent (it opens the NVML child's source); neither the in-process
+# poller nor pynvml is one any more: only the child reads NVML, and --sim is checked in a throwaway one
 @pytest.mark.parametrize(
-    "module", ["gpuwatch.cli", "gpuwatch.commands.record", "pynvml", "gpuwatch.telemetry.nvml_supervisor"]
+    "module",
+    [
+        "gpuwatch.cli",
+        "gpuwatch.commands.record",
+        "gpuwatch.telemetry.sources",
+        "gpuwatch.telemetry.nvml_supervisor",
+    ],
 )
 def test_ctrl_c_while_the_cli_is_still_importing_is_exit_130_without_a_traceback(
     tmp_path: Path, module: str

@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from gpuwatch.exporter.kubernetes import PodCollector
     from gpuwatch.exporter.server import ExporterServer, make_app, parse_listen
     from gpuwatch.live.assessor import history_points
+    from gpuwatch.telemetry.heap import release_freed_heap
     from gpuwatch.telemetry.kubernetes import PodAllocations
 
     host, port = parse_listen(args.listen or get("listen").default)
@@ -172,9 +173,13 @@ def run(args: argparse.Namespace) -> int:
     if pods is not None:
         pods.start()
     print(f"gpuwatch exporter: serving {server.url} ({session.description})", file=sys.stderr, flush=True)
+    trimmed = False
     try:
         while not stopping.wait(0.5) and server.serving:
-            pass
+            if not trimmed and session.latest() is not None:
+                # start-up (options, catalog, first assessment) is done: its freed heap back to the kernel
+                trimmed = True
+                release_freed_heap()
     except KeyboardInterrupt:
         pass
     finally:

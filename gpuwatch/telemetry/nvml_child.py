@@ -99,6 +99,7 @@ def main(fd: int, parent_pid: int) -> None:
     threading.Thread(target=watch_parent, name="gpuwatch-parent-watch", daemon=True).start()
 
     from gpuwatch.errors import UserError
+    from gpuwatch.telemetry.heap import release_freed_heap
     from gpuwatch.telemetry.poller import NvmlPoller
 
     clock = None
@@ -119,7 +120,15 @@ def main(fd: int, parent_pid: int) -> None:
             history_capacity=0,  # the parent keeps the history; the child only forwards
             stale_after=config.stale_after,
         )
-        poller.add_listener(lambda snap: send(("snapshot", snap)))
+        first = [True]
+
+        def forward(snap: Any) -> None:
+            send(("snapshot", snap))
+            if first[0]:  # start-up's garbage is freed by now: ~2 MiB of heap back to the kernel
+                first[0] = False
+                release_freed_heap()
+
+        poller.add_listener(forward)
         poller.start()
         polling.set()
     except UserError as exc:  # NvmlUnavailable included: one line for the parent to show

@@ -20,6 +20,60 @@ def describe_sim(devices: str, scenario: str | None) -> str:
     return f"simulated NVML: {cards} (scenario {scenario or 'decode'})"
 
 
+_CHECK_CODE = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from gpuwatch.telemetry.sources import _check_sim_here; _check_sim_here()"
+)
+
+
+def _check_sim_here() -> None:
+    """The throwaway interpreter's side of :func:`_check_sim`: spec (pickled) on stdin, one line out."""
+    import pickle
+    import sys
+
+    from gpuwatch.errors import UserError
+
+    spec = pickle.load(sys.stdin.buffer)
+    try:
+        spec.validate()
+        print("ok " + describe_sim(spec.devices, spec.scenario))
+    except UserError as exc:
+        print("error " + str(exc).replace("\n", " "))
+
+
+def _check_sim(spec: SimSpec) -> str:
+    """describe_sim + SimSpec.validate in a throwaway interpreter, so that a supervising parent never
+    loads the simulator and pynvml (~2.5 MiB resident kept for the exporter's life) only to check its
+    options; UserError (one line) on a bad spec, as in-process. Done here if that interpreter fails.
+    """
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    import gpuwatch
+    from gpuwatch.errors import UserError
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(gpuwatch.__file__)))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _CHECK_CODE, root],
+            input=pickle.dumps(spec),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        kind, _, line = done.stdout.decode().strip().partition(" ")
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
+        kind, line = "", ""
+    if kind == "ok" and done.returncode == 0:
+        return line
+    if kind == "error":
+        raise UserError(line)
+    spec.validate()  # the interpreter could not answer: check here (a bad spec still fails in one line)
+    return describe_sim(spec.devices, spec.scenario)
+
+
 def _require_driver_library() -> None:
     """NvmlUnavailable (one line) when libnvidia-ml cannot even be found; nothing in it is called."""
     import ctypes
@@ -62,17 +116,17 @@ def open_source(
         return ReplaySource(replay, speed=replay_speed)
     if sim is not None:  # an empty --sim is a bad device list, not "use the real driver"
         spec = SimSpec(devices=sim, scenario=scenario, seed=seed, time_scale=time_scale, faults=faults)
-        description = describe_sim(sim, scenario)
         if isolate:
             from gpuwatch.telemetry.nvml_supervisor import NvmlSupervisor
 
-            spec.validate()  # a bad option is this command's one-line error, not the child's state
+            description = _check_sim(spec)  # a bad option is this command's one-line error, not the child's
             return NvmlSupervisor(
                 interval_s=interval, sim=spec, description=description, history_capacity=history_capacity
             )
         from gpuwatch.telemetry.poller import NvmlPoller
         from gpuwatch.telemetry.simulated import uninstall
 
+        description = describe_sim(sim, scenario)
         simulated = spec.install()
         return NvmlPoller(
             interval_s=interval,
