@@ -40,10 +40,10 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path}
 
 
-def _fresh(code: str) -> dict[str, object]:
+def _fresh(code: str, *argv: str) -> dict[str, object]:
     """Run ``code`` in a new interpreter; it prints one JSON object as its last line."""
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", textwrap.dedent(code), *argv],
         capture_output=True,
         text=True,
         timeout=120,
@@ -110,16 +110,7 @@ SESSION = """
 
 
 def _session(devices: str, scenario: str, workload: str) -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SESSION), devices, scenario, workload],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=_env(),
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return _fresh(SESSION, devices, scenario, workload)
 
 
 def test_a_dense_workload_on_8_simulated_4090s_is_assessed_without_numpy() -> None:

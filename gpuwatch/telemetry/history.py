@@ -177,6 +177,14 @@ class _Ring:
         return self._chronological(self.timestamps), self._chronological(self.values[row::_WIDTH])
 
 
+def _row(reading: str) -> int:
+    """The ring row of ``reading``; KeyError naming the known ones for a typo."""
+    row = _ROW.get(reading)
+    if row is None:
+        raise KeyError(f"unknown reading {reading!r}; known: {', '.join(READINGS)}")
+    return row
+
+
 class History:
     """Bounded ring buffers per (GPU index, reading name); thread-safe (one writer, many readers)."""
 
@@ -207,9 +215,7 @@ class History:
 
     def points(self, gpu_index: int, reading: str) -> tuple[list[float], list[float]]:
         """(timestamps_s, values) oldest first, as plain lists (copies); NaN where the reading was absent."""
-        row = _ROW.get(reading)
-        if row is None:
-            raise KeyError(f"unknown reading {reading!r}; known: {', '.join(READINGS)}")
+        row = _row(reading)
         with self._lock:
             ring = self._rings.get(gpu_index)
             if ring is None:
@@ -219,9 +225,7 @@ class History:
     def recent(self, gpu_index: int, reading: str, points: int) -> list[float]:
         """The known (finite) values among the last ``points`` entries, oldest first: a sparkline's
         points, or what a recent mean is taken over."""
-        row = _ROW.get(reading)
-        if row is None:
-            raise KeyError(f"unknown reading {reading!r}; known: {', '.join(READINGS)}")
+        row = _row(reading)
         with self._lock:
             ring = self._rings.get(gpu_index)
             return [] if ring is None else ring.recent(row, points)
@@ -240,9 +244,7 @@ class History:
         Uses only the latest unbroken run (after the last NaN or counter reset), so a gap or a
         driver reload never yields a negative or spanning rate.
         """
-        row = _ROW.get(reading)
-        if row is None:
-            raise KeyError(f"unknown reading {reading!r}; known: {', '.join(READINGS)}")
+        row = _row(reading)
         with self._lock:
             ring = self._rings.get(gpu_index)
             if ring is None:
