@@ -37,8 +37,9 @@ def test_gpuwatch_sim_draws_in_tmux_and_quits(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             screen = _capture(session)
-            # the cards are named in the first frame, before the first poll fills them
-            if all(t in screen for t in ("1 RTX 4090", "°C", "SM busy", "MC busy", "simulated NVML")):
+            # the cards are named in the first frame, before the first poll fills them and the footer
+            # lists its keys
+            if all(t in screen for t in ("1 RTX 4090", "°C", "SM busy", "simulated NVML", "q Quit")):
                 break
             time.sleep(0.5)
         assert "0 RTX 4090" in screen and "1 RTX 4090" in screen, screen
