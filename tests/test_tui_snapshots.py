@@ -32,6 +32,11 @@ def settle(rack: ManualRack, *keys: str, polls: int = 20) -> Callable[[Pilot[Non
         await pilot.pause()
         if keys:
             await pilot.press(*keys)
+        pane = pilot.app.active_pane  # type: ignore[attr-defined]
+        for _ in range(200):  # a planning pane mounts when first shown, and starts its worker then
+            if pane == "live" or pilot.app.query(f"#{pane}-pane"):
+                break
+            await pilot.pause(0.05)
         await pilot.pause()
         await pilot.app.workers.wait_for_complete()  # the comparison is computed in a worker thread
         await pilot.pause()
