@@ -401,8 +401,9 @@ def test_exporter_publishes_the_engine_estimated_point_and_the_advised_cap(
             re.M,
         )
         assert flops, "\n".join(line for line in text.splitlines() if "roofline" in line)
-        # the rate is over the scrapes' wall-clock times: a loopback fetch's jitter, no more
-        assert float(flops.group(1)) == pytest.approx(FLOPS_S, rel=0.05)
+        # the rate is over the scrapes' wall-clock times, 0.5 s apart: a loopback fetch's jitter on a
+        # loaded 2-core CI machine (tens of ms) is several per cent of that; a wrong rate is off by far more
+        assert float(flops.group(1)) == pytest.approx(FLOPS_S, rel=0.15)
         ai = re.search(r"^gpuwatch_roofline_arithmetic_intensity_flop_per_byte\{[^}]*\} (\S+)$", text, re.M)
         assert ai and float(ai.group(1)) == pytest.approx(FLOPS_S / (READ_S + WRITE_S), rel=1e-6)
         assert re.search(r'^gpuwatch_usd_per_million_tokens\{[^}]*basis="serving"', text, re.M)
