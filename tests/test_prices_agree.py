@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from textual.widgets import Input, Static
-from tui_rack import started
+from tui_rack import show_pane, started
 
 from gpuwatch.cli import build_parser, main
 from gpuwatch.tui.formatting import rate, usd
@@ -142,10 +142,7 @@ async def test_the_plan_and_cost_panes_start_from_the_workload_and_agree_with_pl
         assert f"cloud {usd(cost['cloud_usd_per_mtok'], digits=3)}" in summary
         assert f"model ceiling {rate(cost['decode_tokens_per_s'])}" in summary
 
-        await pilot.press("4")
-        await pilot.pause()
-        await app.workers.wait_for_complete()  # the planner answers in a worker thread
-        await pilot.pause()
+        await show_pane(pilot, "4")  # the planner answers in a worker thread
         assert app.query_one("#plan-batch", Input).value == "8"  # the Plan pane starts from --workload
         shown = text_of(app.query_one("#plan-result", Static))
         assert f"own {usd(cost['usd_per_mtok'], digits=3)} at 70% utilisation" in shown

@@ -13,7 +13,7 @@ from pathlib import Path
 import pynvml
 import pytest
 from textual.widgets import DataTable, Input, Markdown, Select, Static
-from tui_rack import ManualRack, started
+from tui_rack import ManualRack, show_pane, started
 
 from gpuwatch.model.catalog import get_gpu
 from gpuwatch.model.llm import get_model
@@ -359,10 +359,7 @@ async def test_compare_prices_datacenter_gpus_from_the_config_and_says_how() -> 
     rack = ManualRack(gpu_prices={"h100-sxm": 25_000.0})
     app = create_app(rack.session)
     async with started(app, size=(120, 40)) as pilot:
-        await pilot.press("5")
-        await pilot.pause()
-        await app.workers.wait_for_complete()  # the comparison runs in a worker thread
-        await pilot.pause()
+        await show_pane(pilot, "5")  # the comparison runs in a worker thread
         table = app.query_one("#compare-table", DataTable)
         h100 = [str(c) for c in table.get_row("h100-sxm")]
         assert "$25,000 config" in h100

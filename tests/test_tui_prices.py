@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from textual.widgets import DataTable, Input, Static
-from tui_rack import ManualRack, started
+from tui_rack import ManualRack, show_pane, started
 
 from gpuwatch.cli import main
 from gpuwatch.tui.app import create_app
@@ -115,10 +115,7 @@ async def test_compare_sorts_with_s_right_after_switching_to_it(racks: list[Manu
     racks.append(rack)
     app = create_app(rack.session)
     async with started(app, size=(120, 40)) as pilot:
-        await pilot.press("5")
-        await pilot.pause()
-        await app.workers.wait_for_complete()  # the comparison runs in a worker thread
-        await pilot.pause()
+        await show_pane(pilot, "5")  # the comparison runs in a worker thread
         title = app.query_one("#compare-title", Static)
         assert "sorted by decode tok/s" in text_of(title)
         await pilot.press("s")

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from textual.pilot import Pilot
-from tui_rack import ManualRack
+from tui_rack import ManualRack, show_pane
 
 from gpuwatch.tui.app import create_app
 
@@ -30,16 +30,7 @@ def settle(rack: ManualRack, *keys: str, polls: int = 20) -> Callable[[Pilot[Non
         await pilot.app.panes_ready.wait()  # type: ignore[attr-defined]
         rack.tick(1.0, polls=polls)
         await pilot.pause()
-        if keys:
-            await pilot.press(*keys)
-        pane = pilot.app.active_pane  # type: ignore[attr-defined]
-        for _ in range(200):  # a planning pane mounts when first shown, and starts its worker then
-            if pane == "live" or pilot.app.query(f"#{pane}-pane"):
-                break
-            await pilot.pause(0.05)
-        await pilot.pause()
-        await pilot.app.workers.wait_for_complete()  # the comparison is computed in a worker thread
-        await pilot.pause()
+        await show_pane(pilot, *keys)  # the comparison is computed in a worker thread
         pilot.app.clear_notifications()
         await pilot.pause()
 

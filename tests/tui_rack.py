@@ -72,3 +72,19 @@ async def started(app: GpuwatchApp, *, size: tuple[int, int], **kw: Any) -> Asyn
     async with app.run_test(size=size, **kw) as pilot:
         await app.panes_ready.wait()
         yield pilot
+
+
+async def show_pane(pilot: Pilot[None], *keys: str) -> None:
+    """Press ``keys`` and wait until the pane on screen is mounted (a planning pane mounts when first
+    shown, and starts its worker then) and its workers are done."""
+    if keys:
+        await pilot.press(*keys)
+    app = pilot.app
+    pane = app.active_pane  # type: ignore[attr-defined]
+    for _ in range(200):
+        if pane == "live" or app.query(f"#{pane}-pane"):
+            break
+        await pilot.pause(0.05)
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
