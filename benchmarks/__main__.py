@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import exporter, planner, poller, tui
-from benchmarks.harness import Row, fmt, nvitop_installed, tmux_installed
+from benchmarks.harness import Row, compile_gpuwatch, fmt, nvitop_installed, tmux_installed
 
 #: every section, in the order the table shows them
 SECTIONS = ("exporter", "slowloris", "tui", "poller", "planner")
@@ -114,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ap.error(f"--only {args.only!r}: unknown section(s) {unknown}; known: {', '.join(SECTIONS)}")
     console = Console(width=200) if not sys.stdout.isatty() else Console()
     with_nvitop = nvitop_installed()
+    compile_gpuwatch()  # both tools start from bytecode, as installed copies do
     notes = [
         "ratio = gpuwatch / counterpart; 'better' names the side with the better figure for that measure.",
         f"poller latency: {poller.NVML_CALL_SOURCE}; injected with the simulated NVML's slow fault.",
@@ -123,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ones trickling a header line every 5 s (1 s in --tiny) and silent ones, each reconnecting whenever "
         "dropped - while a client scrapes it once a second; a scrape that times out (10 s) counts as "
         "unanswered.",
+        "both tools start from bytecode: gpuwatch's is compiled first, as pip compiles an installed "
+        "package's (nvitop's came with it).",
         "CPU windows measure all processes at once; gpuwatch's exporter figures include its NVML child "
         "process, and gpuwatch's CPU figures include its Xid event wait on the simulated NVML (real NVML "
         "blocks in the kernel; nvitop registers no event set).",
