@@ -76,8 +76,9 @@ def render(rows: Sequence[Row], notes: Sequence[str], console: Console) -> None:
         console.print(f"- {note}", highlight=False, markup=False)
 
 
-def as_json(rows: Sequence[Row]) -> str:
-    """The table as ``{"rows": [{section, measure, gpuwatch, counterpart, ratio, unit}, ...]}``."""
+def as_json(rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
+    """The table as ``{"rows": [{section, measure, gpuwatch, counterpart, ratio, unit}, ...], "notes": […]}``;
+    the notes are what the table's foot says (e.g. the TUI's framework floor measured in the run)."""
     return json.dumps(
         {
             "rows": [
@@ -90,7 +91,8 @@ def as_json(rows: Sequence[Row]) -> str:
                     "unit": r.unit,
                 }
                 for r in rows
-            ]
+            ],
+            "notes": list(notes),
         },
         indent=2,
     )
@@ -142,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("planner", lambda: planner_rows(args.tiny)),
     ]
     if tmux_installed():
-        sections.insert(3, ("tui", lambda: tui.run(args.tiny, with_nvitop)))
+        sections.insert(3, ("tui", lambda: tui.run(args.tiny, with_nvitop, notes)))
     elif only is None or "tui" in only:
         notes.append("tmux not installed: TUI rows skipped.")
     if only is not None:
@@ -154,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += section()
     notes.append(f"total run time {time.perf_counter() - t0:.0f} s ({'--tiny' if args.tiny else 'full'}).")
     if args.json:
-        print(as_json(rows))
+        print(as_json(rows, notes))
     else:
         render(rows, notes, console)
     return 0

@@ -52,7 +52,8 @@ def _commands(scenario: str) -> dict[str, list[str]]:
     }
 
 
-def run(tiny: bool, with_nvitop: bool) -> list[Row]:
+def run(tiny: bool, with_nvitop: bool, notes: list[str] | None = None) -> list[Row]:
+    """The TUI rows; ``notes`` gets the framework's floor (a minimal Textual app) measured in the run."""
     sizes = TINY if tiny else FULL
     name = short_gpu_name(sim_nvml_name(DEVICES))
     tools = ("gpuwatch", "nvitop") if with_nvitop else ("gpuwatch",)
@@ -60,6 +61,9 @@ def run(tiny: bool, with_nvitop: bool) -> list[Row]:
     first_frame_s: dict[str, float] = {}
     pids: dict[tuple[str, str], int] = {}
     try:
+        # alone first, like each tool: how soon, and how small, any Textual app showing 8 names can be
+        floor_pid = tmux.start("floor", [python(), "-m", "benchmarks.textual_floor", name, "8"])
+        floor_s = tmux.wait_for("floor", name, FIRST_FRAME_TIMEOUT_S)
         for scenario in SCENARIOS:
             commands = _commands(scenario)
             for tool in tools:
@@ -71,6 +75,7 @@ def run(tiny: bool, with_nvitop: bool) -> list[Row]:
         keys = list(pids)
         cpu = dict(zip(keys, cpu_while_idle([pids[k] for k in keys], sizes.window_s), strict=True))
         rss_mib = {k: rss_bytes(pids[k]) / 2**20 for k in keys}
+        floor_mib = rss_bytes(floor_pid) / 2**20
         for tool, scenario in keys:
             tmux.wait_for(f"{tool}-{scenario}", name, 1.0)  # still on screen: nothing crashed meanwhile
     finally:
@@ -103,6 +108,15 @@ def run(tiny: bool, with_nvitop: bool) -> list[Row]:
         )
     )
     theirs_mib = rss_mib.get(("nvitop", "decode"))
+    if notes is not None:
+        against = ""
+        if theirs_s is not None and theirs_mib is not None:
+            against = f" ({floor_s / theirs_s:.2f}x and {floor_mib / theirs_mib:.2f}x nvitop's)"
+        notes.append(
+            "tui floor: a minimal Textual app showing 8 static lines of GPU names "
+            "(benchmarks/textual_floor.py), "
+            f"same run: first frame {floor_s:.2f} s, resident memory {floor_mib:.1f} MiB{against}."
+        )
     rows.append(
         Row(
             SECTION,
