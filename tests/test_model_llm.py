@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -127,33 +124,3 @@ def test_quant_lookup_aliases_and_errors() -> None:
 def test_every_catalog_model_has_a_source() -> None:
     for model in all_models():
         assert "config.json" in model.source
-
-
-_CATALOG_READ_AT_START = """
-import json, sys
-from gpuwatch.cli import parse_args
-from gpuwatch.commands.tui import build_app
-from gpuwatch.model import llm
-app = build_app(parse_args(sys.argv[1:]))
-app.feed.source.stop()
-print(json.dumps({"read": llm._by_id.cache_info().currsize}))
-"""
-
-
-@pytest.mark.parametrize(("workload", "read"), [((), 0), (("--workload", "llama-3-8b:fp16"), 1)])
-def test_the_model_catalog_is_read_only_when_a_workload_needs_it(
-    workload: tuple[str, ...], read: int
-) -> None:
-    """A TUI or exporter that watches GPUs without a declared workload starts without parsing the model
-    catalog (~50 ms of its first frame here); one that declares a workload reads and checks it."""
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run(
-        [sys.executable, "-c", _CATALOG_READ_AT_START, "--sim", "rtx4090", *workload],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"read": read}
