@@ -48,7 +48,7 @@ from gpuwatch.commands.tui import build_app
 from gpuwatch.model import llm
 app = build_app(parse_args(sys.argv[1:]))
 app.feed.source.stop()
-planner = ("whatif", "serving", "engine_memory", "finetune", "sweep")
+planner = ("whatif", "serving", "engine_memory", "finetune", "sweep", "throughput", "memory", "quant")
 print(json.dumps({
     "models_read": llm._by_id.cache_info().currsize,
     "planner": sorted(m for m in planner if f"gpuwatch.model.{m}" in sys.modules),
@@ -63,8 +63,8 @@ def test_a_session_that_only_watches_loads_neither_the_planner_nor_the_model_cat
     workload: tuple[str, ...], models_read: int
 ) -> None:
     """The TUI's first frame (and the exporter's start) waits on what its session imports: without a
-    declared workload that is no model catalog (~50 ms here) and no planner model; a declared workload
-    is read and checked at start."""
+    declared workload that is no model catalog (~50 ms here), no decode model and no planner; a declared
+    workload is read and checked at start."""
     import json
 
     done = subprocess.run(

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 from gpuwatch.live.config import Workload
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.engine_profiles import EngineProfile, get_engine_profile
-from gpuwatch.model.throughput import ThroughputEstimate, estimate_throughput
 from gpuwatch.telemetry.sample import GpuSample
 
 if TYPE_CHECKING:
     from gpuwatch.model.llm import ModelSpec
     from gpuwatch.model.quant import QuantFormat
+    from gpuwatch.model.throughput import ThroughputEstimate
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,8 @@ class ResolvedWorkload:
         return run.power.power_w
 
     def estimate(self, gpu: GpuSpec, batch: float | None = None) -> ThroughputEstimate:
+        from gpuwatch.model.throughput import estimate_throughput
+
         return estimate_throughput(
             self.model,
             self.quant,
