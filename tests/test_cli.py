@@ -52,6 +52,7 @@ planner = ("whatif", "serving", "engine_memory", "finetune", "sweep", "throughpu
 print(json.dumps({
     "models_read": llm._by_id.cache_info().currsize,
     "planner": sorted(m for m in planner if f"gpuwatch.model.{m}" in sys.modules),
+    "rack_client": "gpuwatch.telemetry.prometheus_rack" in sys.modules,
 }))
 """
 
@@ -78,6 +79,7 @@ def test_a_session_that_only_watches_loads_neither_the_planner_nor_the_model_cat
     assert out["models_read"] == models_read
     if not workload:
         assert out["planner"] == []
+    assert out["rack_client"] is False  # --prometheus is declared, its client loads for a rack run
 
 
 def test_the_tui_command_line_loads_no_sub_command() -> None:
