@@ -291,7 +291,14 @@ class Tmux:
         line = "exec " + " ".join(shlex.quote(c) for c in cmd)
         self._tmux("new-session", "-d", "-s", name, "-x", str(width), "-y", str(height), line)
         self._tmux("set-option", "-t", name, "remain-on-exit", "on")
+        return self.pane_pid(name)
+
+    def pane_pid(self, name: str) -> int:
         return int(self._tmux("display-message", "-p", "-t", name, "#{pane_pid}").strip())
+
+    def stop(self, name: str) -> None:
+        """End one session (the server stays up while another session, or :meth:`kill`, remains)."""
+        self._tmux("kill-session", "-t", name)
 
     def capture(self, name: str) -> str:
         return self._tmux("capture-pane", "-p", "-t", name)
