@@ -54,6 +54,14 @@ def read_this_tick(snap: Snapshot, index: int) -> bool:
     return not gpu.stale and gpu.read_timestamp_s == snap.timestamp_s
 
 
+def quiet_baseline(timeout_s: float = 5.0) -> int:
+    """The thread count once an earlier test's read threads have ended (each ends just after its read)."""
+    deadline = time.monotonic() + timeout_s
+    while any(t.name.startswith("gpuwatch-") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return threading.active_count()
+
+
 def settle_threads(limit: int, timeout_s: float = 5.0) -> int:
     """The thread count once finished lanes have ended (they end on their own, just after their read)."""
     deadline = time.monotonic() + timeout_s
@@ -63,7 +71,7 @@ def settle_threads(limit: int, timeout_s: float = 5.0) -> int:
 
 
 def test_one_hung_card_among_eight_the_others_stay_fresh_every_tick_and_it_recovers(box: Make) -> None:
-    baseline = threading.active_count()
+    baseline = quiet_baseline()
     sim, poller = box("slow:3:30000@5-15")
     before = [tick(sim, poller) for _ in range(4)]
     assert all(read_this_tick(s, i) for s in before for i in range(CARDS))
@@ -88,7 +96,7 @@ def test_one_hung_card_among_eight_the_others_stay_fresh_every_tick_and_it_recov
 
 
 def test_threads_grow_only_with_the_number_of_hung_cards(box: Make) -> None:
-    baseline = threading.active_count()
+    baseline = quiet_baseline()
     sim, poller = box("slow:2:30000@3-12,slow:5:30000@3-12")
     snaps = [tick(sim, poller) for _ in range(10)]
     assert threading.active_count() <= baseline + 3  # two hung cards, one shared thread
