@@ -1,7 +1,10 @@
 """NvmlPoller: the in-process poll loop that keeps the latest snapshot and a bounded history.
 
 Every GPU is read on one shared worker thread (a *lane*), in order, each read timed: one thread woken a
-tick, not one per card. A read still running after a quarter of the interval is taken for hung: the
+tick, not one per card. When the last tick's reads took together more than a tenth of the interval (a
+driver whose calls block, e.g. the PCIe throughput query samples for 20 ms), they are shared out over as
+many lanes as keep each lane under that, up to one per card, so every card is still read every tick
+and close to the tick's time. A read still running after a quarter of the interval is taken for hung: the
 cards queued behind it move to a fresh lane at once (so they are still read this tick), and the hung
 read keeps the thread it is stuck on as its own lane until it returns; threads grow only with hung
 cards. A card whose read is still in flight when the tick's wait ends is not read again until that read
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -46,6 +50,8 @@ log = logging.getLogger(__name__)
 
 #: a read running longer than this share of the interval is taken for hung (module docstring)
 HANG_AFTER_SHARE = 0.25
+#: the reads of a tick share out over more lanes when they took longer than this share of the interval
+LANE_BUSY_SHARE = 0.1
 _lane_numbers = itertools.count()
 
 
@@ -147,7 +153,8 @@ class NvmlPoller(SnapshotFeed):
         self._thread: threading.Thread | None = None
         self._poll_lock = threading.Lock()
         self.reader: NvmlReader | None = None
-        self._lane: _Lane | None = None  # the shared lane; None until needed, or after it hung
+        self._lanes: list[_Lane] = []  # the shared lanes (one, unless reads are slow); none after a hang
+        self._read_s = 0.0  # what the last tick's reads took, together (sets how many lanes share them)
         #: GPU index -> its read not collected yet (after a tick: only reads still in flight)
         self._inflight: dict[int, _Read] = {}
         self._hung: set[int] = set()  # GPUs whose last read hung: read last, behind the others
@@ -234,6 +241,7 @@ class NvmlPoller(SnapshotFeed):
             # in index order from the first card no lane reached last tick, cards that hung last
             due.sort(key=lambda i: (i in self._hung, (i - self._first) % count))
             self._wait(reader, self._dispatch(reader, due))
+            read_s = 0.0
             missed = [i for i in due if i not in self._inflight]
             if missed:
                 self._first = missed[0]
@@ -249,6 +257,7 @@ class NvmlPoller(SnapshotFeed):
                     try:
                         self._last_sample[i] = read.future.result()
                         longest_read_s = max(longest_read_s, read.took_s)
+                        read_s += read.took_s
                     except Exception:
                         log.exception("reading GPU %d failed", i)
                         errors["exception"] += 1
@@ -268,34 +277,45 @@ class NvmlPoller(SnapshotFeed):
                 elif is_stale(sample, ts, self.stale_after_s):
                     sample = stale_sample(sample)
                 gpus.append(sample)
+            self._read_s = read_s
             snap = reader.snapshot(ts, tuple(gpus), errors, longest_read_s)
         self._publish(snap)
         return snap
 
-    def _dispatch(self, reader: NvmlReader, indices: list[int]) -> list[_Read]:
-        """Queue these GPUs' reads, in this order, on the shared lane (a fresh one if it hung)."""
+    def _dispatch(self, reader: NvmlReader, indices: list[int]) -> list[list[_Read]]:
+        """Queue these GPUs' reads on the shared lanes, in this order on each: one lane, or as many as
+        keep each under LANE_BUSY_SHARE of the interval at the last tick's read time."""
         if not indices:
             return []
-        if self._lane is None:
-            self._lane = _Lane()
-        reads = [_Read(i, self._tick, self._lane) for i in indices]
+        wanted = max(1, math.ceil(self._read_s / (self.interval_s * LANE_BUSY_SHARE)))
+        lanes = min(len(indices), wanted)
+        while len(self._lanes) > lanes:
+            self._lanes.pop().retire()
+        while len(self._lanes) < lanes:
+            self._lanes.append(_Lane())
+        return [self._queue(reader, lane, indices[n::lanes]) for n, lane in enumerate(self._lanes)]
+
+    def _queue(self, reader: NvmlReader, lane: _Lane, indices: list[int]) -> list[_Read]:
+        reads = [_Read(i, self._tick, lane) for i in indices]
         for read in reads:
             self._inflight[read.index] = read
-        self._lane.submit(reader, reads)
+        lane.submit(reader, reads)
         return reads
 
-    def _retire_lane(self) -> None:
-        """The shared lane is stuck on a read: that read keeps the thread, the next reads get a new one."""
-        if self._lane is not None:
-            self._lane.retire()
-            self._lane = None
+    def _retire_lane(self, lane: _Lane | None = None) -> None:
+        """A shared lane is stuck on a read (None: all of them, at close): that read keeps the thread,
+        the next reads get a new one."""
+        for shared in list(self._lanes):
+            if lane is None or shared is lane:
+                self._lanes.remove(shared)
+                shared.retire()
 
-    def _wait(self, reader: NvmlReader, batch: list[_Read]) -> None:
+    def _wait(self, reader: NvmlReader, batches: list[list[_Read]]) -> None:
         """Wait until every read in flight is done or one interval has passed.
 
-        A read of ``batch`` (this tick's, on the shared lane) running past the hang bound hands the reads
-        queued behind it to a fresh lane; at the end, reads no lane reached are given up on (stale this
-        tick), and a read still running keeps its lane as its own.
+        A read of one of ``batches`` (this tick's, one per shared lane) running past the hang bound hands
+        the reads queued behind it to a fresh lane; at the end, reads no lane reached are given up on
+        (stale this tick), and a read still running keeps its lane as its own.
         """
         deadline_s = time.monotonic() + self.interval_s
         hang_after_s = self.interval_s * HANG_AFTER_SHARE
@@ -305,9 +325,12 @@ class NvmlPoller(SnapshotFeed):
             if not waiting or now_s >= deadline_s:
                 break
             timeout_s = deadline_s - now_s
-            left = [r for r in batch if not r.future.done()]
-            current = left[0] if left else None  # the lane takes them in order
-            if current is not None and len(left) > 1:
+            moved = False
+            for n, batch in enumerate(batches):
+                left = [r for r in batch if not r.future.done()]
+                current = left[0] if left else None  # the lane takes them in order
+                if current is None or len(left) < 2:
+                    continue
                 if current.started_s is None:
                     timeout_s = min(timeout_s, hang_after_s)  # the lane has not reached it yet
                 elif now_s - current.started_s < hang_after_s:
@@ -316,17 +339,19 @@ class NvmlPoller(SnapshotFeed):
                     behind = [r.index for r in left[1:] if r.future.cancel()]
                     if current.running():
                         self._hung.add(current.index)
-                        self._retire_lane()
-                    batch = self._dispatch(reader, behind)
-                    continue
-            wait(waiting, timeout=timeout_s)
+                        self._retire_lane(current.lane)
+                    fresh = _Lane()
+                    self._lanes.append(fresh)
+                    batches[n] = self._queue(reader, fresh, behind)
+                    moved = True
+            if not moved:
+                wait(waiting, timeout=timeout_s)
         for read in list(self._inflight.values()):
             if read.future.cancel():  # queued behind a hung read, never started: stale this tick
                 del self._inflight[read.index]
             elif read.running():
                 self._hung.add(read.index)
-                if read.lane is self._lane:
-                    self._retire_lane()
+                self._retire_lane(read.lane)
 
     def _maybe_reinit(self, reader: NvmlReader) -> None:
         if not reader.needs_reinit:
