@@ -124,3 +124,24 @@ def test_reads_too_slow_for_one_lane_are_shared_out_and_every_card_is_read_every
     for snap in snaps[2:]:
         assert all(read_this_tick(snap, i) for i in range(CARDS)), [g.index for g in snap.gpus if g.stale]
     assert baseline + 2 <= threading.active_count() <= baseline + CARDS  # more than one, at most one each
+
+
+def test_a_held_first_poll_waits_for_its_release_and_nvml_is_open_meanwhile() -> None:
+    """The TUI draws its first frame (cards named from the device list) before the first poll's reading
+    and assessment compete with it; the poller then reads at once."""
+    install(f"{CARDS}xrtx4090")
+    poller = NvmlPoller(interval_s=0.2, sim=SimSpec(f"{CARDS}xrtx4090"), xid_events=False)
+    try:
+        release = poller.hold_first_poll()
+        poller.start()
+        assert poller.reader is not None and len(poller.reader.devices) == CARDS  # listed before any poll
+        time.sleep(0.5)
+        assert poller.latest() is None  # held: no poll in 2.5 intervals
+        release()
+        deadline = time.monotonic() + 5.0
+        while poller.latest() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert poller.latest() is not None and len(poller.latest().gpus) == CARDS  # type: ignore[union-attr]
+    finally:
+        poller.stop()
+        uninstall()

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 HANG_AFTER_SHARE = 0.25
 #: the reads of a tick share out over more lanes when they took longer than this share of the interval
 LANE_BUSY_SHARE = 0.1
+#: the longest a held first poll waits (see NvmlPoller.hold_first_poll)
+FIRST_POLL_HOLD_MAX_S = 2.0
 _lane_numbers = itertools.count()
 
 
@@ -150,6 +152,8 @@ class NvmlPoller(SnapshotFeed):
         self._on_stop = on_stop
         self._xid_events = xid_events
         self._stop = threading.Event()
+        self._go = threading.Event()  # cleared by hold_first_poll
+        self._go.set()
         self._thread: threading.Thread | None = None
         self._poll_lock = threading.Lock()
         self.reader: NvmlReader | None = None
@@ -179,8 +183,16 @@ class NvmlPoller(SnapshotFeed):
         self._thread = threading.Thread(target=self._run, name="gpuwatch-poller", daemon=True)
         self._thread.start()
 
+    def hold_first_poll(self) -> Callable[[], None]:
+        """Open NVML at :meth:`start` but poll only once the returned function is called (or after
+        FIRST_POLL_HOLD_MAX_S): the TUI draws its first frame, the cards named from the device list,
+        before the first poll's reading and assessment compete with it for the interpreter."""
+        self._go.clear()
+        return self._go.set
+
     def stop(self) -> None:
         self._stop.set()
+        self._go.set()
         if self._thread is not None:
             self._thread.join(timeout=max(5.0, 2 * self.interval_s))
             self._thread = None
@@ -218,6 +230,7 @@ class NvmlPoller(SnapshotFeed):
             self.reader = None
 
     def _run(self) -> None:
+        self._go.wait(FIRST_POLL_HOLD_MAX_S)
         while not self._stop.is_set():
             started = time.monotonic()
             try:

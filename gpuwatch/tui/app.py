@@ -17,6 +17,7 @@ import gc
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
@@ -139,6 +140,7 @@ class GpuwatchApp(App[None]):
         self.panes_ready = asyncio.Event()
         self._ctrl_c_at: float | None = None
         self._found: dict[str, Widget] = {}
+        self._release_polls: Callable[[], None] | None = None
         self.sub_title = feed.source.description
 
     @property
@@ -169,8 +171,11 @@ class GpuwatchApp(App[None]):
                     # the live view sits beside the tabs (so that a wide terminal shows it next to a
                     # planning pane); the other panes mount when first shown (see _ensure_pane)
                     yield TabPane(f"{n} {title}", id=pane_id)
-            # the source starts here, so that the cards are composed named (see LiveView)
+            # the source starts here, so that the cards are composed named (see LiveView); an NVML poller
+            # holds its first poll until the first frame is drawn (on_mount)
             self.feed.add_listener(self._from_poll_thread)
+            hold = getattr(self.feed.source, "hold_first_poll", None)
+            self._release_polls = hold() if callable(hold) else None
             self.feed.start()
             yield LiveView(id="live-view", devices=attached_devices(self.feed), size_hint=self._live_size())
         yield Footer()
@@ -250,6 +255,8 @@ class GpuwatchApp(App[None]):
         self._mounted.add(pane_id)
 
     async def on_mount(self) -> None:
+        if self._release_polls is not None:
+            self.call_after_refresh(self._release_polls)
         latest = self.feed.latest()
         if latest is not None:  # polled before the listener was there
             self.post_message(PollArrived(*latest))
