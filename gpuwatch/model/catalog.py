@@ -17,16 +17,17 @@ GPUs with the same schema through :func:`load_user_gpus`, so built-ins and user 
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
+from gpuwatch.model.package_data import read_package_text
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,7 @@ def _merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]
 
 
 def _load_builtin() -> tuple[dict[str, Mapping[str, Any]], dict[str, GpuSpec]]:
-    text = resources.files("gpuwatch.model").joinpath("data/gpus.toml").read_text(encoding="utf-8")
+    text = read_package_text("gpuwatch.model", "data/gpus.toml")
     raw = _gpu_tables(tomllib.loads(text), "gpuwatch/model/data/gpus.toml")
     return raw, {
         gpu_id: _build(gpu_id, table, "gpuwatch/model/data/gpus.toml") for gpu_id, table in raw.items()
@@ -312,6 +313,8 @@ def identify_gpu(pci_device_id: int | None, name: str | None) -> GpuSpec | None:
 
 def _close_first(wanted: str, known: list[str]) -> list[str]:
     """Close matches among ids and NVML names (compared lower-case, reported as spelled)."""
+    import difflib  # only when a key is unknown
+
     lowered = {k.lower(): k for k in known}
     return [lowered[c] for c in difflib.get_close_matches(wanted, list(lowered), n=5, cutoff=0.4)]
 
@@ -325,7 +328,7 @@ def load_user_gpus(path: str | Path) -> tuple[GpuSpec, ...]:
     """
     origin = str(path)
     try:
-        with Path(path).open("rb") as handle:
+        with open(path, "rb") as handle:
             data = handle.read(_MAX_GPU_FILE_BYTES + 1)
         if len(data) > _MAX_GPU_FILE_BYTES:
             raise ModelInputError(f"{origin}: larger than {_MAX_GPU_FILE_BYTES // 1024} KiB; not a GPU file")
