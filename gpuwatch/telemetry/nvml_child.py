@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpuwatch.telemetry.child_wire import Channel
+from gpuwatch.telemetry.heap import release_freed_heap, share_one_malloc_arena
 from gpuwatch.telemetry.simspec import SimSpec
 
 _PR_SET_PDEATHSIG = 1
@@ -59,6 +60,7 @@ def main(fd: int, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent_pid)
+    share_one_malloc_arena()  # before the parent watch and the poller's threads start
     conn = Channel.from_fd(fd)
     send_lock = threading.Lock()
 
@@ -99,7 +101,6 @@ def main(fd: int, parent_pid: int) -> None:
     threading.Thread(target=watch_parent, name="gpuwatch-parent-watch", daemon=True).start()
 
     from gpuwatch.errors import UserError
-    from gpuwatch.telemetry.heap import release_freed_heap
     from gpuwatch.telemetry.poller import NvmlPoller
 
     clock = None
