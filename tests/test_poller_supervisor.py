@@ -258,8 +258,15 @@ def test_stopped_and_started_again_it_runs_and_idles_without_spinning() -> None:
 
 
 #: what the NVML child must never load: the faces, the live model, numpy, and the stdlib pieces a
-#: light reader does not need (multiprocessing.connection drags in hmac/hashlib, i.e. libcrypto)
+#: light reader does not need (multiprocessing.connection drags in hmac/hashlib, i.e. libcrypto; site's
+#: .pth files, importlib.resources and the simulator's json each ~0.3-1 MiB resident)
 HEAVY_IN_CHILD = (
+    "site",
+    "pathlib",
+    "zipfile",
+    "importlib.resources",
+    "difflib",
+    "json",
     "numpy",
     "textual",
     "rich",
@@ -321,7 +328,7 @@ def test_the_nvml_child_imports_only_what_reading_nvml_needs(
         check=True,
     ).stdout
     bare_kib = next(int(line.split()[1]) for line in bare.splitlines() if line.startswith("VmRSS:"))
-    assert child_kib - bare_kib < 16 * 1024, (child_kib, bare_kib)
+    assert child_kib - bare_kib < 12 * 1024, (child_kib, bare_kib)  # 9.0 MiB at 2 simulated GPUs here
 
 
 _OPEN_SUPERVISED = """
