@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import exporter, planner, poller, tui
-from benchmarks.harness import Row, fmt, nvitop_installed, tmux_installed
+from benchmarks.harness import Row, compile_gpuwatch, fmt, nvitop_installed, tmux_installed
 
 #: every section, in the order the table shows them
 SECTIONS = ("exporter", "slowloris", "tui", "poller", "planner")
@@ -76,8 +76,9 @@ def render(rows: Sequence[Row], notes: Sequence[str], console: Console) -> None:
         console.print(f"- {note}", highlight=False, markup=False)
 
 
-def as_json(rows: Sequence[Row]) -> str:
-    """The table as ``{"rows": [{section, measure, gpuwatch, counterpart, ratio, unit}, ...]}``."""
+def as_json(rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
+    """The table as ``{"rows": [{section, measure, gpuwatch, counterpart, ratio, unit}, ...], "notes": […]}``;
+    the notes are what the table's foot says (e.g. the TUI's framework floor measured in the run)."""
     return json.dumps(
         {
             "rows": [
@@ -90,7 +91,8 @@ def as_json(rows: Sequence[Row]) -> str:
                     "unit": r.unit,
                 }
                 for r in rows
-            ]
+            ],
+            "notes": list(notes),
         },
         indent=2,
     )
@@ -114,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ap.error(f"--only {args.only!r}: unknown section(s) {unknown}; known: {', '.join(SECTIONS)}")
     console = Console(width=200) if not sys.stdout.isatty() else Console()
     with_nvitop = nvitop_installed()
+    compile_gpuwatch()  # both tools start from bytecode, as installed copies do
     notes = [
         "ratio = gpuwatch / counterpart; 'better' names the side with the better figure for that measure.",
         f"poller latency: {poller.NVML_CALL_SOURCE}; injected with the simulated NVML's slow fault.",
@@ -123,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ones trickling a header line every 5 s (1 s in --tiny) and silent ones, each reconnecting whenever "
         "dropped - while a client scrapes it once a second; a scrape that times out (10 s) counts as "
         "unanswered.",
+        "both tools start from bytecode: gpuwatch's is compiled first, as pip compiles an installed "
+        "package's (nvitop's came with it).",
         "CPU windows measure all processes at once; gpuwatch's exporter figures include its NVML child "
         "process, and gpuwatch's CPU figures include its Xid event wait on the simulated NVML (real NVML "
         "blocks in the kernel; nvitop registers no event set).",
@@ -139,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("planner", lambda: planner_rows(args.tiny)),
     ]
     if tmux_installed():
-        sections.insert(3, ("tui", lambda: tui.run(args.tiny, with_nvitop)))
+        sections.insert(3, ("tui", lambda: tui.run(args.tiny, with_nvitop, notes)))
     elif only is None or "tui" in only:
         notes.append("tmux not installed: TUI rows skipped.")
     if only is not None:
@@ -151,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += section()
     notes.append(f"total run time {time.perf_counter() - t0:.0f} s ({'--tiny' if args.tiny else 'full'}).")
     if args.json:
-        print(as_json(rows))
+        print(as_json(rows, notes))
     else:
         render(rows, notes, console)
     return 0

@@ -6,6 +6,7 @@ ratio survives a noisy machine; absolute numbers are printed for context only.
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import http.client
 import importlib.util
@@ -162,6 +163,20 @@ def python() -> str:
     return sys.executable
 
 
+def compile_gpuwatch() -> None:
+    """Write gpuwatch's bytecode beside its sources, as ``pip install`` does for a package it installs.
+
+    nvitop's modules come with bytecode (pip compiled them into site-packages); an editable checkout
+    has none until a run writes it, and never where PYTHONDONTWRITEBYTECODE is set (as on this project's
+    machines). Without this, every gpuwatch start in the table would compile its sources again: ~0.2 s
+    and ~1 MiB that a user's installed copy never pays, measured against a counterpart that does not.
+    """
+    spec = importlib.util.find_spec("gpuwatch")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("gpuwatch is not importable: pip install -e '.[bench]'")
+    compileall.compile_dir(os.path.dirname(spec.origin), quiet=1)
+
+
 # -- rows of the one table --------------------------------------------------------------------------
 
 
@@ -276,7 +291,14 @@ class Tmux:
         line = "exec " + " ".join(shlex.quote(c) for c in cmd)
         self._tmux("new-session", "-d", "-s", name, "-x", str(width), "-y", str(height), line)
         self._tmux("set-option", "-t", name, "remain-on-exit", "on")
+        return self.pane_pid(name)
+
+    def pane_pid(self, name: str) -> int:
         return int(self._tmux("display-message", "-p", "-t", name, "#{pane_pid}").strip())
+
+    def stop(self, name: str) -> None:
+        """End one session (the server stays up while another session, or :meth:`kill`, remains)."""
+        self._tmux("kill-session", "-t", name)
 
     def capture(self, name: str) -> str:
         return self._tmux("capture-pane", "-p", "-t", name)

@@ -48,6 +48,7 @@ def test_tiny_benchmark_prints_every_row() -> None:
     ):
         assert measure in out, f"row {measure!r} missing from:\n{out}"
     assert "gpustat#76" in out  # the per-call latency is cited
+    assert "tui floor: a minimal Textual app showing 8 static lines" in out  # measured beside the TUI rows
     if nvitop_installed():
         assert "nvitop-exporter 1.7.2" in out
     else:
@@ -69,6 +70,7 @@ def test_only_selects_sections_and_json_prints_the_rows() -> None:
     assert rows and {r["section"] for r in rows} == {"planner"}
     assert {"section", "measure", "gpuwatch", "counterpart", "ratio"} <= set(rows[0])
     assert rows[0]["ratio"] == rows[0]["gpuwatch"] / rows[0]["counterpart"]
+    assert any("total run time" in note for note in json.loads(done.stdout)["notes"])
     bad = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--only", "planner,nope"],
         cwd=ROOT,

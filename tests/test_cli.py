@@ -41,6 +41,47 @@ def _imported_after(argv: list[str]) -> set[str]:
     return set(json.loads(out))
 
 
+_WATCHING = """
+import json, sys
+from gpuwatch.cli import parse_args
+from gpuwatch.commands.tui import build_app
+from gpuwatch.model import llm
+app = build_app(parse_args(sys.argv[1:]))
+app.feed.source.stop()
+planner = ("whatif", "serving", "engine_memory", "finetune", "sweep", "throughput", "memory", "quant")
+print(json.dumps({
+    "models_read": llm._by_id.cache_info().currsize,
+    "planner": sorted(m for m in planner if f"gpuwatch.model.{m}" in sys.modules),
+    "rack_client": "gpuwatch.telemetry.prometheus_rack" in sys.modules,
+}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("workload", "models_read"), [((), 0), (("--workload", "llama-3-8b:fp16:batch=4"), 1)]
+)
+def test_a_session_that_only_watches_loads_neither_the_planner_nor_the_model_catalog(
+    workload: tuple[str, ...], models_read: int
+) -> None:
+    """The TUI's first frame (and the exporter's start) waits on what its session imports: without a
+    declared workload that is no model catalog (~50 ms here), no decode model and no planner; a declared
+    workload is read and checked at start."""
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-c", _WATCHING, "--sim", "rtx4090", *workload],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["models_read"] == models_read
+    if not workload:
+        assert out["planner"] == []
+    assert out["rack_client"] is False  # --prometheus is declared, its client loads for a rack run
+
+
 def test_the_tui_command_line_loads_no_sub_command() -> None:
     """The TUI's first frame waits on what the parser imports: the planner and the exporter stay out."""
     loaded = _imported_after(["--sim", "8xrtx4090", "--interval", "1", "--isolate-nvml"])

@@ -21,13 +21,13 @@ import pytest
 from gpuwatch.cli import build_parser, main
 from gpuwatch.commands.rack import config_from_args
 from gpuwatch.errors import UserError
+from gpuwatch.telemetry.prometheus_match import parse_match
 from gpuwatch.telemetry.prometheus_rack import (
     PrometheusConfig,
     PrometheusRack,
     RackAlert,
     RackGpu,
     RackSnapshot,
-    parse_match,
     sort_gpus,
 )
 from gpuwatch.tui.rack_view import HostScreen, RackApp

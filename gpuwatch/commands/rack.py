@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 
 from gpuwatch.errors import UserError
 from gpuwatch.options import Invalid, Option, add_options, declare
-from gpuwatch.telemetry.prometheus_rack import DEFAULT_MATCH, PrometheusConfig, parse_match
+from gpuwatch.telemetry.prometheus_match import DEFAULT_MATCH, parse_match
 
 if TYPE_CHECKING:
+    from gpuwatch.telemetry.prometheus_rack import PrometheusConfig
     from gpuwatch.tui.rack_view import RackApp
 
 #: seconds between rack refreshes when --interval is not given (Prometheus scrapes every 15 s by default)
@@ -18,6 +19,8 @@ DEFAULT_INTERVAL_S = 5.0
 
 
 def _url(text: str) -> str:
+    from gpuwatch.telemetry.prometheus_rack import PrometheusConfig  # the rack client, for a rack run
+
     try:
         PrometheusConfig(url=text)
     except UserError:
@@ -108,6 +111,8 @@ def _secret(option: str, path: str | None) -> str | None:
 
 
 def config_from_args(args: argparse.Namespace) -> PrometheusConfig:
+    from gpuwatch.telemetry.prometheus_rack import PrometheusConfig
+
     for option, path in (
         ("--prometheus-ca", args.prometheus_ca),
         ("--prometheus-cert", args.prometheus_cert),

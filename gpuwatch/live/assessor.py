@@ -14,6 +14,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from gpuwatch.live.alerts import AlertTracker
 from gpuwatch.live.assessment import (
@@ -41,11 +42,13 @@ from gpuwatch.live.pricing import Pricing
 from gpuwatch.live.workload import ResolvedWorkload, clock_scales, derated
 from gpuwatch.model.catalog import GpuSpec, get_gpu
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
-from gpuwatch.model.throughput import ThroughputEstimate
 from gpuwatch.telemetry.engine_state import EngineWork
 from gpuwatch.telemetry.engines import EngineReading
 from gpuwatch.telemetry.history import History
 from gpuwatch.telemetry.sample import GpuSample, Snapshot
+
+if TYPE_CHECKING:
+    from gpuwatch.model.throughput import ThroughputEstimate
 
 __all__ = ["Assessor", "ResolvedWorkload", "clock_scales", "derated", "identify_gpu"]
 

@@ -19,17 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from gpuwatch.live.assessment import Provenance, RooflinePosition
 from gpuwatch.live.workload import ResolvedWorkload
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.roofline import attainable_flops, ridge_point_flop_per_byte
-from gpuwatch.model.throughput import ThroughputEstimate, bytes_per_decode_step, flops_per_token
 from gpuwatch.options.engine_gpus import engine_gpus
 from gpuwatch.telemetry.engine_state import EngineWork
 from gpuwatch.telemetry.engines import EngineReading
 from gpuwatch.telemetry.history import History
 from gpuwatch.telemetry.sample import ClockEventReason, GpuSample, Snapshot
+
+if TYPE_CHECKING:
+    from gpuwatch.model.throughput import ThroughputEstimate
 
 #: below this SM busy share a card with no engine traffic counts as idle
 IDLE_SM_BUSY_RATIO = 0.05
@@ -183,6 +186,8 @@ def roofline_position(
         elif flops > 0:
             flops_ratio = engine_flops / flops
     if w is not None and share is not None:
+        from gpuwatch.model.throughput import bytes_per_decode_step, flops_per_token  # a workload's model
+
         batch = share.batch or w.batch
         steps_s = share.generation_tokens_per_s / batch
         if bw is None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from gpuwatch.live.assessment import Bound, BoundKind, Provenance, RooflinePosition
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.roofline import place_workload
-from gpuwatch.model.throughput import ThroughputEstimate
 from gpuwatch.telemetry.sample import THROTTLING_REASONS, GpuSample, reason_names
+
+if TYPE_CHECKING:
+    from gpuwatch.model.throughput import ThroughputEstimate
 
 #: a link this busy, and busier than DRAM and the tensor pipes, bounds the workload
 INTERCONNECT_BOUND_RATIO = 0.5

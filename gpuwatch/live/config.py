@@ -23,7 +23,7 @@ from gpuwatch.errors import UserError
 from gpuwatch.model.catalog import GpuSpec, get_gpu, load_user_gpus
 from gpuwatch.model.cost import OwnershipCost
 from gpuwatch.model.errors import ModelInputError
-from gpuwatch.model.whatif import PlanInputs
+from gpuwatch.model.plan_inputs import PlanInputs
 from gpuwatch.options import Option, OptionError, get, given, toml_options
 
 #: a config is a few hundred bytes; a file far bigger than this is not one (and is not read whole)

@@ -2,21 +2,25 @@
 
 A throttled card is modelled slower: its ceilings are scaled by the live SM and memory clocks before the
 model's own estimate runs on them (gpuwatch/live/attribution.py and gpuwatch/live/pricing.py use it).
+
+The model code a workload needs (the model catalog, memory, serving) is imported by the methods that use
+it: a session that declares no workload, which is most, never loads it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from gpuwatch.live.config import Workload
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.engine_profiles import EngineProfile, get_engine_profile
-from gpuwatch.model.llm import ModelSpec, resolve_model
-from gpuwatch.model.memory import inference_memory
-from gpuwatch.model.quant import QuantFormat, get_quant
-from gpuwatch.model.serving import powered_throughput
-from gpuwatch.model.throughput import ThroughputEstimate, estimate_throughput
 from gpuwatch.telemetry.sample import GpuSample
+
+if TYPE_CHECKING:
+    from gpuwatch.model.llm import ModelSpec
+    from gpuwatch.model.quant import QuantFormat
+    from gpuwatch.model.throughput import ThroughputEstimate
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,9 @@ class ResolvedWorkload:
 
     @classmethod
     def of(cls, w: Workload) -> ResolvedWorkload:
+        from gpuwatch.model.llm import resolve_model
+        from gpuwatch.model.quant import get_quant
+
         engine = get_engine_profile(w.engine_profile) if w.engine_profile else get_engine_profile()
         model, quant = resolve_model(w.model_id), get_quant(w.quant_id)
         return cls(model, quant, w.batch, w.context_tokens, engine, w.kv_dtype)
@@ -42,6 +49,8 @@ class ResolvedWorkload:
 
     def fits(self, gpu: GpuSpec) -> bool:
         """Whether one replica (weights + KV cache at batch x context) fits one card's usable memory."""
+        from gpuwatch.model.memory import inference_memory
+
         return bool(
             inference_memory(
                 self.model, self.quant, self.batch, self.context_tokens, kv_dtype=self.kv_dtype
@@ -51,6 +60,8 @@ class ResolvedWorkload:
     def modelled_power_w(self, gpu: GpuSpec) -> float:
         """Board power this workload draws on ``gpu`` at its default limit (gpuwatch/model/power.py), the
         figure `gpuwatch plan cost` prices with."""
+        from gpuwatch.model.serving import powered_throughput
+
         run = powered_throughput(
             self.model,
             self.quant.id,
@@ -63,6 +74,8 @@ class ResolvedWorkload:
         return run.power.power_w
 
     def estimate(self, gpu: GpuSpec, batch: float | None = None) -> ThroughputEstimate:
+        from gpuwatch.model.throughput import estimate_throughput
+
         return estimate_throughput(
             self.model,
             self.quant,

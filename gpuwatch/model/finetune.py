@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from gpuwatch.model.errors import ModelInputError
 from gpuwatch.model.llm import ModelSpec
 from gpuwatch.model.memory import ALLOCATOR_RESERVE_RATIO, lora_memory, qlora_memory
+from gpuwatch.model.plan_inputs import FRAMEWORKS
 
-FRAMEWORKS = ("hf", "unsloth")
 METHODS = ("full", "lora", "qlora")
 #: Unsloth's working set per token, in bytes per hidden unit (FIT, see the module docstring)
 UNSLOTH_BYTES_PER_HIDDEN = 51.8

@@ -14,6 +14,7 @@ import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -241,25 +242,32 @@ def _load_catalog() -> tuple[ModelSpec, ...]:
     )
 
 
+@cache
+def _by_id() -> dict[str, ModelSpec]:
+    """The built-in catalog by id, read on first use: a session that declares no workload (most TUI and
+    exporter runs) never needs it, and its first frame or first scrape should not wait for it."""
+    return {m.id: m for m in _load_catalog()}
+
+
 def get_model(key: str) -> ModelSpec:
     """A catalog model by id, case-insensitively."""
     try:
-        return _BY_ID[key.strip().lower()]
+        return _by_id()[key.strip().lower()]
     except KeyError:
-        raise UnknownIdError("model", key, _BY_ID) from None
+        raise UnknownIdError("model", key, _by_id()) from None
 
 
 def all_models() -> tuple[ModelSpec, ...]:
-    return _MODELS
+    return tuple(_by_id().values())
 
 
 def model_ids() -> tuple[str, ...]:
-    return tuple(_BY_ID)
+    return tuple(_by_id())
 
 
 def resolve_model(key_or_path: str) -> ModelSpec:
     """A catalog id, or else an existing local config.json (or a directory holding one)."""
-    if key_or_path.strip().lower() in _BY_ID:
+    if key_or_path.strip().lower() in _by_id():
         return get_model(key_or_path)
     path = Path(key_or_path).expanduser()
     if path.exists():
@@ -550,7 +558,3 @@ def load_hf_config(path: str | Path, *, model_id: str | None = None) -> ModelSpe
         name=name,
         source=f"local config.json {origin}",
     )
-
-
-_MODELS: tuple[ModelSpec, ...] = _load_catalog()
-_BY_ID = {m.id: m for m in _MODELS}

@@ -31,6 +31,7 @@ from gpuwatch.model import elementwise as ew
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.errors import ModelInputError
 from gpuwatch.model.llm import ModelSpec, check_context, param_breakdown
+from gpuwatch.model.plan_inputs import OPTIMIZERS
 from gpuwatch.model.quant import QuantFormat, get_kv_dtype, get_quant
 
 ArrayLike = Any  # float | int | np.ndarray
@@ -43,7 +44,6 @@ _ACT_BYTES = 2
 #: bitsandbytes 8-bit optimizers quantise states block-wise, 2048 values per fp32 absmax
 #: (Dettmers et al. 2022, "8-bit Optimizers via Block-wise Quantization", sec. 2)
 _ADAM8BIT_BYTES = 1 + 4 / 2048
-OPTIMIZERS = ("adamw", "adamw8bit", "paged_adamw", "paged_adamw8bit", "sgd")
 _PER_GPU = frozenset({"cuda_context", "workspace"})
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from gpuwatch.model.catalog import get_gpu
 from gpuwatch.model.errors import UnknownIdError
-from gpuwatch.model.whatif import OWNERSHIP_FIELDS, PlanInputs
+from gpuwatch.model.plan_inputs import OWNERSHIP_FIELDS, PlanInputs
 from gpuwatch.options.core import get
 from gpuwatch.options.settings import PLAN_FIELDS, PLAN_OPTIONS
 

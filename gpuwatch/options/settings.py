@@ -1,7 +1,8 @@
 """Every shared user-facing setting, declared once (see gpuwatch/options/__init__.py for how).
 
 Defaults are read from the dataclass the value lands in, so each lives in one place: prices in
-:class:`gpuwatch.model.cost.OwnershipCost`, the planner's inputs in :class:`gpuwatch.model.whatif.PlanInputs`
+:class:`gpuwatch.model.cost.OwnershipCost`, the planner's inputs in
+:class:`gpuwatch.model.plan_inputs.PlanInputs`
 (whose batch and context the live workload shares). Settings with no such dataclass (the data source,
 alert thresholds) have their default here, and the live dataclasses read it from here.
 """
@@ -12,12 +13,10 @@ import urllib.parse
 from typing import Any
 
 from gpuwatch.model.cost import OwnershipCost
-from gpuwatch.model.engine_memory import EngineKnobs
+from gpuwatch.model.engine_knobs import EngineKnobs
 from gpuwatch.model.engine_profiles import ENGINE_NAMES
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
-from gpuwatch.model.finetune import FRAMEWORKS
-from gpuwatch.model.memory import OPTIMIZERS
-from gpuwatch.model.whatif import MODES, PARALLELISM, ZERO_STAGES, PlanInputs
+from gpuwatch.model.plan_inputs import FRAMEWORKS, MODES, OPTIMIZERS, PARALLELISM, ZERO_STAGES, PlanInputs
 from gpuwatch.options.core import Invalid, Option, declare
 
 _PRICES = OwnershipCost()

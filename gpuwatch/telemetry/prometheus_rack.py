@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import re
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -30,11 +29,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gpuwatch.errors import UserError
+from gpuwatch.telemetry.prometheus_match import DEFAULT_MATCH
 
-if TYPE_CHECKING:  # ssl and urllib.request load when a rack is read: the TUI's parser imports this module
+if TYPE_CHECKING:  # ssl and urllib.request load when a rack is read
     import ssl
 
-DEFAULT_MATCH = 'job=~"gpuwatch.*"'
 #: the alert (grafana/rules) that says a host's readings are stale
 STALE_ALERT = "GpuwatchStale"
 #: the most of one query's answer read (a rack of 1,000 GPUs answers in well under this)
@@ -71,39 +70,9 @@ LABELLED = (
 )
 HOST_GAUGES = ("gpuwatch_last_successful_poll_timestamp_seconds",)
 
-_MATCHER = re.compile(r'\s*[A-Za-z_][A-Za-z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*')
 _ALERT_BOOKKEEPING = frozenset(
     {"__name__", "alertname", "alertstate", "severity", "instance", "job", "gpu", "uuid"}
 )
-
-
-def parse_match(text: str) -> str:
-    """``--match``: label matchers, with or without braces (``job="gpuwatch",env="prod"``).
-
-    Returned without braces, to be put into each query's selector. Anything else (a metric name, a
-    function, an unbalanced quote) is refused here with one line, not sent to Prometheus.
-    """
-    inner = text.strip()
-    if inner.startswith("{") and inner.endswith("}"):
-        inner = inner[1:-1]
-    parts: list[str] = []
-    rest = inner
-    while rest.strip():
-        m = _MATCHER.match(rest)
-        if m is None:
-            raise UserError(
-                f"--match {text!r}: not a list of label matchers; give e.g. "
-                '\'job="gpuwatch"\' or \'{job=~"gpu.*",env="prod"}\''
-            )
-        parts.append(m.group(0).strip())
-        rest = rest[m.end() :]
-        if rest.startswith(","):
-            rest = rest[1:]
-        elif rest.strip():
-            raise UserError(f"--match {text!r}: separate label matchers with commas")
-    if not parts:
-        raise UserError(f"--match {text!r}: give at least one label matcher, e.g. 'job=\"gpuwatch\"'")
-    return ",".join(parts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from gpuwatch.tui.status_bar import StatusBar, engine_states, source_line, sourc
 
 if TYPE_CHECKING:
     from gpuwatch.model.catalog import GpuSpec
-    from gpuwatch.model.whatif import PlanInputs
+    from gpuwatch.model.plan_inputs import PlanInputs
     from gpuwatch.tui.plan_pane import PlanPane
 
 #: pane id -> tab title; the number keys (and F1-F6, alt+1-6 from anywhere) follow this order
@@ -144,7 +144,7 @@ class GpuwatchApp(App[None]):
     @property
     def plan_inputs(self) -> PlanInputs:
         if self._plan_inputs is None:
-            from gpuwatch.model.whatif import PlanInputs
+            from gpuwatch.model.plan_inputs import PlanInputs
 
             self._plan_inputs = PlanInputs()
         return self._plan_inputs

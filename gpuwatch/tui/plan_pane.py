@@ -19,7 +19,7 @@ from gpuwatch.model.catalog import all_gpus
 from gpuwatch.model.engine_profiles import ENGINE_NAMES
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
 from gpuwatch.model.llm import all_models
-from gpuwatch.model.memory import OPTIMIZERS
+from gpuwatch.model.plan_inputs import OPTIMIZERS
 from gpuwatch.model.quant import all_quants
 from gpuwatch.model.whatif import (
     DEFAULT_OPTIMIZER,
