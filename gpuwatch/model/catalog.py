@@ -229,12 +229,16 @@ def _merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]
     return merged
 
 
-def _load_builtin() -> tuple[dict[str, Mapping[str, Any]], dict[str, GpuSpec]]:
+def _builtin_tables() -> dict[str, Mapping[str, Any]]:
+    """The built-in TOML tables, parsed afresh: only a user override needs them after start-up, so they
+    are not kept (~80 KiB in every process, the NVML child's included)."""
     text = read_package_text("gpuwatch.model", "data/gpus.toml")
-    raw = _gpu_tables(tomllib.loads(text), "gpuwatch/model/data/gpus.toml")
-    return raw, {
-        gpu_id: _build(gpu_id, table, "gpuwatch/model/data/gpus.toml") for gpu_id, table in raw.items()
-    }
+    return _gpu_tables(tomllib.loads(text), "gpuwatch/model/data/gpus.toml")
+
+
+def _load_builtin() -> dict[str, GpuSpec]:
+    raw = _builtin_tables()
+    return {gpu_id: _build(gpu_id, table, "gpuwatch/model/data/gpus.toml") for gpu_id, table in raw.items()}
 
 
 def _check_ids(gpus: Mapping[str, GpuSpec], origin: str) -> None:
@@ -246,7 +250,7 @@ def _check_ids(gpus: Mapping[str, GpuSpec], origin: str) -> None:
                 raise _fail(origin, f"gpu.{gpu.id}.aliases", f"{key!r} already names {owner[key]}")
 
 
-_BUILTIN_RAW, _BUILTIN = _load_builtin()
+_BUILTIN = _load_builtin()
 _check_ids(_BUILTIN, "gpuwatch/model/data/gpus.toml")
 _USER: dict[str, GpuSpec] = {}
 
@@ -340,8 +344,10 @@ def load_user_gpus(path: str | Path) -> tuple[GpuSpec, ...]:
     except tomllib.TOMLDecodeError as exc:
         raise ModelInputError(f"{origin}: not valid TOML ({exc})") from None
     loaded: list[GpuSpec] = []
-    for gpu_id, table in _gpu_tables(document, origin).items():
-        base = _BUILTIN_RAW.get(gpu_id)
+    tables = _gpu_tables(document, origin)
+    builtin = _builtin_tables() if any(gpu_id in _BUILTIN for gpu_id in tables) else {}
+    for gpu_id, table in tables.items():
+        base = builtin.get(gpu_id)
         raw = _merge(base, table) if base is not None else table
         spec = _build(gpu_id, raw, origin)
         loaded.append(spec)
