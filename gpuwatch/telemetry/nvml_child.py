@@ -1,8 +1,9 @@
 """The NVML child process: polls NVML in-process and sends every snapshot up a socket to its parent.
 
-Started by :mod:`~gpuwatch.telemetry.nvml_supervisor` as ``python -c`` running :func:`main` (not
-``multiprocessing`` spawn, which re-imports the parent's ``__main__`` and so the whole application):
-it imports only what reading NVML needs, which keeps its memory small.
+Started by :mod:`~gpuwatch.telemetry.nvml_supervisor` as ``python -S -c`` running :func:`main` on the
+parent's import path (not ``multiprocessing`` spawn, which re-imports the parent's ``__main__`` and so
+the whole application; not ``site``, whose .pth files import modules NVML does not need): it imports
+only what reading NVML needs, which keeps its memory small.
 
 It dies with its parent: ``PR_SET_PDEATHSIG`` (Linux) kills it when the parent goes, and a thread
 blocked on the socket ends it at EOF; nothing here polls, so an orphan never spins. Ctrl-C and a
