@@ -17,9 +17,9 @@ GPUs with the same schema through :func:`load_user_gpus`, so built-ins and user 
 
 from __future__ import annotations
 
-import tomllib
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -232,6 +232,8 @@ def _merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]
 def _builtin_tables() -> dict[str, Mapping[str, Any]]:
     """The built-in TOML tables, parsed afresh: only a user override needs them after start-up, so they
     are not kept (~80 KiB in every process, the NVML child's included)."""
+    import tomllib  # here, not at the top: the NVML child adopts its parent's catalog and never parses
+
     text = read_package_text("gpuwatch.model", "data/gpus.toml")
     return _gpu_tables(tomllib.loads(text), "gpuwatch/model/data/gpus.toml")
 
@@ -250,14 +252,63 @@ def _check_ids(gpus: Mapping[str, GpuSpec], origin: str) -> None:
                 raise _fail(origin, f"gpu.{gpu.id}.aliases", f"{key!r} already names {owner[key]}")
 
 
-_BUILTIN = _load_builtin()
-_check_ids(_BUILTIN, "gpuwatch/model/data/gpus.toml")
+#: built-ins, read from gpus.toml on first use (or adopted from a parent process's :class:`CatalogState`)
+_BUILTIN: dict[str, GpuSpec] = {}
 _USER: dict[str, GpuSpec] = {}
+_LOADING = threading.Lock()
+
+
+def _builtin() -> dict[str, GpuSpec]:
+    if not _BUILTIN:
+        with _LOADING:
+            if not _BUILTIN:
+                loaded = _load_builtin()
+                _check_ids(loaded, "gpuwatch/model/data/gpus.toml")
+                _BUILTIN.update(loaded)
+    return _BUILTIN
+
+
+@dataclass(frozen=True)
+class CatalogState:
+    """The catalog one process holds (built-ins, then user entries) as plain picklable data.
+
+    The NVML child adopts its parent's instead of parsing gpus.toml (tomllib and the parse cost ~1.2 MiB
+    resident there), and so also knows the GPUs a user file added or overrode in the parent.
+    """
+
+    builtin: tuple[dict[str, Any], ...]
+    user: tuple[dict[str, Any], ...]
+
+
+def _plain(spec: GpuSpec) -> dict[str, Any]:
+    values = {f.name: getattr(spec, f.name) for f in fields(spec)}
+    return {k: dict(v) if isinstance(v, MappingProxyType) else v for k, v in values.items()}
+
+
+def _spec(plain: Mapping[str, Any]) -> GpuSpec:
+    values: dict[str, Any] = {k: MappingProxyType(v) if isinstance(v, dict) else v for k, v in plain.items()}
+    return GpuSpec(**values)
+
+
+def catalog_state() -> CatalogState:
+    """This process's catalog, for :func:`adopt_catalog_state` in another."""
+    return CatalogState(
+        builtin=tuple(_plain(g) for g in _builtin().values()), user=tuple(_plain(g) for g in _USER.values())
+    )
+
+
+def adopt_catalog_state(state: CatalogState) -> None:
+    """Hold exactly the catalog ``state`` describes (built-ins, user entries); gpus.toml is not read."""
+    with _LOADING:
+        _BUILTIN.clear()
+        _BUILTIN.update((g.id, g) for g in map(_spec, state.builtin))
+        _USER.clear()
+        _USER.update((g.id, g) for g in map(_spec, state.user))
 
 
 def all_gpus() -> tuple[GpuSpec, ...]:
     """Built-ins in catalog order (user overrides in place), then user-added GPUs."""
-    merged = {**_BUILTIN, **_USER}
+    merged = {**_builtin(), **_USER}
     return tuple(merged.values())
 
 
@@ -330,6 +381,8 @@ def load_user_gpus(path: str | Path) -> tuple[GpuSpec, ...]:
     user
     can fix one figure, e.g. a card power-limited to 300 W, without restating the datasheet.
     """
+    import tomllib
+
     origin = str(path)
     try:
         with open(path, "rb") as handle:
@@ -345,13 +398,13 @@ def load_user_gpus(path: str | Path) -> tuple[GpuSpec, ...]:
         raise ModelInputError(f"{origin}: not valid TOML ({exc})") from None
     loaded: list[GpuSpec] = []
     tables = _gpu_tables(document, origin)
-    builtin = _builtin_tables() if any(gpu_id in _BUILTIN for gpu_id in tables) else {}
+    builtin = _builtin_tables() if any(gpu_id in _builtin() for gpu_id in tables) else {}
     for gpu_id, table in tables.items():
         base = builtin.get(gpu_id)
         raw = _merge(base, table) if base is not None else table
         spec = _build(gpu_id, raw, origin)
         loaded.append(spec)
-    _check_ids({**_BUILTIN, **_USER, **{spec.id: spec for spec in loaded}}, origin)
+    _check_ids({**_builtin(), **_USER, **{spec.id: spec for spec in loaded}}, origin)
     for spec in loaded:  # register only when the whole file is valid
         _USER[spec.id] = spec
     return tuple(loaded)

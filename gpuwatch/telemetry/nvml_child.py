@@ -25,12 +25,15 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from gpuwatch.telemetry.child_wire import Channel
 from gpuwatch.telemetry.heap import release_freed_heap, share_one_malloc_arena
 from gpuwatch.telemetry.simspec import SimSpec
+
+if TYPE_CHECKING:
+    from gpuwatch.model.catalog import CatalogState
 
 _PR_SET_PDEATHSIG = 1
 
@@ -42,6 +45,8 @@ class ChildConfig:
     description: str
     xid_events: bool
     stale_after: float | None = None
+    #: the parent's catalog (its user GPU files included), adopted before anything reads the catalog
+    catalog: CatalogState | None = None
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -77,6 +82,11 @@ def main(fd: int, parent_pid: int) -> None:
     except (EOFError, OSError):
         os._exit(0)
     assert kind == "config" and isinstance(config, ChildConfig)
+    if config.catalog is not None:  # before the reader and the simulator look a card up
+        from gpuwatch.model.catalog import adopt_catalog_state
+
+        adopt_catalog_state(config.catalog)
+        config = replace(config, catalog=None)  # its plain copy is garbage now
 
     class ForwardLogs(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 
 import gpuwatch
 from gpuwatch.errors import UserError
+from gpuwatch.model.catalog import catalog_state
 from gpuwatch.telemetry.child_wire import Channel
 from gpuwatch.telemetry.freshness import stale_after_s, stale_sample
 from gpuwatch.telemetry.history import History
@@ -185,7 +186,8 @@ class NvmlSupervisor(SnapshotFeed):
         finally:
             child_end.close()
         conn = Channel(parent_end)
-        conn.send(("config", self._config))
+        # the catalog as of this start: user GPU files loaded since the last child apply to this one
+        conn.send(("config", replace(self._config, catalog=catalog_state())))
         self._proc, self._conn = proc, conn
         self._probe_child.clear()
         self._child_error = None
