@@ -264,6 +264,7 @@ def test_stopped_and_started_again_it_runs_and_idles_without_spinning() -> None:
 HEAVY_IN_CHILD = (
     "site",
     "tomllib",
+    "pickle",  # the wire uses the C pickler, _pickle
     "pathlib",
     "zipfile",
     "importlib.resources",
