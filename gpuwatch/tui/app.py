@@ -169,8 +169,17 @@ class GpuwatchApp(App[None]):
                     # the live view sits beside the tabs (so that a wide terminal shows it next to a
                     # planning pane); the other panes mount when first shown (see _ensure_pane)
                     yield TabPane(f"{n} {title}", id=pane_id)
-            yield LiveView(id="live-view")
+            # the source starts here, so that the cards are composed named (see LiveView)
+            self.feed.add_listener(self._from_poll_thread)
+            self.feed.start()
+            yield LiveView(id="live-view", devices=attached_devices(self.feed), size_hint=self._live_size())
         yield Footer()
+
+    def _live_size(self) -> tuple[int, int]:
+        """The live view's size in this terminal: all of it less the header, the tabs and the footer, or
+        the left half beside a planning pane (a wrong guess costs one restyle, not a wrong layout)."""
+        width, height = self.size
+        return (width // 2 - 1, height - 2) if width >= WIDE_COLUMNS else (width, height - 4)
 
     def _find(self, selector: str, expect: type[_W]) -> _W | None:
         """A widget by selector, looked up once (None while it is not there, as when the app shuts down):
@@ -241,16 +250,9 @@ class GpuwatchApp(App[None]):
         self._mounted.add(pane_id)
 
     async def on_mount(self) -> None:
-        self.feed.add_listener(self._from_poll_thread)
-        self.feed.start()
         latest = self.feed.latest()
-        if latest is not None:
+        if latest is not None:  # polled before the listener was there
             self.post_message(PollArrived(*latest))
-        else:
-            devices = attached_devices(self.feed)
-            live = self._find("#live-view", LiveView)
-            if devices and live is not None:  # the cards, named, in the first frame: readings follow
-                await live.announce(devices)
         # the other panes mount after the first frame (a quit waits for them: the mount holds the loop)
         self.call_after_refresh(self._mount_panes)
         if self.fallback_reason is not None:

@@ -419,8 +419,10 @@ class GpuCard(Widget, can_focus=True):
     #: chosen by the live view from the terminal size
     layout_mode: reactive[Layout] = reactive("full", layout=True)
 
-    def __init__(self, index: int, name: str) -> None:
-        super().__init__(id=f"gpu-{index}", classes="gpu-card")
+    def __init__(self, index: int, name: str, layout: Layout = "full") -> None:
+        # the layout the live view expects, set before mounting: a change after it restyles the card
+        super().__init__(id=f"gpu-{index}", classes="gpu-card" if layout == "full" else "gpu-card -compact")
+        self.set_reactive(GpuCard.layout_mode, layout)
         self.index = index
         self.gpu_name = name
         self.border_title = f"{index} {short_name(name)}"

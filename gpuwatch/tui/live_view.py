@@ -145,12 +145,41 @@ class ProcessTable(Vertical):
 
 
 class LiveView(Vertical):
-    """Cards are built on the first poll, when the number of GPUs is known."""
+    """A card for each GPU: composed with the view when the source listed its GPUs as it attached (the
+    first frame names them all), else built on the first poll, when the number of GPUs is known.
+
+    ``size_hint`` is the (width, height) the view expects to get (the terminal's, less the app's
+    chrome): the cards are composed in the layout that size chooses, because a layout changed after
+    they are mounted restyles every card, a third of the TUI's start-up to its first frame.
+    """
+
+    def __init__(
+        self,
+        *,
+        devices: Sequence[tuple[int, str]] = (),
+        size_hint: tuple[int, int] = (0, 0),
+        id: str | None = None,
+    ) -> None:
+        self._devices = tuple(devices)
+        self._layout_hint = choose_layout(*size_hint, len(self._devices)) if self._devices else "full"
+        super().__init__(id=id, classes="-compact" if self._layout_hint != "full" else None)
+        self._columns_hint = (
+            grid_columns(size_hint[0], len(self._devices)) if self._layout_hint == "full" else 1
+        )
 
     def compose(self) -> ComposeResult:
+        known = self._known()
         with VerticalScroll(id="cards-scroll"):
-            yield Label("waiting for the first poll…", id="cards-waiting")
-            yield Grid(id="cards")
+            waiting = Label("waiting for the first poll…", id="cards-waiting")
+            waiting.display = not self._devices
+            yield waiting
+            grid = Grid(id="cards")
+            if self._devices:
+                grid.styles.grid_size_columns = self._columns_hint
+            with grid:
+                for index, name in self._devices:
+                    card = known[index] = GpuCard(index, name, self._layout_hint)
+                    yield card
         yield ProcessTable(id="processes")
 
     #: index -> card, kept as cards are mounted (they never leave: a lost GPU keeps its card, marked lost),
@@ -169,17 +198,6 @@ class LiveView(Vertical):
     @property
     def layout_mode(self) -> Layout:
         return choose_layout(self.size.width, self.size.height, len(self.cards))
-
-    async def announce(self, devices: Sequence[tuple[int, str]]) -> None:
-        """Cards for the GPUs NVML listed when it attached, before their first reading, so that the first
-        frame shows every GPU by name (each says it waits for its first poll)."""
-        known = self._known()
-        new = [GpuCard(index, name) for index, name in devices if index not in known]
-        if new:
-            self.query_one("#cards-waiting").display = False
-            known.update({card.index: card for card in new})  # before the await: a poll may come meanwhile
-            await self.query_one("#cards", Grid).mount_all(new)
-            self._reflow()
 
     async def show(self, readings: Mapping[int, CardReading], selected: int | None) -> None:
         known = self._known()
