@@ -272,7 +272,7 @@ def _builtin() -> dict[str, GpuSpec]:
 class CatalogState:
     """The catalog one process holds (built-ins, then user entries) as plain picklable data.
 
-    The NVML child adopts its parent's instead of parsing gpus.toml (tomllib and the parse cost ~1.2 MiB
+    The NVML child adopts its parent's instead of parsing gpus.toml (tomllib and the parse: ~0.3 MiB
     resident there), and so also knows the GPUs a user file added or overrode in the parent.
     """
 
