@@ -39,8 +39,9 @@ def build_app(args: argparse.Namespace) -> GpuwatchApp:
     banner = None
     config = live_config(args)
     # in-process by default, as nvitop: a second Python process for NVML would double the TUI's memory;
-    # a hung read only marks its GPU stale (the poller reads each GPU on its own thread, and the ctypes
-    # call releases the GIL), but a driver segfault ends the TUI: --isolate-nvml makes it a status line
+    # a hung read only marks its GPU stale (it keeps a read thread of its own while the others share one,
+    # and the ctypes call releases the GIL), but a driver segfault ends the TUI: --isolate-nvml makes it
+    # a status line
     given_isolate = getattr(args, "isolate_nvml", None)
     isolate = bool(get("isolate_nvml").default if given_isolate is None else given_isolate)
     try:

@@ -1,11 +1,22 @@
 """NvmlPoller: the in-process poll loop that keeps the latest snapshot and a bounded history.
 
-Each GPU is read on its own worker thread, so a slow or hung card costs the others nothing: its read
-stays in flight, its previous sample is reused (counted as ``errors["stale"]``) until it is older than
-the freshness bound (:mod:`~gpuwatch.telemetry.freshness`), after which it is published as stale with
-no readings. ``poll_duration_s`` is the longest real read time this tick (a read still in flight
-counts its time so far), never capped at the interval. A lost GPU or a broken NVML session is
-re-initialised on an exponential back-off measured on the poller's clock.
+Every GPU is read on one shared worker thread (a *lane*), in order, each read timed: one thread woken a
+tick, not one per card. When the last tick's reads took together more than a tenth of the interval (a
+driver whose calls block, e.g. the PCIe throughput query samples for 20 ms), they are shared out over as
+many lanes as keep each lane under that, up to one per card, so every card is still read every tick
+and close to the tick's time. A read still running after a quarter of the interval is taken for hung: the
+cards queued behind it move to a fresh lane at once (so they are still read this tick), and the hung
+read keeps the thread it is stuck on as its own lane until it returns; threads grow only with hung
+cards. A card whose read is still in flight when the tick's wait ends is not read again until that read
+returns: its previous sample is reused (counted as ``errors["stale"]``) until it is older than the
+freshness bound (:mod:`~gpuwatch.telemetry.freshness`), after which it is published as stale with no
+readings; a card queued behind a hung read that no lane reached in time counts as stale for that tick
+only, and the next tick starts with it (round robin: reads too slow for one interval still reach
+every card in turn). A card that hung is read last once back: a card that keeps hanging costs the others
+nothing.
+``poll_duration_s`` is the longest real read time this tick (a read still in flight counts its time so
+far), never capped at the interval. A lost GPU or a broken NVML session is re-initialised on an
+exponential back-off measured on the poller's clock; re-attaching skips cards whose read is in flight.
 
 Crash isolation (NVML in a child process) is :mod:`~gpuwatch.telemetry.nvml_supervisor`'s job; this
 loop is what runs inside that child, and in-process where a crash cannot hurt (tests, doctor).
@@ -13,12 +24,15 @@ loop is what runs inside that child, and in-process where a crash cannot hurt (t
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
+from queue import SimpleQueue
 
 import pynvml as N
 
@@ -34,7 +48,63 @@ __all__ = ["NvmlPoller", "NvmlUnavailable", "SimSpec"]
 
 log = logging.getLogger(__name__)
 
-_Read = tuple[GpuSample, float]  # (sample, seconds the read took)
+#: a read running longer than this share of the interval is taken for hung (module docstring)
+HANG_AFTER_SHARE = 0.25
+#: the reads of a tick share out over more lanes when they took longer than this share of the interval
+LANE_BUSY_SHARE = 0.1
+_lane_numbers = itertools.count()
+
+
+class _Read:
+    """One GPU's read handed to a lane: its outcome, its error counter, when it began, how long it took."""
+
+    __slots__ = ("counter", "future", "index", "lane", "started_s", "tick", "took_s")
+
+    def __init__(self, index: int, tick: int, lane: _Lane) -> None:
+        self.index = index
+        self.tick = tick  # the poll that asked for it
+        self.lane = lane
+        self.counter: Counter[str] = Counter()
+        self.future: Future[GpuSample] = Future()
+        self.started_s: float | None = None  # monotonic; set by the lane as it reaches this read
+        self.took_s = 0.0
+
+    def running(self) -> bool:
+        return self.started_s is not None and not self.future.done()
+
+
+class _Lane:
+    """A thread that reads the GPUs handed to it one after another, in order, each read timed.
+
+    A daemon: a read hung inside the driver must not keep the process from exiting.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: SimpleQueue[tuple[NvmlReader, list[_Read]] | None] = SimpleQueue()
+        name = f"gpuwatch-nvml-{next(_lane_numbers)}"
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def submit(self, reader: NvmlReader, reads: list[_Read]) -> None:
+        self._jobs.put((reader, reads))
+
+    def retire(self) -> None:
+        """End the thread once it is through with what it holds (reads given up on are skipped)."""
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            reader, reads = job
+            for read in reads:
+                read.started_s = time.monotonic()
+                if not read.future.set_running_or_notify_cancel():
+                    continue  # given up on: moved to another lane, or stale this tick
+                try:
+                    sample = reader.read_device(read.index, read.counter)
+                except BaseException as exc:  # the poll thread logs it
+                    read.future.set_exception(exc)
+                else:
+                    read.took_s = time.monotonic() - read.started_s
+                    read.future.set_result(sample)
 
 
 class NvmlPoller(SnapshotFeed):
@@ -83,9 +153,13 @@ class NvmlPoller(SnapshotFeed):
         self._thread: threading.Thread | None = None
         self._poll_lock = threading.Lock()
         self.reader: NvmlReader | None = None
-        self._executors: list[ThreadPoolExecutor] = []
-        #: GPU index -> (read in flight, its error counter, monotonic time it started)
-        self._inflight: dict[int, tuple[Future[_Read], Counter[str], float]] = {}
+        self._lanes: list[_Lane] = []  # the shared lanes (one, unless reads are slow); none after a hang
+        self._read_s = 0.0  # what the last tick's reads took, together (sets how many lanes share them)
+        #: GPU index -> its read not collected yet (after a tick: only reads still in flight)
+        self._inflight: dict[int, _Read] = {}
+        self._hung: set[int] = set()  # GPUs whose last read hung: read last, behind the others
+        self._first = 0  # the GPU read first: the first one no lane reached last tick (round robin)
+        self._tick = 0
         self._last_sample: dict[int, GpuSample] = {}
         self._next_reinit_at: float | None = None
 
@@ -126,21 +200,19 @@ class NvmlPoller(SnapshotFeed):
             reader.close()
             raise NvmlUnavailable(unavailable_message(exc)) from None
         self.reader = reader
-        self._executors = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gpuwatch-gpu{i}")
-            for i in range(len(reader.devices))
-        ]
         if not self.simulated and self.description == "NVML":
             self.description = f"NVML: {len(reader.devices)} GPU(s), driver {reader.driver_version or '?'}"
 
     def _close_reader(self) -> None:
-        running = [f for f, _, _ in self._inflight.values() if not f.done()]
+        running = [r.future for r in self._inflight.values() if not r.future.done()]
         if running:
             wait(running, timeout=2.0)
-        for ex in self._executors:
-            ex.shutdown(wait=False, cancel_futures=True)
-        self._executors = []
+        for read in self._inflight.values():
+            read.future.cancel()
+        self._retire_lane()
         self._inflight.clear()
+        self._hung.clear()
+        self._first = 0
         if self.reader is not None:
             self.reader.close()
             self.reader = None
@@ -154,44 +226,47 @@ class NvmlPoller(SnapshotFeed):
                 log.exception("poll failed")
             self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
 
-    @staticmethod
-    def _timed(reader: NvmlReader, index: int, counter: Counter[str]) -> _Read:
-        started = time.monotonic()
-        sample = reader.read_device(index, counter)
-        return sample, time.monotonic() - started
-
     def poll_once(self) -> Snapshot:
-        """One tick: read every GPU (each on its own worker), wait at most one interval, publish."""
+        """One tick: read every GPU (on the shared lane), wait at most one interval, publish."""
         reader = self.reader
         if reader is None:
             raise RuntimeError("poller not started")
         with self._poll_lock:
             self._maybe_reinit(reader)
             ts = self._clock()
-            for i in range(len(reader.devices)):
-                if i in self._inflight:
-                    continue  # still busy with an earlier tick: do not queue behind a slow card
-                counter: Counter[str] = Counter()
-                future = self._executors[i].submit(self._timed, reader, i, counter)
-                self._inflight[i] = (future, counter, time.monotonic())
-            wait([f for f, _, _ in self._inflight.values()], timeout=self.interval_s)
+            self._tick += 1
+            # a card still busy with an earlier tick is not queued again: nothing waits behind it
+            count = len(reader.devices)
+            due = [i for i in range(count) if i not in self._inflight]
+            # in index order from the first card no lane reached last tick, cards that hung last
+            due.sort(key=lambda i: (i in self._hung, (i - self._first) % count))
+            self._wait(reader, self._dispatch(reader, due))
+            read_s = 0.0
+            missed = [i for i in due if i not in self._inflight]
+            if missed:
+                self._first = missed[0]
             errors: Counter[str] = Counter()
             gpus = []
             longest_read_s = 0.0
+            now_s = time.monotonic()
             for i, dev in enumerate(reader.devices):
-                fut, counter, started = self._inflight[i]
-                if fut.done():
+                read = self._inflight.get(i)
+                if read is not None and read.future.done():
                     del self._inflight[i]
-                    errors.update(counter)
+                    errors.update(read.counter)
                     try:
-                        self._last_sample[i], took_s = fut.result()
-                        longest_read_s = max(longest_read_s, took_s)
+                        self._last_sample[i] = read.future.result()
+                        longest_read_s = max(longest_read_s, read.took_s)
+                        read_s += read.took_s
                     except Exception:
                         log.exception("reading GPU %d failed", i)
                         errors["exception"] += 1
-                else:
+                    if read.tick == self._tick:
+                        self._hung.discard(i)
+                else:  # in flight (hung or slow), or queued behind a hung read and not reached
                     errors["stale"] += 1
-                    longest_read_s = max(longest_read_s, time.monotonic() - started)
+                    if read is not None and read.started_s is not None:
+                        longest_read_s = max(longest_read_s, now_s - read.started_s)
                 sample = self._last_sample.get(i)
                 if sample is None:  # never read yet (slow from the start): identity only, stale
                     sample = GpuSample(
@@ -202,9 +277,81 @@ class NvmlPoller(SnapshotFeed):
                 elif is_stale(sample, ts, self.stale_after_s):
                     sample = stale_sample(sample)
                 gpus.append(sample)
+            self._read_s = read_s
             snap = reader.snapshot(ts, tuple(gpus), errors, longest_read_s)
         self._publish(snap)
         return snap
+
+    def _dispatch(self, reader: NvmlReader, indices: list[int]) -> list[list[_Read]]:
+        """Queue these GPUs' reads on the shared lanes, in this order on each: one lane, or as many as
+        keep each under LANE_BUSY_SHARE of the interval at the last tick's read time."""
+        if not indices:
+            return []
+        wanted = max(1, math.ceil(self._read_s / (self.interval_s * LANE_BUSY_SHARE)))
+        lanes = min(len(indices), wanted)
+        while len(self._lanes) > lanes:
+            self._lanes.pop().retire()
+        while len(self._lanes) < lanes:
+            self._lanes.append(_Lane())
+        return [self._queue(reader, lane, indices[n::lanes]) for n, lane in enumerate(self._lanes)]
+
+    def _queue(self, reader: NvmlReader, lane: _Lane, indices: list[int]) -> list[_Read]:
+        reads = [_Read(i, self._tick, lane) for i in indices]
+        for read in reads:
+            self._inflight[read.index] = read
+        lane.submit(reader, reads)
+        return reads
+
+    def _retire_lane(self, lane: _Lane | None = None) -> None:
+        """A shared lane is stuck on a read (None: all of them, at close): that read keeps the thread,
+        the next reads get a new one."""
+        for shared in list(self._lanes):
+            if lane is None or shared is lane:
+                self._lanes.remove(shared)
+                shared.retire()
+
+    def _wait(self, reader: NvmlReader, batches: list[list[_Read]]) -> None:
+        """Wait until every read in flight is done or one interval has passed.
+
+        A read of one of ``batches`` (this tick's, one per shared lane) running past the hang bound hands
+        the reads queued behind it to a fresh lane; at the end, reads no lane reached are given up on
+        (stale this tick), and a read still running keeps its lane as its own.
+        """
+        deadline_s = time.monotonic() + self.interval_s
+        hang_after_s = self.interval_s * HANG_AFTER_SHARE
+        while True:
+            now_s = time.monotonic()
+            waiting = [r.future for r in self._inflight.values() if not r.future.done()]
+            if not waiting or now_s >= deadline_s:
+                break
+            timeout_s = deadline_s - now_s
+            moved = False
+            for n, batch in enumerate(batches):
+                left = [r for r in batch if not r.future.done()]
+                current = left[0] if left else None  # the lane takes them in order
+                if current is None or len(left) < 2:
+                    continue
+                if current.started_s is None:
+                    timeout_s = min(timeout_s, hang_after_s)  # the lane has not reached it yet
+                elif now_s - current.started_s < hang_after_s:
+                    timeout_s = min(timeout_s, current.started_s + hang_after_s - now_s)
+                else:  # hung: the ones behind it move to a fresh lane, to be read this tick
+                    behind = [r.index for r in left[1:] if r.future.cancel()]
+                    if current.running():
+                        self._hung.add(current.index)
+                        self._retire_lane(current.lane)
+                    fresh = _Lane()
+                    self._lanes.append(fresh)
+                    batches[n] = self._queue(reader, fresh, behind)
+                    moved = True
+            if not moved:
+                wait(waiting, timeout=timeout_s)
+        for read in list(self._inflight.values()):
+            if read.future.cancel():  # queued behind a hung read, never started: stale this tick
+                del self._inflight[read.index]
+            elif read.running():
+                self._hung.add(read.index)
+                self._retire_lane(read.lane)
 
     def _maybe_reinit(self, reader: NvmlReader) -> None:
         if not reader.needs_reinit:
@@ -217,7 +364,7 @@ class NvmlPoller(SnapshotFeed):
             return
         if now < self._next_reinit_at:
             return
-        busy = {i for i, (f, _, _) in self._inflight.items() if not f.done()}
+        busy = {i for i, r in self._inflight.items() if not r.future.done()}
         if not reader.session_broken:
             # first re-find each lost card on its own: a card whose read is still in flight (hung or
             # slow) must not hold back the recovery of the others
