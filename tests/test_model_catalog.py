@@ -270,3 +270,41 @@ def test_oversized_or_binary_gpu_file_is_one_line(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ModelInputError, match="not a UTF-8 text file"):
         load_user_gpus(binary)
+
+
+_FROM_ZIP = """
+import sys
+sys.path[:0] = [sys.argv[1], *sys.argv[2:]]
+from gpuwatch.model.catalog import get_gpu
+from gpuwatch.telemetry.simulated.profiles import DRIVER_PROFILES
+import gpuwatch
+print(gpuwatch.__file__)
+print(get_gpu("rtx4090").tdp_w, DRIVER_PROFILES["r610"].has_symbol("nvmlDeviceGetHandles"))
+"""
+
+
+def test_the_catalog_and_the_simulators_symbol_lists_load_from_a_zip_import(tmp_path: Path) -> None:
+    # the data files are read as plain files beside the modules; a zip archive has none, and must work
+    import subprocess
+    import sys
+    import zipfile
+
+    import gpuwatch
+
+    root = Path(gpuwatch.__file__).parent
+    archive = tmp_path / "gpuwatch.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in root.rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                z.write(path, Path("gpuwatch") / path.relative_to(root))
+    others = [p for p in sys.path if p and Path(p).resolve() != root.parent.resolve()]
+    done = subprocess.run(  # -S: no editable-install finder to find the source tree instead
+        [sys.executable, "-S", "-c", _FROM_ZIP, str(archive), *others],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    where, figures = done.stdout.splitlines()
+    assert where.startswith(str(archive))
+    assert figures == "450.0 True"  # the RTX 4090's TDP; r610's captured list has nvmlDeviceGetHandles

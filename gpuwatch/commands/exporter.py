@@ -108,8 +108,10 @@ def run(args: argparse.Namespace) -> int:
     from gpuwatch.exporter.kubernetes import PodCollector
     from gpuwatch.exporter.server import ExporterServer, make_app, parse_listen
     from gpuwatch.live.assessor import history_points
-    from gpuwatch.telemetry.heap import release_freed_heap
+    from gpuwatch.telemetry.heap import release_freed_heap, share_one_malloc_arena
     from gpuwatch.telemetry.kubernetes import PodAllocations
+
+    share_one_malloc_arena()  # before the server's, the session's and the supervisor's threads start
 
     host, port = parse_listen(args.listen or get("listen").default)
     for option, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):

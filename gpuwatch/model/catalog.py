@@ -17,16 +17,17 @@ GPUs with the same schema through :func:`load_user_gpus`, so built-ins and user 
 
 from __future__ import annotations
 
-import difflib
-import tomllib
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
+from gpuwatch.model.package_data import read_package_text
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -228,12 +229,18 @@ def _merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]
     return merged
 
 
-def _load_builtin() -> tuple[dict[str, Mapping[str, Any]], dict[str, GpuSpec]]:
-    text = resources.files("gpuwatch.model").joinpath("data/gpus.toml").read_text(encoding="utf-8")
-    raw = _gpu_tables(tomllib.loads(text), "gpuwatch/model/data/gpus.toml")
-    return raw, {
-        gpu_id: _build(gpu_id, table, "gpuwatch/model/data/gpus.toml") for gpu_id, table in raw.items()
-    }
+def _builtin_tables() -> dict[str, Mapping[str, Any]]:
+    """The built-in TOML tables, parsed afresh: only a user override needs them after start-up, so they
+    are not kept (~80 KiB in every process, the NVML child's included)."""
+    import tomllib  # here, not at the top: the NVML child adopts its parent's catalog and never parses
+
+    text = read_package_text("gpuwatch.model", "data/gpus.toml")
+    return _gpu_tables(tomllib.loads(text), "gpuwatch/model/data/gpus.toml")
+
+
+def _load_builtin() -> dict[str, GpuSpec]:
+    raw = _builtin_tables()
+    return {gpu_id: _build(gpu_id, table, "gpuwatch/model/data/gpus.toml") for gpu_id, table in raw.items()}
 
 
 def _check_ids(gpus: Mapping[str, GpuSpec], origin: str) -> None:
@@ -245,14 +252,63 @@ def _check_ids(gpus: Mapping[str, GpuSpec], origin: str) -> None:
                 raise _fail(origin, f"gpu.{gpu.id}.aliases", f"{key!r} already names {owner[key]}")
 
 
-_BUILTIN_RAW, _BUILTIN = _load_builtin()
-_check_ids(_BUILTIN, "gpuwatch/model/data/gpus.toml")
+#: built-ins, read from gpus.toml on first use (or adopted from a parent process's :class:`CatalogState`)
+_BUILTIN: dict[str, GpuSpec] = {}
 _USER: dict[str, GpuSpec] = {}
+_LOADING = threading.Lock()
+
+
+def _builtin() -> dict[str, GpuSpec]:
+    if not _BUILTIN:
+        with _LOADING:
+            if not _BUILTIN:
+                loaded = _load_builtin()
+                _check_ids(loaded, "gpuwatch/model/data/gpus.toml")
+                _BUILTIN.update(loaded)
+    return _BUILTIN
+
+
+@dataclass(frozen=True)
+class CatalogState:
+    """The catalog one process holds (built-ins, then user entries) as plain picklable data.
+
+    The NVML child adopts its parent's instead of parsing gpus.toml (tomllib and the parse: ~0.3 MiB
+    resident there), and so also knows the GPUs a user file added or overrode in the parent.
+    """
+
+    builtin: tuple[dict[str, Any], ...]
+    user: tuple[dict[str, Any], ...]
+
+
+def _plain(spec: GpuSpec) -> dict[str, Any]:
+    values = {f.name: getattr(spec, f.name) for f in fields(spec)}
+    return {k: dict(v) if isinstance(v, MappingProxyType) else v for k, v in values.items()}
+
+
+def _spec(plain: Mapping[str, Any]) -> GpuSpec:
+    values: dict[str, Any] = {k: MappingProxyType(v) if isinstance(v, dict) else v for k, v in plain.items()}
+    return GpuSpec(**values)
+
+
+def catalog_state() -> CatalogState:
+    """This process's catalog, for :func:`adopt_catalog_state` in another."""
+    return CatalogState(
+        builtin=tuple(_plain(g) for g in _builtin().values()), user=tuple(_plain(g) for g in _USER.values())
+    )
+
+
+def adopt_catalog_state(state: CatalogState) -> None:
+    """Hold exactly the catalog ``state`` describes (built-ins, user entries); gpus.toml is not read."""
+    with _LOADING:
+        _BUILTIN.clear()
+        _BUILTIN.update((g.id, g) for g in map(_spec, state.builtin))
+        _USER.clear()
+        _USER.update((g.id, g) for g in map(_spec, state.user))
 
 
 def all_gpus() -> tuple[GpuSpec, ...]:
     """Built-ins in catalog order (user overrides in place), then user-added GPUs."""
-    merged = {**_BUILTIN, **_USER}
+    merged = {**_builtin(), **_USER}
     return tuple(merged.values())
 
 
@@ -312,6 +368,8 @@ def identify_gpu(pci_device_id: int | None, name: str | None) -> GpuSpec | None:
 
 def _close_first(wanted: str, known: list[str]) -> list[str]:
     """Close matches among ids and NVML names (compared lower-case, reported as spelled)."""
+    import difflib  # only when a key is unknown
+
     lowered = {k.lower(): k for k in known}
     return [lowered[c] for c in difflib.get_close_matches(wanted, list(lowered), n=5, cutoff=0.4)]
 
@@ -323,9 +381,11 @@ def load_user_gpus(path: str | Path) -> tuple[GpuSpec, ...]:
     user
     can fix one figure, e.g. a card power-limited to 300 W, without restating the datasheet.
     """
+    import tomllib
+
     origin = str(path)
     try:
-        with Path(path).open("rb") as handle:
+        with open(path, "rb") as handle:
             data = handle.read(_MAX_GPU_FILE_BYTES + 1)
         if len(data) > _MAX_GPU_FILE_BYTES:
             raise ModelInputError(f"{origin}: larger than {_MAX_GPU_FILE_BYTES // 1024} KiB; not a GPU file")
@@ -337,12 +397,14 @@ def load_user_gpus(path: str | Path) -> tuple[GpuSpec, ...]:
     except tomllib.TOMLDecodeError as exc:
         raise ModelInputError(f"{origin}: not valid TOML ({exc})") from None
     loaded: list[GpuSpec] = []
-    for gpu_id, table in _gpu_tables(document, origin).items():
-        base = _BUILTIN_RAW.get(gpu_id)
+    tables = _gpu_tables(document, origin)
+    builtin = _builtin_tables() if any(gpu_id in _builtin() for gpu_id in tables) else {}
+    for gpu_id, table in tables.items():
+        base = builtin.get(gpu_id)
         raw = _merge(base, table) if base is not None else table
         spec = _build(gpu_id, raw, origin)
         loaded.append(spec)
-    _check_ids({**_BUILTIN, **_USER, **{spec.id: spec for spec in loaded}}, origin)
+    _check_ids({**_builtin(), **_USER, **{spec.id: spec for spec in loaded}}, origin)
     for spec in loaded:  # register only when the whole file is valid
         _USER[spec.id] = spec
     return tuple(loaded)

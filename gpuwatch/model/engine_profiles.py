@@ -24,11 +24,11 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import Any
 
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.errors import UnknownIdError
+from gpuwatch.model.package_data import read_package_text
 
 DEFAULT_ENGINE = "vllm"
 ENGINE_NAMES = ("llama.cpp", "vllm", "tensorrt-llm")
@@ -123,7 +123,7 @@ class Measurement:
 
 @cache
 def _data() -> dict[str, Any]:
-    text = resources.files("gpuwatch.model").joinpath("data/engine_profiles.toml").read_text("utf-8")
+    text = read_package_text("gpuwatch.model", "data/engine_profiles.toml")
     return tomllib.loads(text)
 
 

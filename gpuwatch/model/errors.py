@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 
@@ -10,6 +9,8 @@ class UnknownIdError(KeyError):
     """An id not in a catalog; the message lists the close matches."""
 
     def __init__(self, kind: str, given: str, known: Iterable[str]) -> None:
+        import difflib  # only on this error path: kept out of the NVML child, which never raises it
+
         known = sorted(known)
         close = difflib.get_close_matches(given.lower(), known, n=5, cutoff=0.4)
         hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"

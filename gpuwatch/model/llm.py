@@ -15,12 +15,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from gpuwatch.model.elementwise import largest
 from gpuwatch.model.errors import ModelInputError, UnknownIdError
+from gpuwatch.model.package_data import read_package_text
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ def check_context(model: ModelSpec, context_tokens: Any, what: str = "context") 
 
 def _load_catalog() -> tuple[ModelSpec, ...]:
     origin = "gpuwatch/model/data/models.toml"
-    text = resources.files("gpuwatch.model").joinpath("data/models.toml").read_text(encoding="utf-8")
+    text = read_package_text("gpuwatch.model", "data/models.toml")
     return tuple(
         spec_from_config(
             entry["config"],

@@ -6,13 +6,13 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import Any
 
 from gpuwatch.model.catalog import get_gpu
 from gpuwatch.model.engine_memory import engine_budget
 from gpuwatch.model.finetune import longest_context
 from gpuwatch.model.llm import get_model
+from gpuwatch.model.package_data import read_package_text
 from gpuwatch.model.serving import powered_throughput
 
 
@@ -33,7 +33,7 @@ class Check:
 
 @cache
 def _data() -> dict[str, Any]:
-    text = resources.files("gpuwatch.model").joinpath("data/published_checks.toml").read_text("utf-8")
+    text = read_package_text("gpuwatch.model", "data/published_checks.toml")
     return tomllib.loads(text)
 
 

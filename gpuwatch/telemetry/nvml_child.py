@@ -1,8 +1,9 @@
 """The NVML child process: polls NVML in-process and sends every snapshot up a socket to its parent.
 
-Started by :mod:`~gpuwatch.telemetry.nvml_supervisor` as ``python -c`` running :func:`main` (not
-``multiprocessing`` spawn, which re-imports the parent's ``__main__`` and so the whole application):
-it imports only what reading NVML needs, which keeps its memory small.
+Started by :mod:`~gpuwatch.telemetry.nvml_supervisor` as ``python -S -c`` running :func:`main` on the
+parent's import path (not ``multiprocessing`` spawn, which re-imports the parent's ``__main__`` and so
+the whole application; not ``site``, whose .pth files import modules NVML does not need): it imports
+only what reading NVML needs, which keeps its memory small.
 
 It dies with its parent: ``PR_SET_PDEATHSIG`` (Linux) kills it when the parent goes, and a thread
 blocked on the socket ends it at EOF; nothing here polls, so an orphan never spins. Ctrl-C and a
@@ -24,11 +25,15 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from gpuwatch.telemetry.child_wire import Channel
+from gpuwatch.telemetry.heap import release_freed_heap, share_one_malloc_arena
 from gpuwatch.telemetry.simspec import SimSpec
+
+if TYPE_CHECKING:
+    from gpuwatch.model.catalog import CatalogState
 
 _PR_SET_PDEATHSIG = 1
 
@@ -40,6 +45,8 @@ class ChildConfig:
     description: str
     xid_events: bool
     stale_after: float | None = None
+    #: the parent's catalog (its user GPU files included), adopted before anything reads the catalog
+    catalog: CatalogState | None = None
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -59,6 +66,7 @@ def main(fd: int, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent_pid)
+    share_one_malloc_arena()  # before the parent watch and the poller's threads start
     conn = Channel.from_fd(fd)
     send_lock = threading.Lock()
 
@@ -74,6 +82,11 @@ def main(fd: int, parent_pid: int) -> None:
     except (EOFError, OSError):
         os._exit(0)
     assert kind == "config" and isinstance(config, ChildConfig)
+    if config.catalog is not None:  # before the reader and the simulator look a card up
+        from gpuwatch.model.catalog import adopt_catalog_state
+
+        adopt_catalog_state(config.catalog)
+        config = replace(config, catalog=None)  # its plain copy is garbage now
 
     class ForwardLogs(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
@@ -99,7 +112,6 @@ def main(fd: int, parent_pid: int) -> None:
     threading.Thread(target=watch_parent, name="gpuwatch-parent-watch", daemon=True).start()
 
     from gpuwatch.errors import UserError
-    from gpuwatch.telemetry.heap import release_freed_heap
     from gpuwatch.telemetry.poller import NvmlPoller
 
     clock = None

@@ -34,6 +34,7 @@ from typing import Any
 
 import gpuwatch
 from gpuwatch.errors import UserError
+from gpuwatch.model.catalog import catalog_state
 from gpuwatch.telemetry.child_wire import Channel
 from gpuwatch.telemetry.freshness import stale_after_s, stale_sample
 from gpuwatch.telemetry.history import History
@@ -51,10 +52,19 @@ _PROBE_ERRORS = frozenset(
     {Unavailable.NOT_SUPPORTED.value, Unavailable.NO_PERMISSION.value, Unavailable.FUNCTION_NOT_FOUND.value}
 )
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(gpuwatch.__file__)))
+#: run as ``python -S -c _CHILD_CODE fd parent_pid path...``: the child imports from this gpuwatch and the
+#: parent's own import path, so it needs no ``site``, whose .pth files (an editable install's finder, the
+#: distutils hack) import pathlib, ipaddress and urllib.parse the child would otherwise not load
 _CHILD_CODE = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from gpuwatch.telemetry.nvml_child import main; main(int(sys.argv[2]), int(sys.argv[3]))"
+    "import sys; sys.path[:0] = sys.argv[3:]; "
+    "from gpuwatch.telemetry.nvml_child import main; main(int(sys.argv[1]), int(sys.argv[2]))"
 )
+
+
+def _child_argv(fd: int) -> list[str]:
+    """The NVML child's command line: this interpreter without ``site``, on the parent's import path."""
+    paths = [_PACKAGE_ROOT, *(p for p in sys.path if p and p != _PACKAGE_ROOT)]
+    return [sys.executable, "-S", "-c", _CHILD_CODE, str(fd), str(os.getpid()), *paths]
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -169,14 +179,15 @@ class NvmlSupervisor(SnapshotFeed):
         parent_end, child_end = socket.socketpair()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", _CHILD_CODE, _PACKAGE_ROOT, str(child_end.fileno()), str(os.getpid())],
+                _child_argv(child_end.fileno()),
                 pass_fds=(child_end.fileno(),),
                 stdin=subprocess.DEVNULL,
             )
         finally:
             child_end.close()
         conn = Channel(parent_end)
-        conn.send(("config", self._config))
+        # the catalog as of this start: user GPU files loaded since the last child apply to this one
+        conn.send(("config", replace(self._config, catalog=catalog_state())))
         self._proc, self._conn = proc, conn
         self._probe_child.clear()
         self._child_error = None

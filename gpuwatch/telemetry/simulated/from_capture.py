@@ -323,7 +323,7 @@ def _driver(doc: Mapping[str, Any], path: str) -> DriverProfile:
         driver_version=version,
         nvml_version=str(sc.value("NVMLVersion", nearest.nvml_version)),
         cuda_driver_version=int(sc.number("CudaDriverVersion", nearest.cuda_driver_version) or 0),
-        symbols=exported if exported else nearest.symbols,
+        symbols=exported if exported else nearest.captured_symbols(),
         deprecated=deprecated,
         source=f"gpuwatch capture {path}",
     )

@@ -16,13 +16,13 @@ slowdown -2, 575/400/575 W).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field, replace
-from importlib import resources
+from functools import cache
 
 from gpuwatch.model.catalog import GpuSpec, all_gpus, get_gpu
 from gpuwatch.model.errors import UnknownIdError
+from gpuwatch.model.package_data import read_package_text
 
 #: NVML architecture codes (nvml.h ``NVML_DEVICE_ARCH_*``).
 ARCH_CODES = {"volta": 5, "turing": 6, "ampere": 7, "ada": 8, "hopper": 9, "blackwell": 10}
@@ -668,23 +668,34 @@ class DriverProfile:
     nvml_version: str
     cuda_driver_version: int
     extra_missing: frozenset[str] = field(default_factory=frozenset)
-    #: the exact exported set where a real driver's symbol list was captured; None -> SYMBOL_SINCE
+    #: the exact exported set, given directly (a gpuwatch capture's own list); overrides symbol_list
     symbols: frozenset[str] | None = None
+    #: the key in data/nvml_symbols.json of the list captured from a real driver of this branch, read
+    #: when first asked (a default r580 box never reads it); neither this nor symbols -> SYMBOL_SINCE
+    symbol_list: str | None = None
     #: exported symbols that answer NVML_ERROR_DEPRECATED ("Requested functionality has been deprecated")
     deprecated: frozenset[str] = field(default_factory=frozenset)
     source: str = "NVML API reference 'Added in' notes and nvml.h history (SYMBOL_SINCE)"
 
+    def captured_symbols(self) -> frozenset[str] | None:
+        """The exact exported set where one was captured; None where SYMBOL_SINCE decides."""
+        if self.symbols is not None:
+            return self.symbols
+        return None if self.symbol_list is None else _captured_symbol_lists()[self.symbol_list]
+
     def has_symbol(self, symbol: str) -> bool:
         if symbol in self.extra_missing:
             return False
-        if self.symbols is not None:
-            return symbol in self.symbols
+        captured = self.captured_symbols()
+        if captured is not None:
+            return symbol in captured
         return SYMBOL_SINCE.get(symbol, 0) <= self.branch
 
     def exported_symbols(self, known: frozenset[str] = frozenset()) -> frozenset[str]:
         """The ``nvml*`` symbols this driver exports: the captured list, or ``known`` filtered by branch."""
-        if self.symbols is not None:
-            return self.symbols - self.extra_missing
+        captured = self.captured_symbols()
+        if captured is not None:
+            return captured - self.extra_missing
         return frozenset(s for s in known | frozenset(SYMBOL_SINCE) if self.has_symbol(s))
 
     def has_field(self, field_id: int) -> bool:
@@ -741,13 +752,17 @@ FIELD_SINCE: dict[int, int] = {
 }
 
 
-def _captured_symbols() -> dict[str, frozenset[str]]:
-    text = resources.files("gpuwatch.telemetry.simulated").joinpath("data/nvml_symbols.json").read_text()
+@cache
+def _captured_symbol_lists() -> dict[str, frozenset[str]]:
+    """data/nvml_symbols.json, read once when a driver with a captured list is first asked (json and
+    the ~800 names stay out of a default box's NVML child)."""
+    import json
+
+    text = read_package_text("gpuwatch.telemetry.simulated", "data/nvml_symbols.json")
     raw = json.loads(text)
     return {k: frozenset(v) for k, v in raw.items() if not k.startswith("_")}
 
 
-_SYMBOLS = _captured_symbols()
 #: What nvidia-smi r590+ prints "Requested functionality has been deprecated" for on all four captured
 #: cards (Applications Clocks, Default Applications Clocks, Display Mode, power.management).
 _DEPRECATED_R590 = frozenset(
@@ -769,7 +784,7 @@ DRIVER_PROFILES: dict[str, DriverProfile] = {
         "590.48.01",
         "13.590.48",
         13010,
-        symbols=_SYMBOLS["r590"],
+        symbol_list="r590",
         deprecated=_DEPRECATED_R590,
         source="captured: H100 box, driver 590.48.01, NVML 590.48, CUDA 13.1 (405 nvml* symbols)",
     ),
@@ -782,7 +797,7 @@ DRIVER_PROFILES: dict[str, DriverProfile] = {
         # No r595 list was captured. r590's set is a subset of r610's; the 12 symbols r610 adds (vGPU
         # scheduler _v2, nvmlDeviceGetHandles, nvmlDeviceGetRemappedRows_v2, nvmlSystemGetCPER_v1, ...)
         # are left out because when they arrived between 590 and 610 is not known (inferred).
-        symbols=_SYMBOLS["r590"],
+        symbol_list="r590",
         deprecated=_DEPRECATED_R590,
         source="captured versions: L40S box, driver 595.80 (and an RTX 4080 SUPER on 595.71.05), CUDA 13.2; "
         "symbol set = the captured r590 list (inferred: no r595 list was captured)",
@@ -793,7 +808,7 @@ DRIVER_PROFILES: dict[str, DriverProfile] = {
         "610.57.04",
         "13.610.57",
         13030,
-        symbols=_SYMBOLS["r610"],
+        symbol_list="r610",
         deprecated=_DEPRECATED_R590,
         source="captured: RTX 2080 SUPER box, KMD 610.57.04, NVML 610.57, CUDA UMD 13.3 (417 nvml* symbols)",
     ),

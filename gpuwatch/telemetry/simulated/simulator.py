@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
@@ -218,6 +217,8 @@ class SimulatedNvml:
         if mtime == self._state_mtime_ns:
             return
         self._state_mtime_ns = mtime
+        import json  # only for a box shared through a state file: kept out of a plain box's NVML child
+
         try:
             with open(self.state_path, encoding="utf-8") as f:
                 limits = json.load(f).get("power_limit_w", {})
@@ -238,6 +239,8 @@ class SimulatedNvml:
                 for i, d in enumerate(self.devices)
                 if d.user_power_limit_w is not None
             }
+            import json
+
             tmp = f"{self.state_path}.{os.getpid()}.tmp"
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump({"power_limit_w": limits}, f)
