@@ -297,7 +297,7 @@ declare(
         ("--isolate-nvml",),
         "bool",
         "TUI: run NVML in a supervised child process, so that a driver crash (segfault) is a status line "
-        "instead of the end of the TUI; costs a second Python process (~25 MiB). Off by default, as "
+        "instead of the end of the TUI; costs a second Python process (~20 MiB). Off by default, as "
         "nvitop does: in-process, a hung NVML call only marks that GPU stale (it keeps a read thread of "
         "its own) and the screen keeps running",
         default=False,
