@@ -10,6 +10,7 @@ import time
 
 import psutil
 import pytest
+from test_options import LAB_CARD
 
 from gpuwatch.telemetry.nvml_supervisor import NvmlSupervisor
 from gpuwatch.telemetry.sample import Snapshot
@@ -373,28 +374,14 @@ def test_a_supervising_parent_checks_the_sim_options_without_loading_the_simulat
     assert out[1] == "[]"
 
 
-_LAB_CARD = """
-[gpu.lab-card]
-name = "Lab Card 9000"
-vendor = "nvidia"
-architecture = "ada"
-segment = "workstation"
-memory_gib = 48
-memory_type = "GDDR6"
-memory_bandwidth_gb_s = 960
-memory_bus_width_bits = 384
-tdp_w = 300
-boost_clock_mhz = 2500
-pcie_gen = 4
-pcie_lanes = 16
-nvml_names = ["NVIDIA Lab Card 9000"]
-[gpu.lab-card.peak_tflops]
-fp16 = 182.0
-fp32 = 91.0
-
+#: a user file that adds a card (test_options' lab card) and changes a built-in one
+_LAB_CARD = (
+    LAB_CARD
+    + """
 [gpu.rtx4090]
 tdp_w = 350                       # a power-limited card: the simulated default limit follows
 """
+)
 
 
 def test_the_nvml_child_knows_the_gpus_a_user_file_added_or_changed(tmp_path) -> None:  # type: ignore[no-untyped-def]
