@@ -374,6 +374,23 @@ def test_a_supervising_parent_checks_the_sim_options_without_loading_the_simulat
     assert out[1] == "[]"
 
 
+def test_a_supervising_parent_knows_the_sim_cards_a_user_file_added(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # `gpuwatch exporter --sim lab-card --gpus-file F`: the throwaway interpreter that checks --sim gets
+    # the parent's catalog, as the NVML child does; it refused the card the file adds
+    path = tmp_path / "gpus.toml"
+    path.write_text(LAB_CARD)
+    load = f"from gpuwatch.model.catalog import load_user_gpus; load_user_gpus({str(path)!r})\n"
+    code = load + _OPEN_SUPERVISED
+    out = subprocess.run(
+        [sys.executable, "-c", code, "lab-card", ""],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    ).stdout.splitlines()
+    assert out[0] == "simulated NVML: 1x lab-card (scenario decode)", out
+
+
 #: a user file that adds a card (test_options' lab card) and changes a built-in one
 _LAB_CARD = (
     LAB_CARD

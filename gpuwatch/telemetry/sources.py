@@ -27,13 +27,16 @@ _CHECK_CODE = (
 
 
 def _check_sim_here() -> None:
-    """The throwaway interpreter's side of :func:`_check_sim`: spec (pickled) on stdin, one line out."""
+    """The throwaway interpreter's side of :func:`_check_sim`: spec and the parent's catalog (pickled) on
+    stdin, one line out."""
     import pickle
     import sys
 
     from gpuwatch.errors import UserError
+    from gpuwatch.model.catalog import adopt_catalog_state
 
-    spec = pickle.load(sys.stdin.buffer)
+    spec, catalog = pickle.load(sys.stdin.buffer)
+    adopt_catalog_state(catalog)  # the cards a --gpus-file added are known here too, as in the NVML child
     try:
         spec.validate()
         print("ok " + describe_sim(spec.devices, spec.scenario))
@@ -53,12 +56,13 @@ def _check_sim(spec: SimSpec) -> str:
 
     import gpuwatch
     from gpuwatch.errors import UserError
+    from gpuwatch.model.catalog import catalog_state
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(gpuwatch.__file__)))
     try:
         done = subprocess.run(
             [sys.executable, "-c", _CHECK_CODE, root],
-            input=pickle.dumps(spec),
+            input=pickle.dumps((spec, catalog_state())),
             capture_output=True,
             timeout=60,
             check=False,
