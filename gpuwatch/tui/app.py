@@ -32,7 +32,7 @@ from gpuwatch.live.alerts import summarise
 from gpuwatch.live.assessment import BoxAssessment, GpuAssessment
 from gpuwatch.telemetry.sample import GpuSample, Snapshot
 from gpuwatch.tui.feed import AlertsRaised, Feed, PollArrived
-from gpuwatch.tui.gpu_card import CardReading, GpuCard
+from gpuwatch.tui.gpu_card import WAITING, CardReading, GpuCard
 from gpuwatch.tui.live_view import LiveView
 from gpuwatch.tui.palette import PanesAndGpus
 from gpuwatch.tui.status_bar import StatusBar, engine_states, source_line, source_state
@@ -284,7 +284,7 @@ class GpuwatchApp(App[None]):
             return
         waiting = self._find("#cards-waiting", Label)
         if waiting is not None and waiting.display:
-            line = source_line(state, time.time()) or "waiting for the first poll…"
+            line = source_line(state, time.time()) or WAITING
             if str(waiting.content) != line:
                 waiting.update(line)
 

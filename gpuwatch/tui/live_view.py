@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Label
 
 from gpuwatch.telemetry.sample import GpuSample
 from gpuwatch.tui.formatting import MISSING, gib, percent
-from gpuwatch.tui.gpu_card import FULL_HEIGHT, CardReading, GpuCard, Layout, short_name
+from gpuwatch.tui.gpu_card import FULL_HEIGHT, WAITING, CardReading, GpuCard, Layout, short_name
 
 #: a card narrower than this cannot show a value and its gauge on one line
 CARD_MIN_WIDTH = 30
@@ -23,6 +23,12 @@ PROCESS_MIN_ROWS = 4
 def grid_columns(width: int, gpu_count: int) -> int:
     """As many columns as fit, but never more than there are GPUs (one card should not be 120 wide alone)."""
     return max(1, min(gpu_count, width // CARD_MIN_WIDTH, 4))
+
+
+def card_grid(width: int, height: int, gpu_count: int) -> tuple[Layout, int]:
+    """The cards' layout in a view of this size, and the grid's columns for it (one unless full)."""
+    layout = choose_layout(width, height, gpu_count)
+    return layout, grid_columns(width, gpu_count) if layout == "full" else 1
 
 
 def choose_layout(width: int, height: int, gpu_count: int) -> Layout:
@@ -161,16 +167,17 @@ class LiveView(Vertical):
         id: str | None = None,
     ) -> None:
         self._devices = tuple(devices)
-        self._layout_hint = choose_layout(*size_hint, len(self._devices)) if self._devices else "full"
+        hint = card_grid(*size_hint, len(self._devices)) if self._devices else ("full", 1)
+        self._layout_hint, self._columns_hint = hint
         super().__init__(id=id, classes="-compact" if self._layout_hint != "full" else None)
-        self._columns_hint = (
-            grid_columns(size_hint[0], len(self._devices)) if self._layout_hint == "full" else 1
-        )
+        #: index -> card, kept as cards are mounted (they never leave: a lost GPU keeps its card, marked
+        #: lost), so that a poll does not walk the DOM for them
+        self._by_index: dict[int, GpuCard] = {}
 
     def compose(self) -> ComposeResult:
-        known = self._known()
+        known = self._by_index
         with VerticalScroll(id="cards-scroll"):
-            waiting = Label("waiting for the first poll…", id="cards-waiting")
+            waiting = Label(WAITING, id="cards-waiting")
             waiting.display = not self._devices
             yield waiting
             grid = Grid(id="cards")
@@ -182,25 +189,16 @@ class LiveView(Vertical):
                     yield card
         yield ProcessTable(id="processes")
 
-    #: index -> card, kept as cards are mounted (they never leave: a lost GPU keeps its card, marked lost),
-    #: so that a poll does not walk the DOM for them
-    _by_index: dict[int, GpuCard] | None = None
-
     @property
     def cards(self) -> list[GpuCard]:
-        return list(self._known().values())
-
-    def _known(self) -> dict[int, GpuCard]:
-        if self._by_index is None:
-            self._by_index = {}
-        return self._by_index
+        return list(self._by_index.values())
 
     @property
     def layout_mode(self) -> Layout:
         return choose_layout(self.size.width, self.size.height, len(self.cards))
 
     async def show(self, readings: Mapping[int, CardReading], selected: int | None) -> None:
-        known = self._known()
+        known = self._by_index
         new = [GpuCard(i, r.sample.name) for i, r in readings.items() if i not in known]
         if new:
             self.query_one("#cards-waiting").display = False
@@ -218,9 +216,8 @@ class LiveView(Vertical):
 
     def _reflow(self) -> None:
         cards = self.cards
-        layout = self.layout_mode
-        grid = self.query_one("#cards", Grid)
-        grid.styles.grid_size_columns = grid_columns(self.size.width, len(cards)) if layout == "full" else 1
+        layout, columns = card_grid(self.size.width, self.size.height, len(cards))
+        self.query_one("#cards", Grid).styles.grid_size_columns = columns
         self.set_class(layout != "full", "-compact")
         for card in cards:
             card.layout_mode = layout
