@@ -87,6 +87,26 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def gauge_fill(ratio: float | None, width: int) -> tuple[int, int | None]:
+    """A ``width``-cell gauge's full cells and its partial cell's eighths (None without one): all its bar
+    depends on, so that a line can tell whether its bar changed without drawing it."""
+    width = max(1, width)
+    filled = 0.0 if ratio is None or not math.isfinite(ratio) else max(0.0, min(1.0, ratio)) * width
+    full = min(width, int(filled))
+    return full, int((filled - full) * 8) if filled > full else None
+
+
+def marker_cell(marker_ratio: float | None, width: int) -> int | None:
+    """The cell of a gauge's ``┃`` marker, or None without one."""
+    if marker_ratio is None or not math.isfinite(marker_ratio):
+        return None
+    width = max(1, width)
+    return min(width - 1, max(0, round(marker_ratio * width)))
+
+
+_PARTIALS = " ▏▎▍▌▋▊▉"
+
+
 def gauge(
     ratio: float | None,
     width: int,
@@ -97,18 +117,13 @@ def gauge(
 ) -> Text:
     """A one-line bar ``████▌···`` of ``width`` cells; ``marker_ratio`` draws ``┃`` (the slowdown point)."""
     width = max(1, width)
-    cells: list[tuple[str, str]] = []
-    filled = 0.0 if ratio is None or not math.isfinite(ratio) else max(0.0, min(1.0, ratio)) * width
-    partials = " ▏▎▍▌▋▊▉"
-    for i in range(width):
-        if filled >= i + 1:
-            cells.append(("█", style))
-        elif filled > i:
-            cells.append((partials[int((filled - i) * 8)] or " ", style))
-        else:
-            cells.append(("·", "grey37"))
-    if marker_ratio is not None and math.isfinite(marker_ratio):
-        at = min(width - 1, max(0, round(marker_ratio * width)))
+    full, part = gauge_fill(ratio, width)
+    cells: list[tuple[str, str]] = [("█", style)] * full
+    if part is not None:
+        cells.append((_PARTIALS[part], style))
+    cells.extend([("·", "grey37")] * (width - len(cells)))
+    at = marker_cell(marker_ratio, width)
+    if at is not None:
         cells[at] = ("┃", marker_style)
     # one span per run of a style, not per cell: every span is styled again on every repaint
     text = Text()

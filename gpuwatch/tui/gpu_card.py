@@ -10,8 +10,9 @@ nvitop does, so that eight GPUs fit 80x24).
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import ClassVar, Literal
 
 from rich.console import Console
@@ -27,7 +28,7 @@ from textual.widget import Widget
 
 from gpuwatch.live.assessment import GpuAssessment, Provenance
 from gpuwatch.telemetry.sample import GpuSample
-from gpuwatch.tui.formatting import MISSING, gauge, gib, load_style, mhz, percent, si
+from gpuwatch.tui.formatting import MISSING, gauge, gauge_fill, gib, load_style, marker_cell, mhz, percent, si
 from gpuwatch.tui.throttle import ThrottleBadge, badges_for, xid_badge
 
 #: sparkline name -> label; "bandwidth" comes from the assessments, the rest from History
@@ -109,12 +110,35 @@ def unusable_reason(sample: GpuSample) -> str | None:
     return None
 
 
-def card_body(sample: GpuSample, assessment: GpuAssessment | None, width: int) -> list[Text]:
-    """The full card's reading lines for an inner ``width``; a pure function so tests can read it."""
+#: a line's key (everything it shows, compared to tell whether it changed) and how to draw it: a poll
+#: draws only the lines whose key moved (drawing all of a card's lines was most of a poll's UI work)
+LinePlan = tuple[Hashable, Callable[[], Text]]
+
+
+def _gauge_line(
+    label: str, value: str, width: int, ratio: float | None, style: str, marker_ratio: float | None = None
+) -> LinePlan:
+    bar_width = _bar_width(width, len(value))
+    key = (label, value, width, gauge_fill(ratio, bar_width), style, marker_cell(marker_ratio, bar_width))
+
+    def draw() -> Text:
+        return _line(label, value, width, gauge(ratio, bar_width, style=style, marker_ratio=marker_ratio))
+
+    return key, draw
+
+
+def _text_line(*pieces: str | tuple[str, str]) -> LinePlan:
+    """A line of plain and (text, style) pieces, keyed by them."""
+    return pieces, lambda: Text.assemble(*pieces)
+
+
+def body_plans(sample: GpuSample, assessment: GpuAssessment | None, width: int) -> list[LinePlan]:
+    """The full card's reading lines for an inner ``width``, each with its key."""
     reason = unusable_reason(sample)
     if reason is not None:
-        return [Text(part, style="bold red") for part in textwrap.wrap(reason, max(10, width))]
-    lines: list[Text] = []
+        parts = textwrap.wrap(reason, max(10, width))
+        return [(("unusable", part), partial(Text, part, style="bold red")) for part in parts]
+    plans: list[LinePlan] = []
 
     # temperature against the slowdown threshold
     temp = sample.temperature_c
@@ -124,66 +148,44 @@ def card_body(sample: GpuSample, assessment: GpuAssessment | None, width: int) -
     temp_value += f" slow {slowdown:.0f}" if slowdown is not None else ""
     temp_ratio = temp / scale if temp is not None else None
     near = slowdown is not None and temp is not None and slowdown - temp <= 5
-    lines.append(
-        _line(
+    plans.append(
+        _gauge_line(
             "temp",
             temp_value,
             width,
-            gauge(
-                temp_ratio,
-                _bar_width(width, len(temp_value)),
-                style="red" if near else load_style(temp_ratio),
-                marker_ratio=slowdown / scale if slowdown is not None else None,
-            ),
+            temp_ratio,
+            "red" if near else load_style(temp_ratio),
+            marker_ratio=slowdown / scale if slowdown is not None else None,
         )
     )
 
-    power_ratio = (
-        sample.power_w / sample.power_limit_w if sample.power_w is not None and sample.power_limit_w else None
-    )
+    power_ratio = _ratio(sample.power_w, sample.power_limit_w)
     power_value = f"{_num(sample.power_w)}/{_num(sample.power_limit_w)} W"
-    lines.append(
-        _line(
-            "power",
-            power_value,
-            width,
-            gauge(power_ratio, _bar_width(width, len(power_value)), style=load_style(power_ratio)),
-        )
-    )
+    plans.append(_gauge_line("power", power_value, width, power_ratio, load_style(power_ratio)))
 
     for label, now, top in (
         ("sm clk", sample.sm_clock_hz, sample.sm_clock_max_hz),
         ("mem clk", sample.memory_clock_hz, sample.memory_clock_max_hz),
     ):
-        value = f"{mhz(now)}/{mhz(top)} MHz"
-        ratio = now / top if now is not None and top else None
-        lines.append(_line(label, value, width, gauge(ratio, _bar_width(width, len(value)), style="cyan")))
+        plans.append(_gauge_line(label, f"{mhz(now)}/{mhz(top)} MHz", width, _ratio(now, top), "cyan"))
 
     used, total = sample.memory_used_bytes, sample.memory_total_bytes
-    vram_value = f"{gib(used)}/{gib(total)} GiB"
-    vram_ratio = used / total if used is not None and total else None
-    lines.append(
-        _line(
-            "vram",
-            vram_value,
-            width,
-            gauge(vram_ratio, _bar_width(width, len(vram_value)), style=load_style(vram_ratio)),
-        )
-    )
+    vram_value, vram_ratio = f"{gib(used)}/{gib(total)} GiB", _ratio(used, total)
+    plans.append(_gauge_line("vram", vram_value, width, vram_ratio, load_style(vram_ratio)))
 
     # duty cycles: memory-controller busy is the share of time a read/write was in flight, NOT bandwidth
     # (separators end the piece before them: some SVG renderers drop a text run's leading spaces)
-    lines.append(
-        Text.assemble(
+    plans.append(
+        _text_line(
             ("SM busy ", "dim"),
             f"{percent(sample.sm_busy_ratio)}  ",
             ("MC busy ", "dim"),
             percent(sample.memory_controller_busy_ratio),
         )
     )
-    lines.append(_bandwidth_line(assessment, width))
-    lines.append(
-        Text.assemble(
+    plans.append(_bandwidth_line(assessment, width))
+    plans.append(
+        _text_line(
             ("pcie ", "dim"),
             ("tx ", "dim"),
             f"{si(sample.pcie_tx_bytes_s, 'B/s', digits=2)} ",
@@ -191,8 +193,17 @@ def card_body(sample: GpuSample, assessment: GpuAssessment | None, width: int) -
             si(sample.pcie_rx_bytes_s, "B/s", digits=2),
         )
     )
-    lines.append(_fan_line(sample))
-    return [_fit(line, width) for line in lines]
+    plans.append(_fan_line(sample))
+    return [((key, width), _fitted(draw, width)) for key, draw in plans]
+
+
+def _fitted(draw: Callable[[], Text], width: int) -> Callable[[], Text]:
+    return lambda: _fit(draw(), width)
+
+
+def card_body(sample: GpuSample, assessment: GpuAssessment | None, width: int) -> list[Text]:
+    """The full card's reading lines for an inner ``width``; a pure function so tests can read it."""
+    return [draw() for _, draw in body_plans(sample, assessment, width)]
 
 
 def compact_lines(sample: GpuSample, assessment: GpuAssessment | None, width: int, count: int) -> list[Text]:
@@ -249,13 +260,17 @@ def _append_badges(text: Text, badges: Sequence[ThrottleBadge], width: int) -> N
         text.append(" ")
 
 
-def _badge_line(sample: GpuSample, width: int) -> Text:
-    badges = badges_of(sample)
+def _badge_line(badges: Sequence[ThrottleBadge], width: int) -> LinePlan:
     if not badges:
-        return Text("clocks not held back", style="grey50")
-    text = Text()
-    _append_badges(text, badges, width)
-    return _fit(text, width)
+        return ("no badges",), lambda: Text("clocks not held back", style="grey50")
+    key = ("badges", tuple((b.label, b.severity) for b in badges), width)
+
+    def draw() -> Text:
+        text = Text()
+        _append_badges(text, badges, width)
+        return _fit(text, width)
+
+    return key, draw
 
 
 def spark_cells(values: Sequence[float], width: int) -> str:
@@ -274,17 +289,23 @@ def spark_cells(values: Sequence[float], width: int) -> str:
     return "".join(cells).ljust(width)
 
 
-def _spark_line(series: Mapping[str, Sequence[float]], names: tuple[str, str], width: int) -> Text:
+def _spark_line(series: Mapping[str, Sequence[float]], names: tuple[str, str], width: int) -> LinePlan:
     half = width // 2
-    text = Text()
+    pieces = []
     for name in names:
         label = f"{SPARKLINES[name]:<5}"
-        text.append(label, style="grey50")
-        text.append(
-            spark_cells(series.get(name, ()), max(0, half - len(label) - 1)), style=_SPARK_STYLE[name]
-        )
-        text.append(" ")
-    return _fit(text, width)
+        pieces.append((label, spark_cells(series.get(name, ()), max(0, half - len(label) - 1)), name))
+    key = (tuple(pieces), width)
+
+    def draw() -> Text:
+        text = Text()
+        for label, cells, name in pieces:
+            text.append(label, style="grey50")
+            text.append(cells, style=_SPARK_STYLE[name])
+            text.append(" ")
+        return _fit(text, width)
+
+    return key, draw
 
 
 def _fit(line: Text, width: int) -> Text:
@@ -297,34 +318,38 @@ def _ratio(value: float | None, limit: float | None) -> float | None:
     return value / limit if value is not None and limit else None
 
 
-def _fan_line(sample: GpuSample) -> Text:
+def _fan_line(sample: GpuSample) -> LinePlan:
     """Fan, performance state and memory (HBM/GDDR) temperature; a card with no fan of its own (SXM and
     passive PCIe parts, cooled by the chassis) says "passive" rather than a blank or a zero."""
     fan = "passive" if "fan_speed_ratio" in sample.unavailable else percent(sample.fan_speed_ratio)
-    state = Text.assemble((f"{'fan':<{_LABEL_WIDTH}}", "dim"), f"{fan}  ", ("perf ", "dim"))
-    state.append(f"P{sample.performance_state}" if sample.performance_state is not None else MISSING)
+    state = f"P{sample.performance_state}" if sample.performance_state is not None else MISSING
+    pieces: list[str | tuple[str, str]] = [(f"{'fan':<{_LABEL_WIDTH}}", "dim"), f"{fan}  "]
+    pieces += [("perf ", "dim"), state]
     if sample.memory_temperature_c is not None:
-        state.append("  ")
-        state.append("mem ", style="dim")
-        state.append(f"{sample.memory_temperature_c:.0f}°C")
-    return state
+        pieces += ["  ", ("mem ", "dim"), f"{sample.memory_temperature_c:.0f}°C"]
+    return _text_line(*pieces)
 
 
 def _num(value: float | None) -> str:
     return MISSING if value is None else f"{value:.0f}"
 
 
-def _bandwidth_line(assessment: GpuAssessment | None, width: int) -> Text:
+def _bandwidth_line(assessment: GpuAssessment | None, width: int) -> LinePlan:
     roof = assessment.roofline if assessment is not None else None
     if roof is None or roof.attained_bandwidth_bytes_s is None:
-        return Text.assemble((f"{'bw':<{_LABEL_WIDTH}}", "dim"), ("unknown: no workload", "dim"))
-    attained = roof.attained_bandwidth_bytes_s
+        return _text_line((f"{'bw':<{_LABEL_WIDTH}}", "dim"), ("unknown: no workload", "dim"))
+    attained = f"{si(roof.attained_bandwidth_bytes_s, 'B/s')} "
     provenance = roof.bandwidth_provenance
-    value = Text.assemble(
-        f"{si(attained, 'B/s')} ", (_PROVENANCE_LABEL[provenance], _PROVENANCE_STYLE[provenance])
-    )
-    ratio = attained / roof.peak_bandwidth_bytes_s if roof.peak_bandwidth_bytes_s else None
-    return _line("bw", value, width, gauge(ratio, _bar_width(width, len(value)), style="magenta"))
+    label = _PROVENANCE_LABEL[provenance]
+    ratio = _ratio(roof.attained_bandwidth_bytes_s, roof.peak_bandwidth_bytes_s)
+    bar_width = _bar_width(width, len(attained) + len(label))
+    key = ("bw", attained, provenance, width, gauge_fill(ratio, bar_width))
+
+    def draw() -> Text:
+        value = Text.assemble(attained, (label, _PROVENANCE_STYLE[provenance]))
+        return _line("bw", value, width, gauge(ratio, bar_width, style="magenta"))
+
+    return key, draw
 
 
 #: how an attained figure was obtained, in the words the card shows (never present an estimate as measured)
@@ -344,20 +369,27 @@ _PROVENANCE_STYLE = {
 }
 
 
-def card_lines(reading: CardReading, layout: Layout, width: int) -> list[Text]:
-    """Every content line of a card in ``layout`` at inner ``width``."""
+def card_plans(reading: CardReading, layout: Layout, width: int) -> list[LinePlan]:
+    """Every content line of a card in ``layout`` at inner ``width``, each with its key."""
     sample = reading.sample
     if layout != "full":
-        return compact_lines(sample, reading.assessment, width, 1 if layout == "one" else 2)
-    body = card_body(sample, reading.assessment, width)
+        # one or two lines: drawn each time, each keyed by itself
+        lines = compact_lines(sample, reading.assessment, width, 1 if layout == "one" else 2)
+        return [(line, partial(Text.copy, line)) for line in lines]
+    body = body_plans(sample, reading.assessment, width)
     if unusable_reason(sample) is not None:
         return body  # a lost or stale card shows only that: no badges, no old sparklines
     return [
         *body,
-        _badge_line(sample, width),
+        _badge_line(badges_of(sample), width),
         _spark_line(reading.series, ("temperature", "power"), width),
         _spark_line(reading.series, ("bandwidth", "clock"), width),
     ]
+
+
+def card_lines(reading: CardReading, layout: Layout, width: int) -> list[Text]:
+    """Every content line of a card in ``layout`` at inner ``width``."""
+    return [draw() for _, draw in card_plans(reading, layout, width)]
 
 
 #: (line style, card style, span style) -> their combination, as rich's renderer would stack them
@@ -427,6 +459,8 @@ class GpuCard(Widget, can_focus=True):
         self.gpu_name = name
         self.border_title = f"{index} {short_name(name)}"
         self._lines: list[Text] = []
+        self._keys: list[Hashable] = []  # what each line shows (see LinePlan)
+        self._width: int | None = None
         self._strips: list[Strip | None] = []
         #: the card's own style under every line; DOMNode.rich_style walks the ancestors on each call
         self._line_style: Style | None = None
@@ -467,27 +501,36 @@ class GpuCard(Widget, can_focus=True):
         self._update_lines()
 
     def on_resize(self) -> None:
+        self._width = self.content_size.width
         self._update_lines()
 
     def _update_lines(self) -> None:
-        """Recompute the lines and repaint only those that differ; a new layout only when the count moves."""
-        width = self.content_size.width
+        """Draw the lines whose key moved and repaint those that differ; a new layout only when the count
+        moves."""
+        width = self._content_width()
         if width <= 0:
             return
         if self.reading is None:  # named from the device list, before its first poll
             # a compact card has no border to carry the name: the line does, as its readings' will
             head = "" if self.layout_mode == "full" else f"{self.index} {short_name(self.gpu_name):<10.10} "
-            lines = [_fit(Text.assemble((head, "bold"), (WAITING, "dim")), width)]
+            waiting = partial(Text.assemble, (head, "bold"), (WAITING, "dim"))
+            plans: list[LinePlan] = [(("waiting", head, width), _fitted(waiting, width))]
         else:
-            lines = card_lines(self.reading, self.layout_mode, width)
-        if len(lines) != len(self._lines):
-            self._lines, self._strips = lines, [None] * len(lines)
+            plans = card_plans(self.reading, self.layout_mode, width)
+        if len(plans) != len(self._lines):
+            self._keys = [key for key, _ in plans]
+            self._lines = [draw() for _, draw in plans]
+            self._strips = [None] * len(plans)
             self.refresh(layout=True)
             return
         changed: list[Region] = []
-        for y, (old, new) in enumerate(zip(self._lines, lines, strict=True)):
-            if old != new:
-                self._lines[y] = new
+        for y, (key, draw) in enumerate(plans):
+            if key == self._keys[y]:
+                continue
+            self._keys[y] = key
+            line = draw()
+            if line != self._lines[y]:
+                self._lines[y] = line
                 self._strips[y] = None
                 changed.append(Region(0, y, width, 1))
         if changed:  # one refresh for them all: each call marks the widget dirty and wakes the screen
@@ -508,8 +551,16 @@ class GpuCard(Widget, can_focus=True):
         self._line_style = None
         self._strips = [None] * len(self._lines)
 
+    def _content_width(self) -> int:
+        """The content's width, as of the last resize (``content_size`` finds the widget on its screen
+        each time: it was a tenth of a repaint's cost). Textual fits a line it is handed to the width it
+        lays out, so a line drawn just before a resize's event is handled is cut or padded, not wrong."""
+        if self._width is None:
+            self._width = self.content_size.width
+        return self._width
+
     def render_line(self, y: int) -> Strip:
-        width = self.content_size.width
+        width = self._content_width()
         if not self._lines:
             self._update_lines()
         if self._line_style is None:
@@ -525,7 +576,13 @@ class GpuCard(Widget, can_focus=True):
                 text = line.copy()
                 text.stylize_before(style)
                 segments = list(text.render(self._text_console))
-            strip = Strip(segments).crop_extend(0, width, style)
+            short = width - line.cell_len
+            if short >= 0:
+                if short:
+                    segments.append(Segment(" " * short, style))
+                strip = Strip(segments, width)
+            else:
+                strip = Strip(segments).crop_extend(0, width, style)
             self._strips[y] = strip
         return strip
 
