@@ -98,6 +98,31 @@ async def test_a_card_line_is_drawn_as_rich_draws_it(rack: ManualRack) -> None:
         assert line_segments(overlapping, Style(color="white"), card._text_console) is None
 
 
+async def test_after_a_resize_every_card_shows_its_lines_drawn_afresh_for_the_new_width(
+    rack: ManualRack,
+) -> None:
+    """A poll draws only the lines whose shown values moved; a narrower (or wider) card must still redraw
+    the lines whose values did not, cut to the width it now has."""
+    app = create_app(rack.session)
+    async with started(app, size=(160, 40)) as pilot:
+        rack.tick(1.0, polls=3)
+        await pilot.pause()
+        wide = {i: c.content_size.width for i, c in cards(app).items()}
+        for size in ((100, 40), (160, 40)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+            rack.tick(1.0, polls=1)  # a poll after the resize: lines whose values stayed are not redrawn
+            await pilot.pause()
+            for index, card in cards(app).items():
+                width = card.content_size.width
+                if size == (100, 40):
+                    assert width < wide[index]
+                assert card.reading is not None
+                fresh = [line.plain for line in card_lines(card.reading, card.layout_mode, width)]
+                assert card.lines == fresh, index
+                assert all(len(line) <= width for line in card.lines)
+
+
 async def test_throttle_badge_appears_and_notifications_say_when_it_starts_and_ends(rack: ManualRack) -> None:
     app = create_app(rack.session)
     async with started(app, size=(120, 40)) as pilot:
