@@ -22,8 +22,9 @@ from gpuwatch.model.throughput import estimate_throughput
 from gpuwatch.model.whatif import PlanInputs
 from gpuwatch.options.plan_command import plan_command
 from gpuwatch.tui.app import GpuwatchApp, create_app
+from gpuwatch.tui.card_grid import Card, CardGrid
 from gpuwatch.tui.formatting import duration, rate, si, usd
-from gpuwatch.tui.gpu_card import GpuCard, card_lines, line_segments
+from gpuwatch.tui.gpu_card import card_lines, line_segments
 from gpuwatch.tui.live_view import LiveView
 from gpuwatch.tui.roofline_plot import RooflinePlot
 
@@ -39,8 +40,8 @@ def text_of(widget: Static) -> str:
     return str(widget.render())
 
 
-def cards(app: GpuwatchApp) -> dict[int, GpuCard]:
-    return {c.index: c for c in app.query(GpuCard)}
+def cards(app: GpuwatchApp) -> dict[int, Card]:
+    return {c.index: c for c in app.query_one(LiveView).cards}
 
 
 async def test_live_view_has_a_card_per_gpu_with_the_polled_readings(rack: ManualRack) -> None:
@@ -81,21 +82,22 @@ async def test_a_card_line_is_drawn_as_rich_draws_it(rack: ManualRack) -> None:
     async with started(app, size=(120, 40)) as pilot:
         rack.tick(1.0, polls=3)
         await pilot.pause()
+        grid = app.query_one(CardGrid)
+        base = grid.rich_style
         for card in cards(app).values():
             assert card.reading is not None
-            base = card.rich_style
             for layout in ("full", "two", "one"):
                 for width in (20, 28, 60, 117):
                     for line in card_lines(card.reading, layout, width):
                         reference = line.copy()
                         reference.stylize_before(base)
-                        assert line_segments(line, base, card._text_console) == list(
-                            reference.render(card._text_console)
+                        assert line_segments(line, base, grid._text_console) == list(
+                            reference.render(grid._text_console)
                         ), line.plain
         overlapping = Text("abcdef")
         overlapping.stylize("red", 0, 4)
         overlapping.stylize("bold", 2, 6)
-        assert line_segments(overlapping, Style(color="white"), card._text_console) is None
+        assert line_segments(overlapping, Style(color="white"), grid._text_console) is None
 
 
 async def test_after_a_resize_every_card_shows_its_lines_drawn_afresh_for_the_new_width(
@@ -107,14 +109,14 @@ async def test_after_a_resize_every_card_shows_its_lines_drawn_afresh_for_the_ne
     async with started(app, size=(160, 40)) as pilot:
         rack.tick(1.0, polls=3)
         await pilot.pause()
-        wide = {i: c.content_size.width for i, c in cards(app).items()}
+        wide = {i: c.content_width for i, c in cards(app).items()}
         for size in ((100, 40), (160, 40)):
             await pilot.resize_terminal(*size)
             await pilot.pause()
             rack.tick(1.0, polls=1)  # a poll after the resize: lines whose values stayed are not redrawn
             await pilot.pause()
             for index, card in cards(app).items():
-                width = card.content_size.width
+                width = card.content_width
                 if size == (100, 40):
                     assert width < wide[index]
                 assert card.reading is not None
@@ -177,7 +179,9 @@ async def test_selecting_a_gpu_moves_processes_roofline_and_cost(rack: ManualRac
         table = app.query_one("#process-table", DataTable)
         assert str(table.get_row_at(0)[0]) == "1"  # the selected GPU's processes first
         assert cards(app)[1].has_class("-selected") and not cards(app)[0].has_class("-selected")
-        await pilot.click("#gpu-2")
+        grid = app.query_one(CardGrid)
+        card = cards(app)[2].region  # a click inside its card selects a GPU
+        await pilot.click(CardGrid, offset=(card.x - grid.region.x + 5, card.y - grid.region.y + 3))
         await pilot.pause()
         assert app.selected_gpu == 2
         await pilot.press("2")
@@ -195,6 +199,28 @@ async def test_selecting_a_gpu_moves_processes_roofline_and_cost(rack: ManualRac
         await pilot.press("3")
         await pilot.pause()
         assert "GPU 2" in text_of(app.query_one("#cost-summary", Static))
+
+
+async def test_the_arrow_keys_on_the_cards_select_the_next_gpu_across_and_down() -> None:
+    rack = ManualRack("8xrtx4090")
+    try:
+        app = create_app(rack.session)
+        async with started(app, size=(120, 40)) as pilot:
+            rack.tick(1.0, polls=2)
+            await pilot.pause()
+            app.query_one(CardGrid).focus()
+            await pilot.press("right")
+            await pilot.pause()
+            assert app.selected_gpu == 1 and cards(app)[1].has_class("-selected")
+            await pilot.press("down")  # four cards a row at 120 columns: GPU 5 is below GPU 1
+            await pilot.pause()
+            assert app.selected_gpu == 5
+            await pilot.press("left", "up", "up")  # nothing above the first row: the selection stays
+            await pilot.pause()
+            assert app.selected_gpu == 0
+            assert "GPU 0" in str(app.query_one("#process-title").render())
+    finally:
+        rack.close()
 
 
 async def test_panes_switch_by_number_and_the_palette_selects_gpus(rack: ManualRack) -> None:

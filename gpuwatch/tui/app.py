@@ -31,8 +31,9 @@ from textual.widgets import Footer, Header, Input, Label, Select, Static, Tabbed
 from gpuwatch.live.alerts import summarise
 from gpuwatch.live.assessment import BoxAssessment, GpuAssessment
 from gpuwatch.telemetry.sample import GpuSample, Snapshot
+from gpuwatch.tui.card_grid import CardGrid
 from gpuwatch.tui.feed import AlertsRaised, Feed, PollArrived
-from gpuwatch.tui.gpu_card import WAITING, CardReading, GpuCard
+from gpuwatch.tui.gpu_card import WAITING, CardReading
 from gpuwatch.tui.live_view import LiveView
 from gpuwatch.tui.palette import PanesAndGpus
 from gpuwatch.tui.status_bar import StatusBar, engine_states, source_line, source_state
@@ -412,7 +413,7 @@ class GpuwatchApp(App[None]):
         live = self._find("#live-view", LiveView)
         if live is not None and (main.has_class("-live") or main.has_class("-side-by-side")):
             readings = {s.index: CardReading(s, by_index.get(s.index), self._series(s.index)) for s in gpus}
-            await live.show(readings, self.selected_gpu)
+            live.show(readings, self.selected_gpu)
         if active not in self._mounted:
             return
         sample = next((s for s in gpus if s.index == self.selected_gpu), None)
@@ -459,8 +460,8 @@ class GpuwatchApp(App[None]):
         self.selected_gpu = index
         self.call_later(self._refresh_panes)
 
-    @on(GpuCard.Selected)
-    def _card_selected(self, event: GpuCard.Selected) -> None:
+    @on(CardGrid.Selected)
+    def _card_selected(self, event: CardGrid.Selected) -> None:
         self.select_gpu(event.index)
 
     def action_cycle_gpu(self, step: int) -> None:
@@ -474,9 +475,9 @@ class GpuwatchApp(App[None]):
         # focus left inside the old pane (a form field most of all) would pull TabbedContent back to it
         self.set_focus(None)
         if pane_id == "live" and self.wide:
-            cards = self.query(GpuCard)
-            if cards:
-                cards.first().focus()  # the live view is on screen already: go to it
+            grids = self.query(CardGrid)
+            if grids:
+                grids.first().focus()  # the live view is on screen already: go to it
             return
         self.query_one(TabbedContent).active = pane_id
 

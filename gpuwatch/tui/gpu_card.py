@@ -1,10 +1,10 @@
-"""One GPU's card in the live view: its readings against their limits, badges and sparklines.
+"""What one GPU's card shows: its readings against their limits, badges and sparklines, line by line.
 
-The card is one line-API widget: it keeps its lines as rich ``Text`` and hands Textual a ``Strip`` per
-line, and a new reading repaints only the lines whose text changed (a card body redrawn whole every
-second was half of the TUI's CPU). Three layouts, chosen by the live view from the terminal's size:
-``full`` (a bordered card with gauges and sparklines), ``two`` and ``one`` (one or two lines per GPU, as
-nvitop does, so that eight GPUs fit 80x24).
+Each line comes with a key (the strings and gauge cells it shows), so that a poll draws only the lines
+whose key moved (drawing every line's rich ``Text`` each second was most of a poll's UI work);
+``card_grid`` draws the cards. Three layouts, chosen by the live view from the terminal's size: ``full``
+(a bordered card with gauges and sparklines), ``two`` and ``one`` (one or two lines per GPU, as nvitop
+does, so that eight GPUs fit 80x24).
 """
 
 from __future__ import annotations
@@ -13,18 +13,12 @@ import textwrap
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import ClassVar, Literal
+from typing import Literal
 
 from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
-from textual.binding import BindingType
-from textual.geometry import Region, Size
-from textual.message import Message
-from textual.reactive import reactive, var
-from textual.strip import Strip
-from textual.widget import Widget
 
 from gpuwatch.live.assessment import GpuAssessment, Provenance
 from gpuwatch.telemetry.sample import GpuSample
@@ -387,6 +381,14 @@ def card_plans(reading: CardReading, layout: Layout, width: int) -> list[LinePla
     ]
 
 
+def waiting_plans(index: int, name: str, layout: Layout, width: int) -> list[LinePlan]:
+    """A card named from the device list, before its first poll: a compact card has no border to carry
+    the name, so its line does, as its readings' will."""
+    head = "" if layout == "full" else f"{index} {short_name(name):<10.10} "
+    waiting = partial(Text.assemble, (head, "bold"), (WAITING, "dim"))
+    return [(("waiting", head, width), _fitted(waiting, width))]
+
+
 def card_lines(reading: CardReading, layout: Layout, width: int) -> list[Text]:
     """Every content line of a card in ``layout`` at inner ``width``."""
     return [draw() for _, draw in card_plans(reading, layout, width)]
@@ -433,163 +435,3 @@ def line_segments(line: Text, base: Style, console: Console) -> list[Segment] | 
     if length > at:
         segments.append(Segment(plain[at:], styled(None)))
     return segments
-
-
-class GpuCard(Widget, can_focus=True):
-    """A card; click or focus+enter selects the GPU for the process table, roofline and cost panes."""
-
-    class Selected(Message):
-        def __init__(self, index: int) -> None:
-            super().__init__()
-            self.index = index
-
-    BINDINGS: ClassVar[list[BindingType]] = [("enter", "select_gpu", "Select GPU")]
-
-    #: the latest poll's reading; its watcher repaints the lines that changed (always called: comparing two
-    #: readings field by field cost more than the watcher, which compares the lines they draw)
-    reading: var[CardReading | None] = var(None, always_update=True)
-    #: chosen by the live view from the terminal size
-    layout_mode: reactive[Layout] = reactive("full", layout=True)
-
-    def __init__(self, index: int, name: str, layout: Layout = "full") -> None:
-        # the layout the live view expects, set before mounting: a change after it restyles the card
-        super().__init__(id=f"gpu-{index}", classes="gpu-card" if layout == "full" else "gpu-card -compact")
-        self.set_reactive(GpuCard.layout_mode, layout)
-        self.index = index
-        self.gpu_name = name
-        self.border_title = f"{index} {short_name(name)}"
-        self._lines: list[Text] = []
-        self._keys: list[Hashable] = []  # what each line shows (see LinePlan)
-        self._width: int | None = None
-        self._strips: list[Strip | None] = []
-        #: the card's own style under every line; DOMNode.rich_style walks the ancestors on each call
-        self._line_style: Style | None = None
-        self._text_console = Console(width=1000, color_system="truecolor", markup=False, highlight=False)
-
-    # --- what the tests and the app read ---------------------------------------------------------------
-
-    @property
-    def lines(self) -> list[str]:
-        """The plain text of every line now shown."""
-        if not self._lines:
-            self._update_lines()  # a reading set before the first layout is drawn on first sight
-        return [line.plain for line in self._lines]
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-    @property
-    def badge_labels(self) -> list[str]:
-        return [b.label for b in badges_of(self.reading.sample)] if self.reading is not None else []
-
-    # --- reactives ----------------------------------------------------------------------------------
-
-    def watch_reading(self, reading: CardReading | None) -> None:
-        if reading is None:
-            return
-        sample = reading.sample
-        self.set_class(sample.lost or sample.stale, "-lost")
-        badges = badges_of(sample)
-        worst = badges[0].severity if badges and not sample.lost else None
-        for severity in ("critical", "warning", "info"):
-            self.set_class(worst == severity, f"-throttle-{severity}")
-        self._update_lines()
-
-    def watch_layout_mode(self, layout: Layout) -> None:
-        self.set_class(layout != "full", "-compact")
-        self._update_lines()
-
-    def on_resize(self) -> None:
-        self._width = self.content_size.width
-        self._update_lines()
-
-    def _update_lines(self) -> None:
-        """Draw the lines whose key moved and repaint those that differ; a new layout only when the count
-        moves."""
-        width = self._content_width()
-        if width <= 0:
-            return
-        if self.reading is None:  # named from the device list, before its first poll
-            # a compact card has no border to carry the name: the line does, as its readings' will
-            head = "" if self.layout_mode == "full" else f"{self.index} {short_name(self.gpu_name):<10.10} "
-            waiting = partial(Text.assemble, (head, "bold"), (WAITING, "dim"))
-            plans: list[LinePlan] = [(("waiting", head, width), _fitted(waiting, width))]
-        else:
-            plans = card_plans(self.reading, self.layout_mode, width)
-        if len(plans) != len(self._lines):
-            self._keys = [key for key, _ in plans]
-            self._lines = [draw() for _, draw in plans]
-            self._strips = [None] * len(plans)
-            self.refresh(layout=True)
-            return
-        changed: list[Region] = []
-        for y, (key, draw) in enumerate(plans):
-            if key == self._keys[y]:
-                continue
-            self._keys[y] = key
-            line = draw()
-            if line != self._lines[y]:
-                self._lines[y] = line
-                self._strips[y] = None
-                changed.append(Region(0, y, width, 1))
-        if changed:  # one refresh for them all: each call marks the widget dirty and wakes the screen
-            self.refresh(*changed)
-
-    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        if self.layout_mode != "full":
-            return 1 if self.layout_mode == "one" else 2
-        if self.reading is None:
-            return FULL_LINES  # the size it will have: the first reading moves nothing
-        if unusable_reason(self.reading.sample) is not None:
-            return len(card_body(self.reading.sample, None, width))
-        return FULL_LINES
-
-    def notify_style_update(self) -> None:
-        """A class or theme change (selection, throttling) restyles every line."""
-        super().notify_style_update()
-        self._line_style = None
-        self._strips = [None] * len(self._lines)
-
-    def _content_width(self) -> int:
-        """The content's width, as of the last resize (``content_size`` finds the widget on its screen
-        each time: it was a tenth of a repaint's cost). Textual fits a line it is handed to the width it
-        lays out, so a line drawn just before a resize's event is handled is cut or padded, not wrong."""
-        if self._width is None:
-            self._width = self.content_size.width
-        return self._width
-
-    def render_line(self, y: int) -> Strip:
-        width = self._content_width()
-        if not self._lines:
-            self._update_lines()
-        if self._line_style is None:
-            self._line_style = self.rich_style
-        style = self._line_style
-        if y >= len(self._lines):
-            return Strip.blank(width, style)
-        strip = self._strips[y]
-        if strip is None or strip.cell_length != width:
-            line = self._lines[y]
-            segments = line_segments(line, style, self._text_console)
-            if segments is None:  # overlapping spans: rich's general renderer
-                text = line.copy()
-                text.stylize_before(style)
-                segments = list(text.render(self._text_console))
-            short = width - line.cell_len
-            if short >= 0:
-                if short:
-                    segments.append(Segment(" " * short, style))
-                strip = Strip(segments, width)
-            else:
-                strip = Strip(segments).crop_extend(0, width, style)
-            self._strips[y] = strip
-        return strip
-
-    # --- selection -------------------------------------------------------------------------------------
-
-    def on_click(self) -> None:
-        self.post_message(self.Selected(self.index))
-
-    def action_select_gpu(self) -> None:
-        self.post_message(self.Selected(self.index))

@@ -22,6 +22,7 @@ HELP_MARKDOWN_HEAD = """\
 | `escape` | leave a form field (then the number keys switch panes again) |
 | `F12` · `F10` | help · quit, from inside a form field (where `?` and `q` type) |
 | `[` `]` or click a card | select the previous / next GPU (processes, roofline and cost follow it) |
+| arrow keys, on the cards | select the GPU left, right, above or below |
 | `ctrl+p` | command palette: panes and GPUs by name |
 | `y` | in plan/compare: copy this what-if as a `gpuwatch plan …` command |
 | `s` | in compare: sort by the next column |

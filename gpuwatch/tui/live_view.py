@@ -7,12 +7,13 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 from textual.app import ComposeResult
-from textual.containers import Grid, Vertical, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Label
 
 from gpuwatch.telemetry.sample import GpuSample
+from gpuwatch.tui.card_grid import Card, CardGrid
 from gpuwatch.tui.formatting import MISSING, gib, percent
-from gpuwatch.tui.gpu_card import FULL_HEIGHT, WAITING, CardReading, GpuCard, Layout, short_name
+from gpuwatch.tui.gpu_card import FULL_HEIGHT, WAITING, CardReading, Layout, short_name
 
 #: a card narrower than this cannot show a value and its gauge on one line
 CARD_MIN_WIDTH = 30
@@ -151,12 +152,13 @@ class ProcessTable(Vertical):
 
 
 class LiveView(Vertical):
-    """A card for each GPU: composed with the view when the source listed its GPUs as it attached (the
-    first frame names them all), else built on the first poll, when the number of GPUs is known.
+    """Every GPU's card (one ``CardGrid``) and every GPU's processes. The cards are composed with the view
+    when the source listed its GPUs as it attached (the first frame names them all), else made on the
+    first poll, when the number of GPUs is known.
 
     ``size_hint`` is the (width, height) the view expects to get (the terminal's, less the app's
-    chrome): the cards are composed in the layout that size chooses, because a layout changed after
-    they are mounted restyles every card, a third of the TUI's start-up to its first frame.
+    chrome): the cards are composed in the layout that size chooses, so that the first frame is drawn in
+    the layout it keeps.
     """
 
     def __init__(
@@ -168,56 +170,39 @@ class LiveView(Vertical):
     ) -> None:
         self._devices = tuple(devices)
         hint = card_grid(*size_hint, len(self._devices)) if self._devices else ("full", 1)
-        self._layout_hint, self._columns_hint = hint
-        super().__init__(id=id, classes="-compact" if self._layout_hint != "full" else None)
-        #: index -> card, kept as cards are mounted (they never leave: a lost GPU keeps its card, marked
-        #: lost), so that a poll does not walk the DOM for them
-        self._by_index: dict[int, GpuCard] = {}
+        super().__init__(id=id, classes="-compact" if hint[0] != "full" else None)
+        self._grid = CardGrid(self._devices, *hint, id="cards")
 
     def compose(self) -> ComposeResult:
-        known = self._by_index
         with VerticalScroll(id="cards-scroll"):
             waiting = Label(WAITING, id="cards-waiting")
             waiting.display = not self._devices
             yield waiting
-            grid = Grid(id="cards")
-            if self._devices:
-                grid.styles.grid_size_columns = self._columns_hint
-            with grid:
-                for index, name in self._devices:
-                    card = known[index] = GpuCard(index, name, self._layout_hint)
-                    yield card
+            yield self._grid
         yield ProcessTable(id="processes")
 
     @property
-    def cards(self) -> list[GpuCard]:
-        return list(self._by_index.values())
+    def cards(self) -> list[Card]:
+        return list(self._grid.cards.values())
 
     @property
     def layout_mode(self) -> Layout:
         return choose_layout(self.size.width, self.size.height, len(self.cards))
 
-    async def show(self, readings: Mapping[int, CardReading], selected: int | None) -> None:
-        known = self._by_index
-        new = [GpuCard(i, r.sample.name) for i, r in readings.items() if i not in known]
-        if new:
+    def show(self, readings: Mapping[int, CardReading], selected: int | None) -> None:
+        grid = self._grid
+        if any(index not in grid.cards for index in readings):
             self.query_one("#cards-waiting").display = False
-            known.update({card.index: card for card in new})  # before the await: a poll may come meanwhile
-            await self.query_one("#cards", Grid).mount_all(new)
+            grid.show(readings, selected)
             self._reflow()
-        for index, reading in readings.items():
-            card = known[index]
-            card.reading = reading
-            card.set_class(index == selected, "-selected")
+        else:
+            grid.show(readings, selected)
         self.query_one(ProcessTable).show([r.sample for r in readings.values()], selected)
 
     def on_resize(self) -> None:
         self._reflow()
 
     def _reflow(self) -> None:
-        cards = self.cards
-        layout, columns = card_grid(self.size.width, self.size.height, len(cards))
-        self.query_one("#cards", Grid).styles.grid_size_columns = columns
+        layout, columns = card_grid(self.size.width, self.size.height, len(self.cards))
         self.set_class(layout != "full", "-compact")
-        for card in cards:
-            card.layout_mode = layout
+        self._grid.set_layout(layout, columns)
