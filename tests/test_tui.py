@@ -36,6 +36,14 @@ def rack() -> Iterator[ManualRack]:
     r.close()
 
 
+@pytest.fixture
+def eight() -> Iterator[ManualRack]:
+    """Eight RTX 4090s, as the benchmark runs them."""
+    r = ManualRack("8xrtx4090")
+    yield r
+    r.close()
+
+
 def text_of(widget: Static) -> str:
     return str(widget.render())
 
@@ -201,26 +209,22 @@ async def test_selecting_a_gpu_moves_processes_roofline_and_cost(rack: ManualRac
         assert "GPU 2" in text_of(app.query_one("#cost-summary", Static))
 
 
-async def test_the_arrow_keys_on_the_cards_select_the_next_gpu_across_and_down() -> None:
-    rack = ManualRack("8xrtx4090")
-    try:
-        app = create_app(rack.session)
-        async with started(app, size=(120, 40)) as pilot:
-            rack.tick(1.0, polls=2)
-            await pilot.pause()
-            app.query_one(CardGrid).focus()
-            await pilot.press("right")
-            await pilot.pause()
-            assert app.selected_gpu == 1 and cards(app)[1].has_class("-selected")
-            await pilot.press("down")  # four cards a row at 120 columns: GPU 5 is below GPU 1
-            await pilot.pause()
-            assert app.selected_gpu == 5
-            await pilot.press("left", "up", "up")  # nothing above the first row: the selection stays
-            await pilot.pause()
-            assert app.selected_gpu == 0
-            assert "GPU 0" in str(app.query_one("#process-title").render())
-    finally:
-        rack.close()
+async def test_the_arrow_keys_on_the_cards_select_the_next_gpu_across_and_down(eight: ManualRack) -> None:
+    app = create_app(eight.session)
+    async with started(app, size=(120, 40)) as pilot:
+        eight.tick(1.0, polls=2)
+        await pilot.pause()
+        app.query_one(CardGrid).focus()
+        await pilot.press("right")
+        await pilot.pause()
+        assert app.selected_gpu == 1 and cards(app)[1].has_class("-selected")
+        await pilot.press("down")  # four cards a row at 120 columns: GPU 5 is below GPU 1
+        await pilot.pause()
+        assert app.selected_gpu == 5
+        await pilot.press("left", "up", "up")  # nothing above the first row: the selection stays
+        await pilot.pause()
+        assert app.selected_gpu == 0
+        assert "GPU 0" in str(app.query_one("#process-title").render())
 
 
 async def test_panes_switch_by_number_and_the_palette_selects_gpus(rack: ManualRack) -> None:
@@ -422,33 +426,29 @@ async def test_compare_prices_datacenter_gpus_from_the_config_and_says_how() -> 
     rack.close()
 
 
-async def test_eight_gpus_fit_120x40_and_every_gpu_is_on_screen_at_80x24() -> None:
-    rack = ManualRack("8xrtx4090")
-    try:
-        app = create_app(rack.session)
-        async with started(app, size=(120, 40)) as pilot:
-            rack.tick(1.0, polls=2)
-            await pilot.pause()
-            view = app.query_one(LiveView)
-            assert len(cards(app)) == 8 and view.layout_mode == "full"
-            processes = app.query_one("#processes")
-            for card in cards(app).values():
-                assert card.region.bottom <= processes.region.y  # nothing hidden behind the table
-                assert not any(line.endswith("…") for line in card.lines), card.lines  # nothing cut off
-            # no blank band: the process table starts right under the last row of cards
-            assert processes.region.y == max(c.region.bottom for c in cards(app).values())
-            await pilot.resize_terminal(80, 24)
-            await pilot.pause()
-            assert view.layout_mode == "two"
-            screen = app.screen.region
-            for index, card in cards(app).items():
-                assert screen.contains_region(card.region) and card.region.height == 2
-                assert card.lines[0].startswith(f"{index} RTX 4090")
-                assert "°C" in card.lines[0] and " W " in card.lines[0]
-            svg = app.export_screenshot()
-            assert "Help" in svg and "Quit" in svg  # the footer still says how to get help and quit
-    finally:
-        rack.close()
+async def test_eight_gpus_fit_120x40_and_every_gpu_is_on_screen_at_80x24(eight: ManualRack) -> None:
+    app = create_app(eight.session)
+    async with started(app, size=(120, 40)) as pilot:
+        eight.tick(1.0, polls=2)
+        await pilot.pause()
+        view = app.query_one(LiveView)
+        assert len(cards(app)) == 8 and view.layout_mode == "full"
+        processes = app.query_one("#processes")
+        for card in cards(app).values():
+            assert card.region.bottom <= processes.region.y  # nothing hidden behind the table
+            assert not any(line.endswith("…") for line in card.lines), card.lines  # nothing cut off
+        # no blank band: the process table starts right under the last row of cards
+        assert processes.region.y == max(c.region.bottom for c in cards(app).values())
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert view.layout_mode == "two"
+        screen = app.screen.region
+        for index, card in cards(app).items():
+            assert screen.contains_region(card.region) and card.region.height == 2
+            assert card.lines[0].startswith(f"{index} RTX 4090")
+            assert "°C" in card.lines[0] and " W " in card.lines[0]
+        svg = app.export_screenshot()
+        assert "Help" in svg and "Quit" in svg  # the footer still says how to get help and quit
 
 
 async def test_from_a_form_field_the_function_keys_switch_panes_and_digits_still_type(
