@@ -10,6 +10,7 @@ message is the full parser's.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
@@ -84,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run = tui.run
         else:
             run = args.run
+        if args.command is not None or getattr(args, "prometheus", None):
+            # off while the program started (gpuwatch.__main__); the live TUI's first frame turns it on
+            gc.enable()
         return int(run(args) or 0)
     except (UserError, ModelInputError, UnknownIdError) as exc:
         print(f"gpuwatch: error: {exc}", file=sys.stderr)

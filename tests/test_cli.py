@@ -135,3 +135,23 @@ def test_nvml_runs_in_process_unless_isolated() -> None:
             assert app.feed.source.history.capacity == SPARK_POINTS < DEFAULT_CAPACITY
         finally:
             app.feed.stop()
+
+
+_COLLECTOR_DURING_A_COMMAND = """
+import gc, sys
+import gpuwatch.commands.doctor as doctor
+from gpuwatch.__main__ import entry
+doctor.run = lambda args: print("collector on" if gc.isenabled() else "collector off") or 0
+sys.argv = ["gpuwatch", "doctor"]
+sys.exit(entry())
+"""
+
+
+def test_the_program_starts_without_the_cyclic_collector_and_a_command_runs_with_it() -> None:
+    """Start-up's objects live as long as the process, so it starts with the collector off; a command
+    (a long-running exporter above all) must run with it on, or its cycles would never be freed."""
+    done = subprocess.run(
+        [sys.executable, "-c", _COLLECTOR_DURING_A_COMMAND], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "collector on"

@@ -662,6 +662,20 @@ async def test_a_planning_pane_mounts_when_first_shown(rack: ManualRack) -> None
         assert not app.query(ComparePane)
 
 
+async def test_the_collector_the_program_started_without_is_on_after_the_first_frame(
+    rack: ManualRack,
+) -> None:
+    import gc
+
+    gc.disable()  # as gpuwatch.__main__ starts the program
+    try:
+        app = create_app(rack.session)
+        async with started(app, size=(120, 40)):
+            assert gc.isenabled()  # started() waits for the first frame's panes
+    finally:
+        gc.enable()
+
+
 async def test_the_wide_layout_mounts_the_plan_pane_beside_the_live_view(rack: ManualRack) -> None:
     from gpuwatch.tui.plan_pane import PlanPane
 

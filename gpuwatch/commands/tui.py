@@ -57,5 +57,8 @@ def run(args: argparse.Namespace) -> int:
         from gpuwatch.commands import rack
 
         return rack.run(args)
+    from gpuwatch.telemetry.heap import share_one_malloc_arena
+
+    share_one_malloc_arena()  # before the poller's and Textual's threads start
     build_app(args).run()
     return 0

@@ -216,10 +216,15 @@ class GpuwatchApp(App[None]):
         self._panes_mounted = True
         self._apply_layout()
         await self._ensure_pane(self.active_pane)
-        self.panes_ready.set()
-        # what exists now (widgets, styles, catalogs) lives as long as the app: the collector's full
-        # passes stop walking those objects (refcounting still frees what dies among them)
+        # the program started with the cyclic collector off (gpuwatch.__main__): what start-up left in
+        # cycles is collected now, after the first frame; what exists now (widgets, styles, catalogs) lives
+        # as long as the app: frozen, the collector's full passes stop walking those objects (refcounting
+        # still frees what dies among them)
+        if not gc.isenabled():
+            gc.collect()
         gc.freeze()
+        gc.enable()
+        self.panes_ready.set()
         await self._refresh_panes()
 
     async def _ensure_pane(self, pane_id: str) -> None:
