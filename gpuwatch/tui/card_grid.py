@@ -68,6 +68,10 @@ class Card:
     def badge_labels(self) -> list[str]:
         return [b.label for b in badges_of(self.reading.sample)] if self.reading is not None else []
 
+    @property
+    def drawn(self) -> bool:
+        return bool(self._lines)
+
     def has_class(self, name: str) -> bool:
         return name in self.classes
 
@@ -410,7 +414,7 @@ class CardGrid(Widget, can_focus=True):
         column_width = self.column_width
         segments: list[Segment] = []
         for card in order:
-            if not card.lines and self.content_width > 0:  # drawn before the first resize
+            if not card.drawn and self.content_width > 0:  # drawn before the first resize
                 card.update_lines(self.content_width)
             segments.extend(self._card_row(card, line, column_width))
         drawn = column_width * len(order) if column_width > 0 else 0
