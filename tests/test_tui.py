@@ -227,6 +227,30 @@ async def test_the_arrow_keys_on_the_cards_select_the_next_gpu_across_and_down(e
         assert "GPU 0" in str(app.query_one("#process-title").render())
 
 
+async def test_with_more_gpus_than_fit_the_cards_scroll_to_the_gpu_the_keys_select() -> None:
+    rack = ManualRack("16xrtx4090")
+    try:
+        app = create_app(rack.session)
+        async with started(app, size=(80, 16)) as pilot:
+            rack.tick(1.0, polls=2)
+            await pilot.pause()
+            assert app.query_one(LiveView).layout_mode == "one"
+            await pilot.press("tab")  # from the tab row to the cards (their scroll box takes no keys)
+            assert isinstance(app.focused, CardGrid)
+            view = app.query_one("#cards-scroll").region
+            assert not view.contains_region(cards(app)[15].region)  # 16 one-line cards do not fit
+            for _ in range(15):
+                await pilot.press("down")
+            await pilot.pause()
+            assert app.selected_gpu == 15
+            assert view.contains_region(cards(app)[15].region)
+            await pilot.press("[")  # the app's own key: the cards follow it too
+            await pilot.pause()
+            assert app.selected_gpu == 14 and view.contains_region(cards(app)[14].region)
+    finally:
+        rack.close()
+
+
 async def test_panes_switch_by_number_and_the_palette_selects_gpus(rack: ManualRack) -> None:
     app = create_app(rack.session)
     async with started(app, size=(120, 40)) as pilot:

@@ -250,6 +250,7 @@ class CardGrid(Widget, can_focus=True):
         if added:
             self._redraw_all()
             self.refresh(layout=True)
+        moved = selected != self.selected
         self.selected = selected
         width = self.content_width
         dirty: list[Region] = []
@@ -266,6 +267,15 @@ class CardGrid(Widget, can_focus=True):
             for y in card.update_lines(width):
                 dirty.append(Region(rect.x, top + y, rect.width, 1))
         self._repaint(dirty)
+        if moved and selected in self.cards:
+            self._keep_on_screen(selected)
+
+    def _keep_on_screen(self, index: int) -> None:
+        """Keep the selected card on screen when the cards scroll (more GPUs than the terminal holds)."""
+        parent = self.parent
+        if isinstance(parent, Widget) and self.virtual_region:
+            card = self._card_rect(index).translate(self.virtual_region.offset)
+            parent.scroll_to_region(card, animate=False, immediate=True)
 
     def _repaint(self, dirty: list[Region]) -> None:
         if not dirty:
@@ -329,6 +339,7 @@ class CardGrid(Widget, can_focus=True):
         target = at + step
         if 0 <= target < len(order):
             self.selected = order[target]  # a second key before the app's answer moves on from here
+            self._keep_on_screen(order[target])
             self.post_message(self.Selected(order[target]))
 
     # --- drawing ------------------------------------------------------------------------------------

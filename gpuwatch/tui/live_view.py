@@ -174,7 +174,9 @@ class LiveView(Vertical):
         self._grid = CardGrid(self._devices, *hint, id="cards")
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="cards-scroll"):
+        scroll = VerticalScroll(id="cards-scroll")
+        scroll.can_focus = False  # the keys go to the cards, which select a GPU and scroll to it
+        with scroll:
             waiting = Label(WAITING, id="cards-waiting")
             waiting.display = not self._devices
             yield waiting
