@@ -41,9 +41,10 @@ _HEAVY = ("┏", "━", "┓", "┃", "┗", "━", "┛")
 class Card:
     """One GPU's card: what it shows and where the grid draws it (state, not a widget)."""
 
-    def __init__(self, grid: CardGrid, index: int, name: str) -> None:
+    def __init__(self, grid: CardGrid, index: int, name: str, position: int) -> None:
         self._grid = grid
         self.index = index
+        self.position = position  # where it comes in the grid, in the order the GPUs came
         self.gpu_name = name
         self.reading: CardReading | None = None
         #: its state as classes: -selected, -lost, -throttle-critical/-warning/-info
@@ -178,7 +179,9 @@ class CardGrid(Widget, can_focus=True):
         self.layout_mode: Layout = layout
         self.columns = columns
         #: index -> card, in the order the GPUs came (they never leave: a lost GPU keeps its card)
-        self.cards: dict[int, Card] = {index: Card(self, index, name) for index, name in devices}
+        self.cards: dict[int, Card] = {
+            index: Card(self, index, name, at) for at, (index, name) in enumerate(devices)
+        }
         self.selected: int | None = None
         self._width: int | None = None
         self._rows: dict[int, Strip] = {}  # drawn screen rows
@@ -197,27 +200,22 @@ class CardGrid(Widget, can_focus=True):
 
     @property
     def column_width(self) -> int:
-        return self._content_width() // max(1, self.columns)
+        return self._grid_width() // max(1, self.columns)
 
     @property
     def content_width(self) -> int:
         """A card's inner width: less its border (full) or its one-cell margins (compact)."""
         return max(0, self.column_width - 2)
 
-    def _content_width(self) -> int:
+    def _grid_width(self) -> int:
         """The widget's width as of the last resize (``content_size`` finds the widget on its screen each
         time); Textual fits a row it is handed to the width it lays out."""
         if self._width is None:
             self._width = self.content_size.width
         return self._width
 
-    def _place(self, index: int) -> tuple[int, int]:
-        """(column, row) of a card."""
-        at = list(self.cards).index(index)
-        return at % max(1, self.columns), at // max(1, self.columns)
-
     def _card_rect(self, index: int) -> Region:
-        column, row = self._place(index)
+        row, column = divmod(self.cards[index].position, max(1, self.columns))
         return Region(column * self.column_width, row * self.card_height, self.column_width, self.card_height)
 
     def card_region(self, index: int) -> Region:
@@ -246,7 +244,7 @@ class CardGrid(Widget, can_focus=True):
         """A poll's readings: repaint the card lines that changed (and the cards whose state did)."""
         added = [index for index in readings if index not in self.cards]
         for index in added:
-            self.cards[index] = Card(self, index, readings[index].sample.name)
+            self.cards[index] = Card(self, index, readings[index].sample.name, len(self.cards))
         if added:
             self._redraw_all()
             self.refresh(layout=True)
@@ -334,7 +332,7 @@ class CardGrid(Widget, can_focus=True):
         order = list(self.cards)
         if not order:
             return
-        at = order.index(self.selected) if self.selected in order else 0
+        at = self.cards[self.selected].position if self.selected in self.cards else 0
         step = dx + dy * (max(1, self.columns) if self.layout_mode == "full" else 1)
         target = at + step
         if 0 <= target < len(order):
@@ -374,9 +372,10 @@ class CardGrid(Widget, can_focus=True):
             if card.has_class("-selected"):
                 return self._style("card-grid--compact-selected"), self._style(""), _ROUND
             return self._style(""), self._style(""), _ROUND
-        content = self._style("card-grid--lost") if card.has_class("-lost") else self._style("")
         if card.has_class("-lost"):
-            return content, self._style("card-grid--lost"), _HEAVY
+            lost = self._style("card-grid--lost")
+            return lost, lost, _HEAVY
+        content = self._style("")
         if card.has_class("-throttle-critical"):
             return content, self._style("card-grid--critical"), _HEAVY
         if card.has_class("-selected"):
@@ -415,7 +414,7 @@ class CardGrid(Widget, can_focus=True):
         return [side, *card.segments(y - 1, inner, content, self._text_console), side]
 
     def render_line(self, y: int) -> Strip:
-        width = self._content_width()
+        width = self._grid_width()
         strip = self._rows.get(y)
         if strip is not None and strip.cell_length == width:
             return strip
@@ -428,7 +427,7 @@ class CardGrid(Widget, can_focus=True):
             if not card.drawn and self.content_width > 0:  # drawn before the first resize
                 card.update_lines(self.content_width)
             segments.extend(self._card_row(card, line, column_width))
-        drawn = column_width * len(order) if column_width > 0 else 0
+        drawn = column_width * len(order)
         if drawn < width:
             segments.append(Segment(" " * (width - drawn), self.rich_style))
         strip = (

@@ -57,7 +57,7 @@ def short_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class CardReading:
-    """What one poll gives a card: compared whole, so an equal reading repaints nothing."""
+    """What one poll gives a card: its sample, its assessment and the series its sparklines draw."""
 
     sample: GpuSample
     assessment: GpuAssessment | None = None

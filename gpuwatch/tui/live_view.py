@@ -170,7 +170,7 @@ class LiveView(Vertical):
     ) -> None:
         self._devices = tuple(devices)
         hint = card_grid(*size_hint, len(self._devices)) if self._devices else ("full", 1)
-        super().__init__(id=id, classes="-compact" if hint[0] != "full" else None)
+        super().__init__(id=id)
         self._grid = CardGrid(self._devices, *hint, id="cards")
 
     def compose(self) -> ComposeResult:
@@ -189,22 +189,19 @@ class LiveView(Vertical):
 
     @property
     def layout_mode(self) -> Layout:
-        return choose_layout(self.size.width, self.size.height, len(self.cards))
+        return self._grid.layout_mode
 
     def show(self, readings: Mapping[int, CardReading], selected: int | None) -> None:
         grid = self._grid
-        if any(index not in grid.cards for index in readings):
+        added = any(index not in grid.cards for index in readings)
+        grid.show(readings, selected)
+        if added:  # the first poll of a source that did not list its GPUs: now their number is known
             self.query_one("#cards-waiting").display = False
-            grid.show(readings, selected)
             self._reflow()
-        else:
-            grid.show(readings, selected)
         self.query_one(ProcessTable).show([r.sample for r in readings.values()], selected)
 
     def on_resize(self) -> None:
         self._reflow()
 
     def _reflow(self) -> None:
-        layout, columns = card_grid(self.size.width, self.size.height, len(self.cards))
-        self.set_class(layout != "full", "-compact")
-        self._grid.set_layout(layout, columns)
+        self._grid.set_layout(*card_grid(self.size.width, self.size.height, len(self.cards)))
