@@ -514,6 +514,28 @@ async def test_from_a_form_field_the_function_keys_switch_panes_and_digits_still
         assert app.active_pane == "live"
 
 
+async def test_a_process_name_with_square_brackets_is_shown_as_it_is() -> None:
+    """A process's name is text, not markup: "[/]" once ended the TUI with a MarkupError, and "[bold]"
+    vanished from the name."""
+    import dataclasses
+
+    rack = ManualRack("rtx4090")
+    name = "serve [bold]a [/] b"
+    for device in rack.sim.devices:
+        device.scenario = dataclasses.replace(device.scenario, process_name=name)
+    try:
+        app = create_app(rack.session)
+        async with started(app, size=(120, 40)) as pilot:
+            rack.tick(1.0, polls=2)
+            await pilot.pause()
+            table = app.query_one("#process-table", DataTable)
+            assert table.row_count == 1
+            drawn = "".join(segment.text for segment in table.render_line(1))  # under the header row
+            assert name in drawn and app.is_running
+    finally:
+        rack.close()
+
+
 async def test_ctrl_c_asks_once_and_quits_on_the_second_press(rack: ManualRack) -> None:
     app = create_app(rack.session)
     async with started(app, size=(120, 40)) as pilot:

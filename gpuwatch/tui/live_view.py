@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Label
@@ -74,10 +75,10 @@ class ProcessTable(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Label("processes", id="process-title", classes="pane-title")
-        table: DataTable[str] = DataTable(id="process-table", cursor_type="row", zebra_stripes=True)
+        table: DataTable[Text] = DataTable(id="process-table", cursor_type="row", zebra_stripes=True)
         # fixed widths: DataTable's auto width raced with the first rows and made a snapshot flaky
         for key, (header, width) in PROCESS_COLUMNS.items():
-            table.add_column(header, key=key, width=width)
+            table.add_column(Text(header), key=key, width=width)
         yield table
 
     def on_mount(self) -> None:
@@ -148,7 +149,8 @@ class ProcessTable(Vertical):
         table = self.query_one("#process-table", DataTable)
         table.clear()
         for row in rows:
-            table.add_row(*row, key=f"{row[0]}:{row[1]}")
+            # as Text: DataTable reads a str cell as markup, and a process named "[/]" would not draw
+            table.add_row(*(Text(cell, no_wrap=True, end="") for cell in row), key=f"{row[0]}:{row[1]}")
 
 
 class LiveView(Vertical):
