@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 
@@ -18,8 +19,9 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @contextlib.contextmanager
-def serving(answer: Answer) -> Iterator[str]:
-    """Serve ``answer`` for every GET; yields the base URL ``http://127.0.0.1:PORT``."""
+def serving(answer: Answer, tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """Serve ``answer`` for every GET; yields the base URL ``http://127.0.0.1:PORT`` (``https://`` with
+    ``tls``, a server-side context)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -34,10 +36,12 @@ def serving(answer: Answer) -> Iterator[str]:
             pass
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()

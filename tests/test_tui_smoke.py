@@ -1,8 +1,11 @@
-"""`gpuwatch --sim 2xrtx4090` in a real terminal (tmux): it starts, draws the cards, and quits on `q`."""
+"""`gpuwatch --sim 2xrtx4090` in a real terminal (tmux): it starts, draws the cards, and quits on `q`;
+an engine behind https is scraped over TLS."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -10,6 +13,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from loopback_http import PROMETHEUS_TEXT, serving
+
+DATA = Path(__file__).parent / "data"
 
 pytestmark = pytest.mark.slow
 
@@ -18,6 +24,17 @@ def _capture(session: str) -> str:
     return subprocess.run(
         ["tmux", "capture-pane", "-t", session, "-p"], capture_output=True, text=True, check=False
     ).stdout
+
+
+def _mapped_files(session: str) -> set[str]:
+    """The files mapped into the program the session runs (the pane's shell runs it as a child)."""
+    import psutil
+
+    pane = subprocess.run(
+        ["tmux", "display-message", "-p", "-t", session, "#{pane_pid}"], capture_output=True, text=True
+    )
+    shell = psutil.Process(int(pane.stdout.strip()))
+    return {m.path for p in (shell, *shell.children(recursive=True)) for m in p.memory_maps()}
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -46,6 +63,8 @@ def test_gpuwatch_sim_draws_in_tmux_and_quits(tmp_path: Path) -> None:
         assert "simulated NVML: 2x rtx4090" in screen
         assert "SM busy" in screen and "MC busy" in screen
         assert "1 Live" in screen and "q Quit" in screen  # tabs and footer
+        # its session fetches no https URL: OpenSSL (~4 MiB resident) was never loaded into it
+        assert not [lib for lib in _mapped_files(session) if "libssl" in lib or "libcrypto" in lib]
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not exit_file.exists():
@@ -53,3 +72,38 @@ def test_gpuwatch_sim_draws_in_tmux_and_quits(tmp_path: Path) -> None:
         assert exit_file.exists() and exit_file.read_text().strip() == "0"
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, check=False)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
+def test_an_engine_behind_https_is_scraped_over_tls(tmp_path: Path) -> None:
+    """The TUI leaves TLS unloaded when every URL it fetches is http; an https engine must still be
+    read, over TLS, verified against the CA the process trusts (here SSL_CERT_FILE's)."""
+    from tls_pki import make_pki
+
+    pki = make_pki(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    metrics = (DATA / "engines" / "vllm.txt").read_bytes()
+    session = f"gpuwatch-tls-{uuid.uuid4().hex[:8]}"
+    gpuwatch = Path(sys.executable).with_name("gpuwatch")
+    with serving(lambda path: (200, PROMETHEUS_TEXT, metrics), tls=context) as base:
+        url = f"{base}/metrics"
+        command = (
+            f"sleep 1; SSL_CERT_FILE={shlex.quote(str(pki.ca_cert))} {gpuwatch} --sim rtx4090 "
+            f"--engine {url} --interval 0.5"
+        )
+        subprocess.run(
+            ["tmux", "-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command],
+            check=True,
+        )
+        try:
+            screen = ""
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and f"{url} up (vllm" not in screen:
+                time.sleep(0.5)
+                screen = _capture(session)
+            assert f"tokens/s from {url} up (vllm" in screen, screen
+            assert any("libssl" in lib for lib in _mapped_files(session))
+        finally:
+            subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, check=False)

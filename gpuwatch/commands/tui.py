@@ -8,11 +8,15 @@ and why.
 from __future__ import annotations
 
 import argparse
+import sys
+import urllib.parse
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from gpuwatch.options import get
 
 if TYPE_CHECKING:
+    from gpuwatch.live.config import LiveConfig
     from gpuwatch.tui.app import GpuwatchApp
 
 #: what a machine without a GPU is shown
@@ -26,7 +30,34 @@ def fallback_banner(reason: str, devices: str = FALLBACK_SIM) -> str:
     )
 
 
-def build_app(args: argparse.Namespace) -> GpuwatchApp:
+def needs_tls(urls: Iterable[str]) -> bool:
+    """Whether any of these URLs is fetched over TLS (one without a scheme is http, as engines read it)."""
+    return any("://" in url and urllib.parse.urlsplit(url).scheme.lower() == "https" for url in urls)
+
+
+class _NoTls:
+    """A meta-path finder that refuses ``ssl``: the TUI's session fetches no https URL, and asyncio (under
+    Textual) imports ssl only in case, which maps OpenSSL's libcrypto and libssl: ~4 MiB resident, a tenth
+    of the TUI's memory, for nothing. asyncio and http.client take a missing ssl as no TLS."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> None:
+        if name in ("ssl", "_ssl"):
+            raise ModuleNotFoundError(
+                "gpuwatch: TLS was left unloaded because no URL this TUI fetches is https", name=name
+            )
+
+
+def leave_tls_unloaded(config: LiveConfig) -> bool:
+    """Keep ssl out of this process when the config's engines are all plain http; True where it did.
+    Only for a process that runs nothing else (the TUI's): anything that wants TLS later is refused."""
+    if needs_tls(config.engine_urls) or "ssl" in sys.modules:
+        return False
+    sys.meta_path.insert(0, _NoTls())
+    return True
+
+
+def build_app(args: argparse.Namespace, config: LiveConfig | None = None) -> GpuwatchApp:
     """The app over the session the options describe, or over the simulator when there is no driver.
 
     The Plan pane starts from the declared workload at the live prices, so that it and the Cost pane
@@ -37,7 +68,7 @@ def build_app(args: argparse.Namespace) -> GpuwatchApp:
     from gpuwatch.tui.app import HISTORY_POINTS, create_app
 
     banner = None
-    config = live_config(args)
+    config = config or live_config(args)
     # in-process by default, as nvitop: a second Python process for NVML would double the TUI's memory;
     # a hung read only marks its GPU stale (it keeps a read thread of its own while the others share one,
     # and the ctypes call releases the GIL), but a driver segfault ends the TUI: --isolate-nvml makes it
@@ -57,8 +88,11 @@ def run(args: argparse.Namespace) -> int:
         from gpuwatch.commands import rack
 
         return rack.run(args)
+    from gpuwatch.commands.common import live_config
     from gpuwatch.telemetry.heap import share_one_malloc_arena
 
     share_one_malloc_arena()  # before the poller's and Textual's threads start
-    build_app(args).run()
+    config = live_config(args)
+    leave_tls_unloaded(config)  # before Textual imports asyncio
+    build_app(args, config).run()
     return 0
