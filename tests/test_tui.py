@@ -25,7 +25,9 @@ from gpuwatch.tui.app import GpuwatchApp, create_app
 from gpuwatch.tui.card_grid import Card, CardGrid
 from gpuwatch.tui.formatting import duration, rate, si, usd
 from gpuwatch.tui.gpu_card import card_lines, line_segments
+from gpuwatch.tui.key_bar import KeyBar
 from gpuwatch.tui.live_view import LiveView
+from gpuwatch.tui.pane_tabs import PaneTabs
 from gpuwatch.tui.roofline_plot import RooflinePlot
 
 
@@ -235,7 +237,7 @@ async def test_with_more_gpus_than_fit_the_cards_scroll_to_the_gpu_the_keys_sele
             rack.tick(1.0, polls=2)
             await pilot.pause()
             assert app.query_one(LiveView).layout_mode == "one"
-            await pilot.press("tab")  # from the tab row to the cards (their scroll box takes no keys)
+            # the cards have the keys from the start (their scroll box takes none)
             assert isinstance(app.focused, CardGrid)
             view = app.query_one("#cards-scroll").region
             assert not view.contains_region(cards(app)[15].region)  # 16 one-line cards do not fit
@@ -512,6 +514,28 @@ async def test_from_a_form_field_the_function_keys_switch_panes_and_digits_still
         await pilot.pause()
         await pilot.press("escape", "1")
         assert app.active_pane == "live"
+
+
+async def test_a_click_on_a_pane_title_shows_that_pane_and_a_click_on_a_key_presses_it(
+    rack: ManualRack,
+) -> None:
+    app = create_app(rack.session)
+    async with started(app, size=(120, 40)) as pilot:
+        rack.tick(1.0, polls=2)
+        tabs = app.query_one(PaneTabs)
+        start, end = tabs.spans()["cost"]
+        await pilot.click(PaneTabs, offset=(tabs.styles.padding.left + (start + end) // 2, 0))
+        await pilot.pause()
+        assert app.active_pane == "cost"
+        assert app.query_one("#cost-summary", Static).region.height > 0  # the pane itself, on screen
+        bar = app.query_one(KeyBar)
+        shown = [(item.display, item.description) for item in bar.items]
+        assert shown[:2] == [("?", "Help"), ("q", "Quit")]  # help and quit first: a narrow bar cuts the right
+        assert bar.palette is not None and bar.palette.display == "^p"
+        x = next(i for i in range(bar.size.width) if (hit := bar.item_at(i)) and hit.description == "Help")
+        await pilot.click(KeyBar, offset=(x, 0))
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "HelpScreen"
 
 
 async def test_a_process_name_with_square_brackets_is_shown_as_it_is() -> None:

@@ -10,6 +10,7 @@ import time
 from tui_rack import ManualRack, started
 
 from gpuwatch.tui.app import GpuwatchApp, create_app
+from gpuwatch.tui.pane_tabs import PaneTabs
 from gpuwatch.tui.power_pane import PowerPane
 
 
@@ -92,9 +93,10 @@ async def test_the_power_pane_is_in_the_palette_and_fits_80x24_with_help_and_qui
             pane = await advice_for(app, rack)
             assert pane.region.height > 0 and pane.region.width == 80
             # the tab row holds all six panes within 80 columns
-            tabs = app.screen.query("Tab")
-            assert [t.label.plain for t in tabs][-1] == "6 Power"  # type: ignore[attr-defined]
-            assert all(t.region.right <= 80 for t in tabs)
+            tabs = app.query_one(PaneTabs)
+            assert list(tabs.labels.values())[-1] == "6 Power"
+            last_column = tabs.content_region.x + tabs.spans()["power"][1]
+            assert last_column <= 80 and tabs.region.height == 1
             screen = app.export_screenshot()
             assert "Help" in screen and "Quit" in screen and "F1-F6" in screen  # the footer still says how
             assert "advised" in screen  # the advice itself is on screen, not scrolled away

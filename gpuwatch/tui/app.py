@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, ClassVar, TypeVar
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Container
+from textual.containers import Container, Vertical
 from textual.widget import Widget
-from textual.widgets import Footer, Header, Input, Label, Select, Static, TabbedContent, TabPane
+from textual.widgets import Header, Input, Label, Select, Static
 
 from gpuwatch.live.alerts import summarise
 from gpuwatch.live.assessment import BoxAssessment, GpuAssessment
@@ -34,8 +34,10 @@ from gpuwatch.telemetry.sample import GpuSample, Snapshot
 from gpuwatch.tui.card_grid import CardGrid
 from gpuwatch.tui.feed import AlertsRaised, Feed, PollArrived
 from gpuwatch.tui.gpu_card import WAITING, CardReading
+from gpuwatch.tui.key_bar import KeyBar
 from gpuwatch.tui.live_view import LiveView
 from gpuwatch.tui.palette import PanesAndGpus
+from gpuwatch.tui.pane_tabs import PaneTabs
 from gpuwatch.tui.status_bar import StatusBar, engine_states, source_line, source_state
 
 if TYPE_CHECKING:
@@ -99,7 +101,7 @@ class GpuwatchApp(App[None]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]  # noqa: RUF012
     BINDINGS: ClassVar[list[BindingType]] = [
-        # help and quit first: a narrow footer cuts from the right
+        # help and quit first: a narrow key bar cuts from the right
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
         Binding("ctrl+c", "ctrl_c", "Quit", show=False, priority=True),
@@ -107,7 +109,7 @@ class GpuwatchApp(App[None]):
         # a form field types q and ?: these reach help and quit from inside one (shown only there)
         Binding("f12", "help_from_field", "Help", key_display="F12", priority=True),
         Binding("f10", "quit_from_field", "Quit", key_display="F10", priority=True),
-        # one footer entry for the pane keys; F1 itself is bound here
+        # one key bar entry for the pane keys; F1 itself is bound here
         Binding("f1", "show_pane('live')", "Panes", key_display=f"F1-F{len(PANES)}", priority=True),
         Binding("[", "cycle_gpu(-1)", "Prev GPU"),
         Binding("]", "cycle_gpu(1)", "Next GPU"),
@@ -137,6 +139,7 @@ class GpuwatchApp(App[None]):
         self._panes_mounted = False  # the first frame is drawn: the planning panes may mount
         self._mounted: set[str] = set()  # the planning panes mounted so far (each on first sight)
         self._mounting: set[str] = set()
+        self._active_pane = "live"
         #: set once the first frame is drawn and the pane on screen is in (tests wait on it before quitting)
         self.panes_ready = asyncio.Event()
         self._ctrl_c_at: float | None = None
@@ -167,11 +170,11 @@ class GpuwatchApp(App[None]):
         # the NVML child's trouble (failed, restarting) and each engine's scrape state, when there is any
         yield StatusBar(id="status-bar")
         with Container(id="main", classes="-live"):
-            with TabbedContent(id="panes", initial="live"):
-                for n, (pane_id, title) in enumerate(PANES.items(), start=1):
-                    # the live view sits beside the tabs (so that a wide terminal shows it next to a
-                    # planning pane); the other panes mount when first shown (see _ensure_pane)
-                    yield TabPane(f"{n} {title}", id=pane_id)
+            # the live view sits beside the panes (so that a wide terminal shows it next to a planning
+            # pane); the planning panes mount in #pane-body when first shown (see _ensure_pane)
+            with Vertical(id="panes"):
+                yield PaneTabs(PANES, id="pane-tabs")
+                yield Container(id="pane-body")
             # the source starts here, so that the cards are composed named (see LiveView); an NVML poller
             # holds its first poll until the first frame is drawn (on_mount)
             self.feed.add_listener(self._from_poll_thread)
@@ -179,13 +182,14 @@ class GpuwatchApp(App[None]):
             self._release_polls = hold() if callable(hold) else None
             self.feed.start()
             yield LiveView(id="live-view", devices=attached_devices(self.feed), size_hint=self._live_size())
-        yield Footer()
+        yield KeyBar(id="key-bar")
 
     def _live_size(self) -> tuple[int, int]:
-        """The live view's size in this terminal: all of it less the header, the tabs and the footer, or
-        the left half beside a planning pane (a wrong guess costs one restyle, not a wrong layout)."""
+        """The live view's size in this terminal: all of it less the header, the pane row and the key bar
+        (a line each), or the left half beside a planning pane (a wrong guess costs one restyle, not a
+        wrong layout)."""
         width, height = self.size
-        return (width // 2 - 1, height - 2) if width >= WIDE_COLUMNS else (width, height - 4)
+        return (width // 2 - 1, height - 2) if width >= WIDE_COLUMNS else (width, height - 3)
 
     def _find(self, selector: str, expect: type[_W]) -> _W | None:
         """A widget by selector, looked up once (None while it is not there, as when the app shuts down):
@@ -201,9 +205,7 @@ class GpuwatchApp(App[None]):
 
     @property
     def active_pane(self) -> str:
-        panes = self._find("#panes", TabbedContent)
-        # "" until TabbedContent has mounted its initial tab; none while the app shuts down
-        return (panes.active or "live") if panes is not None else "live"
+        return self._active_pane
 
     @property
     def wide(self) -> bool:
@@ -254,10 +256,11 @@ class GpuwatchApp(App[None]):
             from gpuwatch.tui.power_pane import PowerPane
 
             pane = PowerPane(id="power-pane")
-        tab = self._find(f"TabPane#{pane_id}", TabPane)
-        if tab is None or not self.is_running:
+        panes = self._find("#pane-body", Container)
+        if panes is None or not self.is_running:
             return  # quitting: a pane mounting now would fail inside its own widgets
-        await tab.mount(pane)
+        pane.display = pane_id == self.active_pane
+        await panes.mount(pane)
         self._mounted.add(pane_id)
 
     async def on_mount(self) -> None:
@@ -332,13 +335,12 @@ class GpuwatchApp(App[None]):
         """Narrow: the live view or one pane. Wide: the live view beside a planning pane (Plan while
         Live is chosen)."""
         main = self._find("#main", Container)
-        tabs = self._find("#panes", TabbedContent)
-        if main is None or tabs is None:
+        if main is None:
             return  # shutting down
         wide = self.wide
         main.set_class(wide, "-side-by-side")
         if wide and self.active_pane == "live" and self._panes_mounted:
-            tabs.active = "plan"
+            self._choose("plan")
         main.set_class(not wide and self.active_pane == "live", "-live")
 
     def _from_poll_thread(self, snapshot: Snapshot, assessment: BoxAssessment) -> None:
@@ -477,14 +479,28 @@ class GpuwatchApp(App[None]):
         self.select_gpu(indices[(at + step) % len(indices)])
 
     def show_pane(self, pane_id: str) -> None:
-        # focus left inside the old pane (a form field most of all) would pull TabbedContent back to it
+        # focus left inside the old pane (a form field most of all) would keep typing into a hidden field
         self.set_focus(None)
         if pane_id == "live" and self.wide:
             grids = self.query(CardGrid)
             if grids:
                 grids.first().focus()  # the live view is on screen already: go to it
             return
-        self.query_one(TabbedContent).active = pane_id
+        self._choose(pane_id)
+
+    def _choose(self, pane_id: str) -> None:
+        """Make ``pane_id`` the chosen pane: its title marked now, the pane itself shown (and mounted, the
+        first time) by ``_pane_changed`` right after."""
+        if pane_id not in PANES or pane_id == self._active_pane:
+            return
+        self._active_pane = pane_id
+        tabs = self._find("#pane-tabs", PaneTabs)
+        if tabs is not None:
+            tabs.active = pane_id
+        self.call_later(self._pane_changed)
+
+    def on_pane_tabs_chosen(self, message: PaneTabs.Chosen) -> None:
+        self.show_pane(message.pane_id)
 
     def _in_field(self) -> bool:
         return isinstance(self.focused, Input | Select)
@@ -565,16 +581,18 @@ class GpuwatchApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "copy_plan":
-            panes = self.query(TabbedContent)
-            return bool(panes) and panes.first().active in ("plan", "compare")
+            return self.active_pane in ("plan", "compare")
         if action in ("leave_field", "help_from_field", "quit_from_field"):
-            # in the footer only while a field holds the keys
+            # in the key bar only while a field holds the keys
             return self._in_field()
         return True
 
-    @on(TabbedContent.TabActivated)
     async def _pane_changed(self) -> None:
-        await self._ensure_pane(self.active_pane)
+        active = self.active_pane
+        panes = self._find("#pane-body", Container)
+        for pane in panes.children if panes is not None else ():
+            pane.display = pane.id == f"{active}-pane"
+        await self._ensure_pane(active)
         self._apply_layout()
         self.refresh_bindings()
         self._refresh_compare()

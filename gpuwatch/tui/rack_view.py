@@ -23,12 +23,13 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Label, Static
+from textual.widgets import DataTable, Label, Static
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 from textual.worker import get_current_worker
 
 from gpuwatch.telemetry.prometheus_rack import SORTS, RackAlert, RackGpu, RackHost, RackSnapshot, sort_gpus
 from gpuwatch.tui.formatting import MISSING, gib, percent, rate, usd
+from gpuwatch.tui.key_bar import KeyBar
 
 SORT_ORDER = tuple(SORTS)
 _PROVENANCE = {"measured": "meas", "modelled": "mod", "configured": "cfg", "estimated": "est"}
@@ -214,7 +215,7 @@ class HostScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Label("", id="host-title")
         yield VerticalScroll(id="host-cards")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         app = self.app
@@ -284,7 +285,7 @@ class RackApp(App[None]):
             table.add_column(label, key=key, width=width)
         yield table
         yield Label("Enter: the host's cards · s: sort · r: refresh · q: quit", id="rack-status")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.action_refresh_now()
