@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,27 @@ def _capture(session: str) -> str:
     return subprocess.run(
         ["tmux", "capture-pane", "-t", session, "-p"], capture_output=True, text=True, check=False
     ).stdout
+
+
+def _start(session: str, command: str) -> None:
+    """``command`` in a new detached 120x40 tmux session (-f /dev/null: the user's tmux.conf must not
+    change what the test sees)."""
+    subprocess.run(
+        ["tmux", "-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command],
+        check=True,
+    )
+
+
+def _screen_once(session: str, shows: Callable[[str], bool], timeout_s: float = 30.0) -> str:
+    """The session's screen as soon as it ``shows`` what the test waits for (or as it is at the timeout)."""
+    screen = ""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        screen = _capture(session)
+        if shows(screen):
+            break
+        time.sleep(0.5)
+    return screen
 
 
 def _mapped_files(session: str) -> set[str]:
@@ -44,25 +66,16 @@ def test_gpuwatch_sim_draws_in_tmux_and_quits(tmp_path: Path) -> None:
     gpuwatch = Path(sys.executable).with_name("gpuwatch")
     # the short sleep lets tmux give the window its final size before the app measures the terminal
     command = f"sleep 1; {gpuwatch} --sim 2xrtx4090 --workload llama-3-8b:fp16:batch=8; echo $? > {exit_file}"
-    # -f /dev/null: the user's tmux.conf must not change what the test sees
-    subprocess.run(
-        ["tmux", "-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command],
-        check=True,
-    )
+    _start(session, command)
     try:
-        screen = ""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            screen = _capture(session)
-            # the cards are named in the first frame, before the first poll fills them and the footer
-            # lists its keys
-            if all(t in screen for t in ("1 RTX 4090", "°C", "SM busy", "simulated NVML", "q Quit")):
-                break
-            time.sleep(0.5)
+        # the cards are named in the first frame, before the first poll fills them and the key bar lists
+        # its keys
+        wanted = ("1 RTX 4090", "°C", "SM busy", "simulated NVML", "q Quit")
+        screen = _screen_once(session, lambda screen: all(t in screen for t in wanted))
         assert "0 RTX 4090" in screen and "1 RTX 4090" in screen, screen
         assert "simulated NVML: 2x rtx4090" in screen
         assert "SM busy" in screen and "MC busy" in screen
-        assert "1 Live" in screen and "q Quit" in screen  # tabs and footer
+        assert "1 Live" in screen and "q Quit" in screen  # the pane row and the key bar
         # its session fetches no https URL: OpenSSL (~4 MiB resident) was never loaded into it
         assert not [lib for lib in _mapped_files(session) if "libssl" in lib or "libcrypto" in lib]
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
@@ -93,16 +106,9 @@ def test_an_engine_behind_https_is_scraped_over_tls(tmp_path: Path) -> None:
             f"sleep 1; SSL_CERT_FILE={shlex.quote(str(pki.ca_cert))} {gpuwatch} --sim rtx4090 "
             f"--engine {url} --interval 0.5"
         )
-        subprocess.run(
-            ["tmux", "-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command],
-            check=True,
-        )
+        _start(session, command)
         try:
-            screen = ""
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and f"{url} up (vllm" not in screen:
-                time.sleep(0.5)
-                screen = _capture(session)
+            screen = _screen_once(session, lambda screen: f"{url} up (vllm" in screen)
             assert f"tokens/s from {url} up (vllm" in screen, screen
             assert any("libssl" in lib for lib in _mapped_files(session))
         finally:
