@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import urllib.parse
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from gpuwatch.options import get
@@ -30,11 +28,6 @@ def fallback_banner(reason: str, devices: str = FALLBACK_SIM) -> str:
     )
 
 
-def needs_tls(urls: Iterable[str]) -> bool:
-    """Whether any of these URLs is fetched over TLS (one without a scheme is http, as engines read it)."""
-    return any("://" in url and urllib.parse.urlsplit(url).scheme.lower() == "https" for url in urls)
-
-
 class _NoTls:
     """A meta-path finder that refuses ``ssl``: the TUI's session fetches no https URL, and asyncio (under
     Textual) imports ssl only in case, which maps OpenSSL's libcrypto and libssl: ~4 MiB resident, a tenth
@@ -48,13 +41,13 @@ class _NoTls:
             )
 
 
-def leave_tls_unloaded(config: LiveConfig) -> bool:
-    """Keep ssl out of this process when the config's engines are all plain http; True where it did.
-    Only for a process that runs nothing else (the TUI's): anything that wants TLS later is refused."""
-    if needs_tls(config.engine_urls) or "ssl" in sys.modules:
-        return False
-    sys.meta_path.insert(0, _NoTls())
-    return True
+def leave_tls_unloaded(config: LiveConfig) -> None:
+    """Keep ssl out of this process when the config's engines are all plain http. Only for a process that
+    runs nothing else (the TUI's): anything that wants TLS later is refused."""
+    from gpuwatch.telemetry.engines import fetched_over_tls
+
+    if "ssl" not in sys.modules and not any(fetched_over_tls(url) for url in config.engine_urls):
+        sys.meta_path.insert(0, _NoTls())
 
 
 def build_app(args: argparse.Namespace, config: LiveConfig | None = None) -> GpuwatchApp:

@@ -312,6 +312,11 @@ def metrics_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts)
 
 
+def fetched_over_tls(url: str) -> bool:
+    """Whether the engine at ``url`` is scraped over TLS, reading the URL as the scrape does."""
+    return urllib.parse.urlsplit(metrics_url(url)).scheme == "https"
+
+
 #: a vLLM /metrics with many histograms is ~100 kB; far more than this is not a metrics page
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -353,7 +358,7 @@ def _connection(target: str, timeout_s: float) -> tuple[http.client.HTTPConnecti
     if parts.scheme not in ("http", "https") or not host:
         raise OSError(f"bad engine URL {target!r} (expected http://host:port)")
     path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
-    if parts.scheme == "https":
+    if fetched_over_tls(target):
         return http.client.HTTPSConnection(host, port, timeout=timeout_s), path
     return http.client.HTTPConnection(host, port, timeout=timeout_s), path
 
