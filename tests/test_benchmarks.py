@@ -44,6 +44,7 @@ def test_tiny_benchmark_prints_every_row() -> None:
         "CPU per poll per GPU, 0.36 ms/call",
         "NVML calls per poll per GPU",
         "time to first frame with GPU names",
+        "time to the full live view (Textual's first frame)",
         "what-if scenarios",
     ):
         assert measure in out, f"row {measure!r} missing from:\n{out}"

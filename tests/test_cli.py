@@ -125,7 +125,7 @@ def test_nvml_runs_in_process_unless_isolated() -> None:
     from gpuwatch.telemetry.history import DEFAULT_CAPACITY
     from gpuwatch.telemetry.nvml_supervisor import NvmlSupervisor
     from gpuwatch.telemetry.poller import NvmlPoller
-    from gpuwatch.tui.app import SPARK_POINTS
+    from gpuwatch.tui.history_span import SPARK_POINTS
 
     for argv, kind in (([], NvmlPoller), (["--isolate-nvml"], NvmlSupervisor)):
         app = build_app(parse_args(["--sim", "rtx4090", *argv]))

@@ -402,3 +402,27 @@ def test_xid_events_are_counted_per_code_and_a_lost_gpu_keeps_the_xid_that_took_
     finally:
         poller.stop()
         sim_mod.uninstall()
+
+
+def test_attach_lists_the_gpus_without_polling_and_start_then_polls() -> None:
+    """What the TUI's first frame relies on: the names are known before the first poll, and attaching
+    starts nothing that polls (the first poll waits for the live view)."""
+    import threading
+    import time
+
+    sim = sim_mod.install("rtx4090,h100-sxm")
+    poller = NvmlPoller(interval_s=0.05, clock=sim.now_s, sim=SimSpec("rtx4090,h100-sxm"))
+    try:
+        poller.attach()
+        assert poller.reader is not None
+        assert [d.name for d in poller.reader.devices] == ["NVIDIA GeForce RTX 4090", "NVIDIA H100 80GB HBM3"]
+        time.sleep(0.3)  # six intervals
+        assert poller.latest() is None
+        polled = threading.Event()
+        poller.add_listener(lambda snap: polled.set())
+        poller.start()
+        assert polled.wait(10.0)
+        assert [g.index for g in poller.latest().gpus] == [0, 1]  # type: ignore[union-attr]
+    finally:
+        poller.stop()
+        sim_mod.uninstall()

@@ -113,3 +113,85 @@ def test_an_engine_behind_https_is_scraped_over_tls(tmp_path: Path) -> None:
             assert any("libssl" in lib for lib in _mapped_files(session))
         finally:
             subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, check=False)
+
+
+def _held_textual(tmp_path: Path, action: str) -> str:
+    """A PYTHONPATH whose sitecustomize runs ``action`` when ``textual.app`` is first imported: the
+    moment between the CLI's first frame and Textual's, made as long (or as broken) as a test needs."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys, time\n"
+        "class _Hold:\n"
+        "    @staticmethod\n"
+        "    def find_spec(name, path=None, target=None):\n"
+        "        if name == 'textual.app':\n"
+        f"            {action}\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, _Hold())\n"
+    )
+    return f"PYTHONPATH={shlex.quote(str(tmp_path))}"
+
+
+def _pane_flag(session: str, flag: str) -> str:
+    done = subprocess.run(
+        ["tmux", "display-message", "-p", "-t", session, f"#{{{flag}}}"], capture_output=True, text=True
+    )
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_the_gpus_are_named_before_textual_loads_and_the_terminal_is_given_back(tmp_path: Path) -> None:
+    """The CLI draws the GPUs' names while Textual loads; the live view then replaces that frame, and
+    quitting leaves the shell's screen as it was."""
+    session = f"gpuwatch-first-{uuid.uuid4().hex[:8]}"
+    exit_file = tmp_path / "exit"
+    gpuwatch = Path(sys.executable).with_name("gpuwatch")
+    hold = _held_textual(tmp_path, "time.sleep(3)")
+    command = (
+        f"sleep 1; echo BEFORE-GPUWATCH; {hold} {gpuwatch} --sim 2xrtx4090; echo $? > {exit_file}; "
+        "echo AFTER-GPUWATCH; sleep 60"
+    )
+    _start(session, command)
+    try:
+        first = _screen_once(session, lambda screen: "1 RTX 4090" in screen)
+        lines = first.splitlines()
+        assert "gpuwatch — simulated NVML: 2x rtx4090" in lines[0], first
+        assert lines[1].split() == ["0", "RTX", "4090", "waiting", "for", "the", "first", "poll…"], first
+        assert lines[2].startswith(" 1 RTX 4090  waiting for the first poll…"), first
+        assert lines[-1].strip() == "starting the live view…", first
+        assert "BEFORE-GPUWATCH" not in first  # drawn on the alternate screen Textual then keeps
+        assert _pane_flag(session, "alternate_on") == "1"
+        live = _screen_once(session, lambda screen: "q Quit" in screen and "SM busy" in screen)
+        assert "SM busy" in live and "1 Live" in live, live
+        assert "starting the live view" not in live  # every cell of the first frame was drawn over
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        after = _screen_once(session, lambda screen: "AFTER-GPUWATCH" in screen, timeout_s=15)
+        assert exit_file.read_text().strip() == "0"
+        assert "BEFORE-GPUWATCH" in after and "RTX 4090" not in after, after
+        assert _pane_flag(session, "alternate_on") == "0"
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, check=False)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_a_start_that_fails_after_the_first_frame_gives_the_terminal_back(tmp_path: Path) -> None:
+    """Textual failing to load after the GPUs were drawn: the error is on the shell's screen, with the
+    cursor shown, not lost on an alternate screen that nothing leaves."""
+    session = f"gpuwatch-fail-{uuid.uuid4().hex[:8]}"
+    exit_file = tmp_path / "exit"
+    gpuwatch = Path(sys.executable).with_name("gpuwatch")
+    hold = _held_textual(tmp_path, "time.sleep(1); raise ImportError('textual.app held back by the test')")
+    command = f"sleep 1; {hold} {gpuwatch} --sim 2xrtx4090; echo $? > {exit_file}; sleep 60"
+    _start(session, command)
+    try:
+        first = _screen_once(session, lambda screen: "1 RTX 4090" in screen)
+        assert "starting the live view…" in first, first
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not exit_file.exists():
+            time.sleep(0.2)
+        after = _capture(session)
+        assert "ImportError: textual.app held back by the test" in after, after
+        assert "RTX 4090" not in after and exit_file.read_text().strip() != "0"
+        assert _pane_flag(session, "alternate_on") == "0"
+        assert _pane_flag(session, "cursor_flag") == "1"
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, check=False)

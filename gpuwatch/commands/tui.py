@@ -3,6 +3,9 @@
 With no NVIDIA driver or GPU it still starts, on the simulator, because the planning panes and a tour
 of the live view are useful anywhere; a banner that cannot be missed says the numbers are simulated
 and why.
+
+The session is opened, and NVML lists the GPUs, before Textual is imported (a third of a second): the
+CLI draws their names at once (``tui.first_frame``), and the live view draws over them when it is up.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from gpuwatch.options import get
 
 if TYPE_CHECKING:
     from gpuwatch.live.config import LiveConfig
+    from gpuwatch.live.session import LiveSession
     from gpuwatch.tui.app import GpuwatchApp
 
 #: what a machine without a GPU is shown
@@ -50,18 +54,13 @@ def leave_tls_unloaded(config: LiveConfig) -> None:
         sys.meta_path.insert(0, _NoTls())
 
 
-def build_app(args: argparse.Namespace, config: LiveConfig | None = None) -> GpuwatchApp:
-    """The app over the session the options describe, or over the simulator when there is no driver.
-
-    The Plan pane starts from the declared workload at the live prices, so that it and the Cost pane
-    price the same what-if the same way.
-    """
-    from gpuwatch.commands.common import live_config, open_live_session
+def open_tui_session(args: argparse.Namespace, config: LiveConfig) -> tuple[LiveSession, str | None]:
+    """The session the options describe, or the simulator's when there is no driver, with the banner
+    that says so (None when the data is what was asked for)."""
+    from gpuwatch.commands.common import open_live_session
     from gpuwatch.telemetry.sources import NvmlUnavailable
-    from gpuwatch.tui.app import HISTORY_POINTS, create_app
+    from gpuwatch.tui.history_span import HISTORY_POINTS
 
-    banner = None
-    config = config or live_config(args)
     # in-process by default, as nvitop: a second Python process for NVML would double the TUI's memory;
     # a hung read only marks its GPU stale (it keeps a read thread of its own while the others share one,
     # and the ctypes call releases the GIL), but a driver segfault ends the TUI: --isolate-nvml makes it
@@ -71,8 +70,21 @@ def build_app(args: argparse.Namespace, config: LiveConfig | None = None) -> Gpu
     try:
         session = open_live_session(args, config=config, isolate=isolate, history_capacity=HISTORY_POINTS)
     except NvmlUnavailable as exc:
-        banner = fallback_banner(str(exc))
         session = open_live_session(args, config=config, sim=FALLBACK_SIM, history_capacity=HISTORY_POINTS)
+        return session, fallback_banner(str(exc))
+    return session, None
+
+
+def build_app(args: argparse.Namespace, config: LiveConfig | None = None) -> GpuwatchApp:
+    """The app over the session the options describe, or over the simulator when there is no driver.
+
+    The Plan pane starts from the declared workload at the live prices, so that it and the Cost pane
+    price the same what-if the same way.
+    """
+    from gpuwatch.commands.common import live_config
+    from gpuwatch.tui.app import create_app
+
+    session, banner = open_tui_session(args, config or live_config(args))
     return create_app(session, fallback_reason=banner)
 
 
@@ -85,7 +97,22 @@ def run(args: argparse.Namespace) -> int:
     from gpuwatch.telemetry.heap import share_one_malloc_arena
 
     share_one_malloc_arena()  # before the poller's and Textual's threads start
+    from gpuwatch.tui import first_frame
+
     config = live_config(args)
     leave_tls_unloaded(config)  # before Textual imports asyncio
-    build_app(args, config).run()
+    session, banner = open_tui_session(args, config)
+    session.attach()
+    # the GPUs' names on screen before Textual (a third of a second to import) is loaded
+    devices = first_frame.attached_devices(session)
+    frame = first_frame.draw(f"gpuwatch — {session.description}", devices, banner)
+    app = None
+    try:
+        from gpuwatch.tui.app import create_app
+
+        app = create_app(session, fallback_reason=banner)
+        app.run()
+    finally:
+        if frame is not None and not (app is not None and app.took_terminal):
+            frame.leave()  # the TUI ends before Textual took the terminal: an import failed, a Ctrl+C
     return 0

@@ -42,6 +42,13 @@ class LiveSession:
     def description(self) -> str:
         return self.source.description
 
+    def attach(self) -> None:
+        """Let the source list its GPUs now, where it can do that before it polls (an in-process NVML
+        poller: see ``NvmlPoller.attach``); the others list them with their first poll."""
+        attach = getattr(self.source, "attach", None)
+        if callable(attach):
+            attach()
+
     def start(self) -> None:
         if self.engines is not None:
             self.engines.start()

@@ -155,6 +155,7 @@ class NvmlPoller(SnapshotFeed):
         self._go = threading.Event()  # cleared by hold_first_poll
         self._go.set()
         self._thread: threading.Thread | None = None
+        self._driven = False  # started without the thread: the caller polls
         self._poll_lock = threading.Lock()
         self.reader: NvmlReader | None = None
         self._lanes: list[_Lane] = []  # the shared lanes (one, unless reads are slow); none after a hang
@@ -174,14 +175,21 @@ class NvmlPoller(SnapshotFeed):
         ``background=False`` opens NVML without the thread: the caller drives :meth:`poll_once`, e.g.
         tests on a manual simulated clock.
         """
-        if self._thread is not None or self.reader is not None:
+        if self._thread is not None or self._driven:
             return
-        self._stop.clear()
-        self._open_reader()
+        self.attach()
         if not background:
+            self._driven = True  # a later start() (a face's) leaves the polling to the caller
             return
         self._thread = threading.Thread(target=self._run, name="gpuwatch-poller", daemon=True)
         self._thread.start()
+
+    def attach(self) -> None:
+        """Open NVML and list the GPUs, without polling yet (:meth:`start` polls): the TUI names them on
+        screen before Textual is loaded. NvmlUnavailable if there is no NVML."""
+        if self.reader is None:
+            self._stop.clear()
+            self._open_reader()
 
     def hold_first_poll(self) -> Callable[[], None]:
         """Open NVML at :meth:`start` but poll only once the returned function is called (or after
@@ -197,6 +205,7 @@ class NvmlPoller(SnapshotFeed):
             self._thread.join(timeout=max(5.0, 2 * self.interval_s))
             self._thread = None
         self._close_reader()
+        self._driven = False
         if self._on_stop is not None:
             on_stop, self._on_stop = self._on_stop, None
             on_stop()

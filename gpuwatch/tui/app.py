@@ -33,7 +33,9 @@ from gpuwatch.live.assessment import BoxAssessment, GpuAssessment
 from gpuwatch.telemetry.sample import GpuSample, Snapshot
 from gpuwatch.tui.card_grid import CardGrid
 from gpuwatch.tui.feed import AlertsRaised, Feed, PollArrived
-from gpuwatch.tui.gpu_card import WAITING, CardReading
+from gpuwatch.tui.first_frame import WAITING, attached_devices
+from gpuwatch.tui.gpu_card import CardReading
+from gpuwatch.tui.history_span import SPARK_POINTS, TRAIL_POINTS
 from gpuwatch.tui.key_bar import KeyBar
 from gpuwatch.tui.live_view import LiveView
 from gpuwatch.tui.palette import PanesAndGpus
@@ -56,12 +58,6 @@ PANES: dict[str, str] = {
 }
 #: sparkline -> History reading (bandwidth is kept here, from the assessments)
 _HISTORY_READINGS = {"temperature": "temperature_c", "power": "power_w", "clock": "sm_clock_hz"}
-#: points kept for sparklines and the roofline trail
-SPARK_POINTS = 120
-TRAIL_POINTS = 60
-#: History points the TUI keeps per GPU: its sparklines' (the power mean and the assessor's rates read
-#: fewer); History's 15-minute default is ~4.5 MiB for eight GPUs that nothing here would show
-HISTORY_POINTS = SPARK_POINTS
 #: at this many columns the live view and the planning panes sit side by side
 WIDE_COLUMNS = 200
 #: seconds a first Ctrl+C waits for the second
@@ -78,19 +74,6 @@ def _pane_bindings() -> list[Binding]:
         keys = f"alt+{n}" if n == 1 else f"f{n},alt+{n}"
         bindings.append(Binding(keys, f"show_pane('{pane}')", title, show=False, priority=True))
     return bindings
-
-
-def attached_devices(feed: Feed) -> list[tuple[int, str]]:
-    """(index, name) of the GPUs the source found when it attached, before its first poll; empty for a
-    source that does not list them (a replay, the NVML child), whose cards come with the first poll."""
-    reader = getattr(feed.source, "reader", None)
-    devices = getattr(reader, "devices", None) or ()
-    out = []
-    for device in devices:
-        index, name = getattr(device, "index", None), getattr(device, "name", None)
-        if isinstance(index, int) and isinstance(name, str):
-            out.append((index, name))
-    return out
 
 
 class GpuwatchApp(App[None]):
@@ -145,6 +128,9 @@ class GpuwatchApp(App[None]):
         self._ctrl_c_at: float | None = None
         self._found: dict[str, Widget] = {}
         self._release_polls: Callable[[], None] | None = None
+        #: set by compose, which Textual runs once its driver holds the terminal (and will leave it at the
+        #: end): until then the CLI's first frame (see first_frame) is the CLI's to take down
+        self.took_terminal = False
         self.sub_title = feed.source.description
 
     @property
@@ -162,6 +148,7 @@ class GpuwatchApp(App[None]):
     # --- layout ---------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
+        self.took_terminal = True
         yield Header()
         if self.fallback_reason is not None:
             yield Static(self.fallback_reason, id="banner")

@@ -29,9 +29,9 @@ from gpuwatch.tui.gpu_card import (
     badges_of,
     card_plans,
     line_segments,
-    short_name,
     waiting_plans,
 )
+from gpuwatch.tui.gpu_names import short_name
 
 #: (top left, top, top right, side, bottom left, bottom, bottom right)
 _ROUND = ("╭", "─", "╮", "│", "╰", "─", "╯")

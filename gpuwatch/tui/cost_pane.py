@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Label, Static
 from gpuwatch.live.assessment import BoxAssessment, CostSplit, CostView, GpuAssessment
 from gpuwatch.telemetry.sample import GpuSample
 from gpuwatch.tui.formatting import MISSING, percent, rate, usd
-from gpuwatch.tui.gpu_card import short_name
+from gpuwatch.tui.gpu_names import short_name
 
 
 def split_bar(split: CostSplit, width: int) -> Text:

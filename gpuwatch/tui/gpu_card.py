@@ -22,7 +22,9 @@ from rich.text import Text
 
 from gpuwatch.live.assessment import GpuAssessment, Provenance
 from gpuwatch.telemetry.sample import GpuSample
+from gpuwatch.tui.first_frame import WAITING
 from gpuwatch.tui.formatting import MISSING, gauge, gauge_fill, gib, load_style, marker_cell, mhz, percent, si
+from gpuwatch.tui.gpu_names import short_name
 from gpuwatch.tui.throttle import ThrottleBadge, badges_for, xid_badge
 
 #: sparkline name -> label; "bandwidth" comes from the assessments, the rest from History
@@ -37,22 +39,12 @@ Layout = Literal["full", "two", "one"]
 #: lines of a full card's content (its border adds two)
 FULL_LINES = 12
 FULL_HEIGHT = FULL_LINES + 2
-#: what a card named from the device list says until its first reading
-WAITING = "waiting for the first poll…"
 
 _BADGE_STYLE = {
     "critical": "bold white on red",
     "warning": "bold black on yellow",
     "info": "bold white on blue",
 }
-
-
-def short_name(name: str) -> str:
-    """``NVIDIA GeForce RTX 4090`` -> ``RTX 4090``: the vendor prefix costs width a card does not have."""
-    for prefix in ("NVIDIA GeForce ", "NVIDIA "):
-        if name.startswith(prefix):
-            return name[len(prefix) :]
-    return name
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ from textual.widgets import DataTable, Label
 
 from gpuwatch.telemetry.sample import GpuSample
 from gpuwatch.tui.card_grid import Card, CardGrid
+from gpuwatch.tui.first_frame import WAITING
 from gpuwatch.tui.formatting import MISSING, gib, percent
-from gpuwatch.tui.gpu_card import FULL_HEIGHT, WAITING, CardReading, Layout, short_name
+from gpuwatch.tui.gpu_card import FULL_HEIGHT, CardReading, Layout
+from gpuwatch.tui.gpu_names import short_name
 
 #: a card narrower than this cannot show a value and its gauge on one line
 CARD_MIN_WIDTH = 30

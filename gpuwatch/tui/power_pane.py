@@ -24,7 +24,7 @@ from gpuwatch.live.config import LiveConfig, gpu_price_usd
 from gpuwatch.live.power_advice import LiveAdvice, advise_gpu
 from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.telemetry.sample import Snapshot
-from gpuwatch.tui.gpu_card import short_name
+from gpuwatch.tui.gpu_names import short_name
 
 #: seconds between two advice computations (the advice moves with minutes of load, not one poll)
 ADVICE_INTERVAL_S = 3.0

@@ -29,6 +29,7 @@ from textual.worker import get_current_worker
 
 from gpuwatch.telemetry.prometheus_rack import SORTS, RackAlert, RackGpu, RackHost, RackSnapshot, sort_gpus
 from gpuwatch.tui.formatting import MISSING, gib, percent, rate, usd
+from gpuwatch.tui.gpu_names import short_name
 from gpuwatch.tui.key_bar import KeyBar
 
 SORT_ORDER = tuple(SORTS)
@@ -53,12 +54,7 @@ COLUMNS = (
 
 
 def short(name: str | None) -> str:
-    if not name:
-        return MISSING
-    for prefix in ("NVIDIA GeForce ", "NVIDIA "):
-        if name.startswith(prefix):
-            return name[len(prefix) :]
-    return name
+    return short_name(name) if name else MISSING
 
 
 def provenance(figure: str, prov: str | None) -> str:

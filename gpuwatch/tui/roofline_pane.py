@@ -15,7 +15,7 @@ from gpuwatch.model.catalog import GpuSpec
 from gpuwatch.model.roofline import ceilings
 from gpuwatch.telemetry.sample import GpuSample
 from gpuwatch.tui.formatting import percent, si
-from gpuwatch.tui.gpu_card import short_name
+from gpuwatch.tui.gpu_names import short_name
 from gpuwatch.tui.roofline_plot import RooflinePicture, RooflinePlot, merge_roofs
 
 _BOUND_STYLE = {

@@ -1,0 +1,102 @@
+"""The frame a user sees while Textual loads: the title, the banner and every GPU's name, drawn with a few
+ANSI sequences on the terminal Textual is about to take over.
+
+Importing Textual takes ~0.35 s, most of a start; the GPU names are known as soon as the session is
+open (~0.3 s in). So the TUI draws them first, in the alternate screen Textual then enters (entering it
+again is a no-op, and Textual clears nothing before it paints every cell), and the live view replaces
+this frame when it draws. Nothing here imports Textual or rich: that is the point of this module.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from gpuwatch.tui.gpu_names import short_name
+
+#: what a card named from the device list says until its first reading (the frame here says it too)
+WAITING = "waiting for the first poll…"
+#: the last row of this frame, where the live view's key bar will be
+STARTING = "starting the live view…"
+
+_ENTER = "\x1b[?1049h\x1b[?25l\x1b[H\x1b[2J"  # alternate screen, cursor hidden, cleared
+_LEAVE = "\x1b[?25h\x1b[?1049l"
+_BOLD, _DIM, _BANNER, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[1;97;41m", "\x1b[0m"
+
+
+def attached_devices(feed: object) -> list[tuple[int, str]]:
+    """(index, name) of the GPUs the source found when it attached, before its first poll; empty for a
+    source that does not list them (a replay, the NVML child), whose cards come with the first poll."""
+    reader = getattr(getattr(feed, "source", None), "reader", None)
+    devices = getattr(reader, "devices", None) or ()
+    out = []
+    for device in devices:
+        index, name = getattr(device, "index", None), getattr(device, "name", None)
+        if isinstance(index, int) and isinstance(name, str):
+            out.append((index, name))
+    return out
+
+
+def frame_lines(
+    title: str, devices: Sequence[tuple[int, str]], banner: str | None, width: int, height: int
+) -> list[str]:
+    """The frame's rows, each at most ``width`` characters (styles are added by :func:`draw`): the
+    header, the banner, a row per GPU (as many as fit) and the starting line at the bottom."""
+    rows = [title.center(width)[:width]]
+    if banner:
+        rows += [line[:width] for line in _wrap(banner, width)]
+    room = max(0, height - len(rows) - 2)
+    shown = devices[:room] if len(devices) <= room else devices[: max(0, room - 1)]
+    rows += [f" {index} {short_name(name)}  {WAITING}"[:width] for index, name in shown]
+    if len(shown) < len(devices):
+        rows.append(f" … and {len(devices) - len(shown)} more GPUs"[:width])
+    rows += [""] * max(0, height - len(rows) - 1)
+    rows.append(f" {STARTING}"[:width])
+    return rows[:height]
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return [*lines, line] if line else lines
+
+
+class FirstFrame:
+    """The drawn frame; :meth:`leave` puts the terminal back when the TUI ends before Textual took it
+    (an import failed, Ctrl+C while loading). Textual leaves the alternate screen itself when it ran."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def leave(self) -> None:
+        self._out.write(_LEAVE)
+        self._out.flush()
+
+
+def draw(title: str, devices: Sequence[tuple[int, str]], banner: str | None) -> FirstFrame | None:
+    """Draw the frame on the terminal Textual will use (its stderr); None where Textual will not take a
+    terminal this way (not a tty, another driver chosen, Windows), and nothing is drawn."""
+    out = sys.__stderr__
+    if out is None or os.name == "nt" or os.environ.get("TEXTUAL_DRIVER") or not out.isatty():
+        return None
+    try:
+        width, height = os.get_terminal_size(out.fileno())
+    except OSError:
+        width, height = shutil.get_terminal_size()
+    rows = frame_lines(title, devices, banner, width, height)
+    banner_rows = len(_wrap(banner, width)) if banner else 0
+    styled = []
+    for n, row in enumerate(rows):
+        style = _BOLD if n == 0 else _BANNER if n <= banner_rows else _DIM if n == len(rows) - 1 else ""
+        styled.append(f"\x1b[{n + 1};1H{style}{row}{_RESET if style else ''}")
+    out.write(_ENTER + "".join(styled))
+    out.flush()
+    return FirstFrame(out)
