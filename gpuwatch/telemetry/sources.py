@@ -110,7 +110,8 @@ def open_source(
 
     ``isolate=True`` (exporter, TUI, record): NVML runs in a supervised child process, so a crash or
     hang in the driver is a state (``source.state()``) and never touches this process; start() returns
-    at once. In-process, real NVML is probed now so a missing driver fails here, in one line.
+    at once. In-process, real NVML is opened now (the GPUs listed, nothing polled) so a missing driver
+    fails here, in one line.
     ``history_capacity``: points of History kept per GPU (None: History's default).
     """
     interval = 1.0 if interval_s is None else interval_s
@@ -148,13 +149,10 @@ def open_source(
         from gpuwatch.telemetry.nvml_supervisor import NvmlSupervisor
 
         return NvmlSupervisor(interval_s=interval, history_capacity=history_capacity)
-    import pynvml as N
-
     from gpuwatch.telemetry.poller import NvmlPoller
 
-    try:
-        N.nvmlInit()
-    except N.NVMLError as exc:
-        raise NvmlUnavailable(unavailable_message(exc)) from None
-    N.nvmlShutdown()
-    return NvmlPoller(interval_s=interval, history_capacity=history_capacity)
+    poller = NvmlPoller(interval_s=interval, history_capacity=history_capacity)
+    # opened once, here: a probe's nvmlInit and nvmlShutdown before start()'s own nvmlInit cost a second
+    # driver start-up where no persistence daemon keeps the driver loaded
+    poller.attach()
+    return poller
