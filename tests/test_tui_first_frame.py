@@ -41,3 +41,10 @@ def test_a_source_that_lists_no_gpus_before_its_first_poll_shows_the_title_and_t
     assert rows[0].strip() == "gpuwatch — replay of box.jsonl"
     assert not any(row.strip() for row in rows[1:-1])
     assert rows[-1] == " starting the live view…"
+
+
+def test_control_characters_in_a_name_or_a_path_are_not_sent_to_the_terminal() -> None:
+    rows = frame_lines("gpuwatch — replay of \x1b[2Jbox.jsonl", [(0, "RTX\x07 4090\x1b]0;x")], None, 80, 5)
+    assert rows[0].strip() == "gpuwatch — replay of ?[2Jbox.jsonl"
+    assert rows[1] == " 0 RTX? 4090?]0;x  waiting for the first poll…"
+    assert all(row.isprintable() for row in rows)

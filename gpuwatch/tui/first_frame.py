@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -44,7 +45,11 @@ def frame_lines(
     title: str, devices: Sequence[tuple[int, str]], banner: str | None, width: int, height: int
 ) -> list[str]:
     """The frame's rows, each at most ``width`` characters (styles are added by :func:`draw`): the
-    header, the banner, a row per GPU (as many as fit) and the starting line at the bottom."""
+    header, the banner, a row per GPU (as many as fit) and the starting line at the bottom. Control
+    characters show as "?": a GPU name or a replayed file's path must not reach the terminal as a
+    control sequence."""
+    title, banner = _printable(title), _printable(banner) if banner else None
+    devices = [(index, _printable(name)) for index, name in devices]
     rows = [title.center(width)[:width]]
     if banner:
         rows += [line[:width] for line in _wrap(banner, width)]
@@ -59,14 +64,11 @@ def frame_lines(
 
 
 def _wrap(text: str, width: int) -> list[str]:
-    words, lines, line = text.split(), [], ""
-    for word in words:
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    return [*lines, line] if line else lines
+    return textwrap.wrap(text, max(1, width))
+
+
+def _printable(text: str) -> str:
+    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
 
 
 class FirstFrame:
