@@ -121,7 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ratio = gpuwatch / counterpart; 'better' names the side with the better figure for that measure.",
         f"poller latency: {poller.NVML_CALL_SOURCE}; injected with the simulated NVML's slow fault.",
         "poller: both read the GPUs one after another on one thread; gpuwatch shares them out over more "
-        "threads only when a tick's reads take over a tenth of the interval (not at 0.36 ms/call on 8 GPUs).",
+        "threads only when a tick's reads take over a tenth of the interval (not at 0.36 ms/call on 8 GPUs); "
+        f"each poller figure is the median of {poller.ROUNDS} probes per tool, the tools taking turns "
+        "(one in --tiny).",
         "slowloris: one exporter at a time (8 simulated GPUs) under the same hostile sockets - slow-header "
         "ones trickling a header line every 5 s (1 s in --tiny) and silent ones, each reconnecting whenever "
         "dropped - while a client scrapes it once a second; a scrape that times out (10 s) counts as "
