@@ -179,7 +179,7 @@ def test_a_start_that_fails_after_the_first_frame_gives_the_terminal_back(tmp_pa
     session = f"gpuwatch-fail-{uuid.uuid4().hex[:8]}"
     exit_file = tmp_path / "exit"
     gpuwatch = Path(sys.executable).with_name("gpuwatch")
-    hold = _held_textual(tmp_path, "time.sleep(1); raise ImportError('textual.app held back by the test')")
+    hold = _held_textual(tmp_path, "time.sleep(2); raise ImportError('textual.app held back by the test')")
     command = f"sleep 1; {hold} {gpuwatch} --sim 2xrtx4090; echo $? > {exit_file}; sleep 60"
     _start(session, command)
     try:
