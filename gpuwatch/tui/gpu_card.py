@@ -12,7 +12,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from typing import Literal
 
 from rich.console import Console
@@ -78,12 +78,17 @@ def _slowdown_c(sample: GpuSample) -> float | None:
     return slowdown
 
 
-def badges_of(sample: GpuSample) -> list[ThrottleBadge]:
+def badges_of(sample: GpuSample) -> tuple[ThrottleBadge, ...]:
     """Throttle badges, most severe first, then the last Xid (its code's meaning is in the help)."""
-    badges = badges_for(sample.clock_event_reasons)
-    if sample.last_xid is not None:
-        badges.insert(0, xid_badge(sample.last_xid))
-    return badges
+    return _badges(sample.clock_event_reasons, sample.last_xid)
+
+
+@lru_cache(maxsize=64)
+def _badges(mask: int | None, last_xid: int | None) -> tuple[ThrottleBadge, ...]:
+    """Cached: each card asks twice a poll (its lines and its border's class), and the masks a box
+    shows are few."""
+    xid = (xid_badge(last_xid),) if last_xid is not None else ()
+    return (*xid, *badges_for(mask))
 
 
 def unusable_reason(sample: GpuSample) -> str | None:
