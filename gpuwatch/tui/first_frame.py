@@ -44,22 +44,27 @@ def attached_devices(feed: object) -> list[tuple[int, str]]:
 def frame_lines(
     title: str, devices: Sequence[tuple[int, str]], banner: str | None, width: int, height: int
 ) -> list[str]:
-    """The frame's rows, each at most ``width`` characters (styles are added by :func:`draw`): the
-    header, the banner, a row per GPU (as many as fit) and the starting line at the bottom. Control
-    characters show as "?": a GPU name or a replayed file's path must not reach the terminal as a
-    control sequence."""
-    title, banner = _printable(title), _printable(banner) if banner else None
+    """The frame's rows, each at most ``width`` characters: the header, the banner, a row per GPU (as
+    many as fit) and the starting line at the bottom. Control characters show as "?": a GPU name or a
+    replayed file's path must not reach the terminal as a control sequence."""
+    return [text for _style, text in _styled_rows(title, devices, banner, width, height)]
+
+
+def _styled_rows(
+    title: str, devices: Sequence[tuple[int, str]], banner: str | None, width: int, height: int
+) -> list[tuple[str, str]]:
+    """(ANSI style, text) of each row of :func:`frame_lines`."""
     devices = [(index, _printable(name)) for index, name in devices]
-    rows = [title.center(width)[:width]]
+    rows = [(_BOLD, _printable(title).center(width)[:width])]
     if banner:
-        rows += [line[:width] for line in _wrap(banner, width)]
+        rows += [(_BANNER, line[:width]) for line in _wrap(_printable(banner), width)]
     room = max(0, height - len(rows) - 2)
     shown = devices[:room] if len(devices) <= room else devices[: max(0, room - 1)]
-    rows += [f" {index} {short_name(name)}  {WAITING}"[:width] for index, name in shown]
+    rows += [("", f" {index} {short_name(name)}  {WAITING}"[:width]) for index, name in shown]
     if len(shown) < len(devices):
-        rows.append(f" … and {len(devices) - len(shown)} more GPUs"[:width])
-    rows += [""] * max(0, height - len(rows) - 1)
-    rows.append(f" {STARTING}"[:width])
+        rows.append(("", f" … and {len(devices) - len(shown)} more GPUs"[:width]))
+    rows += [("", "")] * max(0, height - len(rows) - 1)
+    rows.append((_DIM, f" {STARTING}"[:width]))
     return rows[:height]
 
 
@@ -93,12 +98,8 @@ def draw(title: str, devices: Sequence[tuple[int, str]], banner: str | None) -> 
         width, height = os.get_terminal_size(out.fileno())
     except OSError:
         width, height = shutil.get_terminal_size()
-    rows = frame_lines(title, devices, banner, width, height)
-    banner_rows = len(_wrap(banner, width)) if banner else 0
-    styled = []
-    for n, row in enumerate(rows):
-        style = _BOLD if n == 0 else _BANNER if n <= banner_rows else _DIM if n == len(rows) - 1 else ""
-        styled.append(f"\x1b[{n + 1};1H{style}{row}{_RESET if style else ''}")
-    out.write(_ENTER + "".join(styled))
+    rows = _styled_rows(title, devices, banner, width, height)
+    drawn = (f"\x1b[{n};1H{style}{text}{_RESET if style else ''}" for n, (style, text) in enumerate(rows, 1))
+    out.write(_ENTER + "".join(drawn))
     out.flush()
     return FirstFrame(out)
