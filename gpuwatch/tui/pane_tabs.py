@@ -53,22 +53,26 @@ class PaneTabs(Widget, can_focus=False):
         super().__init__(id=id)
         self.labels = {pane_id: f"{n} {title}" for n, (pane_id, title) in enumerate(panes.items(), start=1)}
 
+    def _titles(self) -> list[tuple[str, str]]:
+        """(pane id, its title as drawn), in order; GAP between two."""
+        return [(pane_id, f" {label} ") for pane_id, label in self.labels.items()]
+
     def spans(self) -> dict[str, tuple[int, int]]:
         """Pane id -> (first column, past the last column) of its title, in this widget's content."""
         out, x = {}, 0
-        for pane_id, label in self.labels.items():
-            out[pane_id] = (x, x + cell_len(label) + 2)
-            x += cell_len(label) + 2 + len(GAP)
+        for pane_id, title in self._titles():
+            out[pane_id] = (x, x + cell_len(title))
+            x += cell_len(title) + cell_len(GAP)
         return out
 
     def render_line(self, y: int) -> Strip:
         base = self.rich_style
         chosen = base + self.get_component_rich_style("pane-tabs--active", partial=True)
         segments: list[Segment] = []
-        for n, (pane_id, label) in enumerate(self.labels.items()):
+        for n, (pane_id, title) in enumerate(self._titles()):
             if n:
                 segments.append(Segment(GAP, base))
-            segments.append(Segment(f" {label} ", chosen if pane_id == self.active else base))
+            segments.append(Segment(title, chosen if pane_id == self.active else base))
         width = self.content_size.width
         return Strip(segments).crop_extend(0, width, base) if y == 0 else Strip.blank(width, base)
 
