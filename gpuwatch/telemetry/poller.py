@@ -192,7 +192,7 @@ class NvmlPoller(SnapshotFeed):
             self._open_reader()
 
     def hold_first_poll(self) -> Callable[[], None]:
-        """Open NVML at :meth:`start` but poll only once the returned function is called (or after
+        """Let :meth:`start` poll only once the returned function is called (or after
         FIRST_POLL_HOLD_MAX_S): the TUI draws its first frame, the cards named from the device list,
         before the first poll's reading and assessment compete with it for the interpreter."""
         self._go.clear()
