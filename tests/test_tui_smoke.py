@@ -48,14 +48,26 @@ def _screen_once(session: str, shows: Callable[[str], bool], timeout_s: float = 
     return screen
 
 
+def _pane_flag(session: str, flag: str) -> str:
+    done = subprocess.run(
+        ["tmux", "display-message", "-p", "-t", session, f"#{{{flag}}}"], capture_output=True, text=True
+    )
+    return done.stdout.strip()
+
+
+def _exit_status(exit_file: Path, timeout_s: float = 15.0) -> str | None:
+    """What the session's command wrote to ``exit_file`` once it ended (None if it had not by then)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not exit_file.exists():
+        time.sleep(0.2)
+    return exit_file.read_text().strip() if exit_file.exists() else None
+
+
 def _mapped_files(session: str) -> set[str]:
     """The files mapped into the program the session runs (the pane's shell runs it as a child)."""
     import psutil
 
-    pane = subprocess.run(
-        ["tmux", "display-message", "-p", "-t", session, "#{pane_pid}"], capture_output=True, text=True
-    )
-    shell = psutil.Process(int(pane.stdout.strip()))
+    shell = psutil.Process(int(_pane_flag(session, "pane_pid")))
     return {m.path for p in (shell, *shell.children(recursive=True)) for m in p.memory_maps()}
 
 
@@ -79,10 +91,7 @@ def test_gpuwatch_sim_draws_in_tmux_and_quits(tmp_path: Path) -> None:
         # its session fetches no https URL: OpenSSL (~4 MiB resident) was never loaded into it
         assert not [lib for lib in _mapped_files(session) if "libssl" in lib or "libcrypto" in lib]
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not exit_file.exists():
-            time.sleep(0.2)
-        assert exit_file.exists() and exit_file.read_text().strip() == "0"
+        assert _exit_status(exit_file) == "0"
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, check=False)
 
@@ -129,13 +138,6 @@ def _held_textual(tmp_path: Path, action: str) -> str:
         "sys.meta_path.insert(0, _Hold())\n"
     )
     return f"PYTHONPATH={shlex.quote(str(tmp_path))}"
-
-
-def _pane_flag(session: str, flag: str) -> str:
-    done = subprocess.run(
-        ["tmux", "display-message", "-p", "-t", session, f"#{{{flag}}}"], capture_output=True, text=True
-    )
-    return done.stdout.strip()
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -185,12 +187,10 @@ def test_a_start_that_fails_after_the_first_frame_gives_the_terminal_back(tmp_pa
     try:
         first = _screen_once(session, lambda screen: "1 RTX 4090" in screen)
         assert "starting the live view…" in first, first
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not exit_file.exists():
-            time.sleep(0.2)
+        status = _exit_status(exit_file)
         after = _capture(session)
         assert "ImportError: textual.app held back by the test" in after, after
-        assert "RTX 4090" not in after and exit_file.read_text().strip() != "0"
+        assert "RTX 4090" not in after and status is not None and status != "0"
         assert _pane_flag(session, "alternate_on") == "0"
         assert _pane_flag(session, "cursor_flag") == "1"
     finally:
